@@ -1,0 +1,1 @@
+"""The embedded local stack: process runner, dev keys and tokens, SMTP sink."""

@@ -1,0 +1,1 @@
+"""The notifications service: e-mails to buyers, driven by the other services' events."""

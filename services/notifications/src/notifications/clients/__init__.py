@@ -1,0 +1,1 @@
+"""External systems the notifications service talks to."""

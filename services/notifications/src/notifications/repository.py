@@ -1,0 +1,73 @@
+"""All SQL of the notifications service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+
+async def insert_delivery(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: UUID,
+    event_id: UUID,
+    template: str,
+    recipient: str,
+    locale: str,
+    order_id: UUID | None,
+    subject: str,
+    body_text: str,
+    body_html: str | None,
+) -> bool:
+    """Insert a pending delivery; False when (event, template, recipient) already has one."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO deliveries (id, event_id, template, recipient, locale, order_id, subject,
+                                body_text, body_html)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (event_id, template, recipient) DO NOTHING
+        RETURNING true
+        """,
+        delivery_id, event_id, template, recipient, locale, order_id, subject, body_text, body_html,
+    )
+    return bool(inserted)
+
+
+async def claim_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Lock due pending deliveries; other senders skip them (``SKIP LOCKED``)."""
+    return await conn.fetch(
+        """
+        SELECT id, recipient, subject, body_text, body_html, attempts
+        FROM deliveries
+        WHERE status = 'pending' AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+
+
+async def mark_sent(conn: asyncpg.Connection, delivery_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET status = 'sent', sent_at = now(), attempts = attempts + 1 WHERE id = $1",
+        delivery_id,
+    )
+
+
+async def mark_attempt_failed(
+    conn: asyncpg.Connection, delivery_id: UUID, *, error: str, retry_at: datetime | None
+) -> None:
+    """Record a failed attempt; ``retry_at`` None means give up (status ``failed``)."""
+    await conn.execute(
+        """
+        UPDATE deliveries
+        SET attempts = attempts + 1, last_error = $2,
+            status = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+            next_attempt_at = COALESCE($3::timestamptz, next_attempt_at)
+        WHERE id = $1
+        """,
+        delivery_id, error[:2000], retry_at,
+    )

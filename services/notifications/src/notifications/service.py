@@ -1,0 +1,123 @@
+"""Use cases: queue an e-mail for an event (in the consumer's transaction), send due e-mails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from prometheus_client import Counter
+
+from ticketing_shared.outbox import new_event_id
+
+from . import repository
+from .clients.smtp import DeliveryError, Mail, SmtpMailer
+from .templates import render
+
+log = logging.getLogger(__name__)
+
+SENT = Counter("emails_sent_total", "E-mails accepted by the SMTP server", ["template"])
+FAILED = Counter("email_attempts_failed_total", "E-mail delivery attempts that failed")
+
+
+async def queue_email(
+    conn: asyncpg.Connection,
+    *,
+    event_id: UUID,
+    template: str,
+    recipient: str,
+    locale: str | None,
+    order_id: UUID | None,
+    context: dict[str, Any],
+) -> bool:
+    """Render and queue one e-mail; a second call for the same (event, template, recipient) is a no-op."""
+    if not recipient:
+        log.warning("email.no_recipient", extra={"template": template, "order_id": str(order_id)})
+        return False
+    rendered = render(template, locale, context)
+    return await repository.insert_delivery(
+        conn,
+        delivery_id=new_event_id(),
+        event_id=event_id,
+        template=template,
+        recipient=recipient,
+        locale=rendered.locale,
+        order_id=order_id,
+        subject=rendered.subject,
+        body_text=rendered.text,
+        body_html=rendered.html,
+    )
+
+
+class Sender:
+    """Sends due deliveries; woken right after a consumer queued one, else polls."""
+
+    def __init__(
+        self,
+        mailer: SmtpMailer,
+        *,
+        batch: int = 20,
+        max_attempts: int = 8,
+        backoff_s: float = 1.0,
+        idle_poll_s: float = 0.05,
+    ) -> None:
+        self.mailer = mailer
+        self.batch = batch
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.idle_poll_s = idle_poll_s
+        self._wake = asyncio.Event()
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            sent = await self.send_due(pool)
+            if sent:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
+            except TimeoutError:
+                pass
+
+    async def send_due(self, pool: asyncpg.Pool) -> int:
+        """Send one batch of due deliveries, holding their row locks while sending."""
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await repository.claim_due(conn, limit=self.batch)
+            if not rows:
+                return 0
+            results = await asyncio.gather(*(self._send(row) for row in rows), return_exceptions=True)
+            for row, result in zip(rows, results, strict=True):
+                if result is None:
+                    await repository.mark_sent(conn, row["id"])
+                    continue
+                FAILED.inc()
+                attempts = row["attempts"] + 1
+                permanent = isinstance(result, DeliveryError) and result.permanent
+                retry_at = None
+                if not permanent and attempts < self.max_attempts:
+                    retry_at = datetime.now(UTC) + timedelta(seconds=self.backoff_s * 2 ** (attempts - 1))
+                log.warning(
+                    "email.delivery_failed",
+                    extra={"delivery_id": str(row["id"]), "attempts": attempts,
+                           "error": repr(result), "gave_up": retry_at is None},
+                )
+                await repository.mark_attempt_failed(conn, row["id"], error=repr(result), retry_at=retry_at)
+            return len(rows)
+
+    async def _send(self, row: asyncpg.Record) -> None:
+        await self.mailer.send(
+            Mail(
+                message_id=f"<{row['id']}@ticketing.local>",
+                to=row["recipient"],
+                subject=row["subject"],
+                text=row["body_text"],
+                html=row["body_html"],
+            )
+        )
+        SENT.labels("any").inc()

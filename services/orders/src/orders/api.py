@@ -1,0 +1,15 @@
+"""Orders API process: FastAPI, no broker (state changes write outbox rows)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ticketing_shared.web import create_base_app
+
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the orders API."""
+    settings = settings or Settings()
+    return create_base_app(settings, title="Orders API")

@@ -1,0 +1,82 @@
+"""The command line every service shares: ``python -m <service> <command>``.
+
+Commands::
+
+    api                         serve the HTTP API (uvicorn)
+    worker                      run consumers, the outbox relay and schedulers
+    migrate                     apply pending SQL migrations (safe to run concurrently)
+    outbox replay --since 15m   re-publish the outbox rows created since then
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from . import db, kafka, outbox
+from .settings import ServiceSettings
+
+
+def run_cli(
+    *,
+    service: str,
+    settings_factory: Callable[[], ServiceSettings],
+    api_factory: Callable[[ServiceSettings], Any],
+    worker_factory: Callable[[ServiceSettings], Any],
+    migrations_dir: Path,
+    argv: list[str] | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {service}", description=f"{service} service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the HTTP API")
+    sub.add_parser("worker", help="run consumers, the outbox relay and schedulers")
+    sub.add_parser("migrate", help="apply pending migrations")
+    ob = sub.add_parser("outbox", help="outbox operations")
+    ob_sub = ob.add_subparsers(dest="outbox_command", required=True)
+    rp = ob_sub.add_parser("replay", help="re-publish outbox rows created since a time")
+    rp.add_argument("--since", required=True, help="e.g. 90s, 15m, 2h, 1d")
+    args = parser.parse_args(argv)
+    settings = settings_factory()
+
+    if args.command == "migrate":
+        applied = asyncio.run(
+            db.migrate(settings.database_url, db.shared_migrations() + db.dir_migrations(service, migrations_dir))
+        )
+        print(f"{service}: {len(applied)} migration(s) applied", *applied, sep="\n  ")
+        return 0
+    if args.command == "outbox":
+        since = outbox.parse_duration(args.since)
+
+        async def _replay() -> int:
+            # after a memory-only broker restart the topics are gone: recreate them first
+            await kafka.ensure_topics(settings.kafka_bootstrap_servers, partitions=settings.topic_partitions)
+            conn = await asyncpg.connect(settings.database_url)
+            try:
+                return await outbox.replay(conn, since=since)
+            finally:
+                await conn.close()
+
+        count = asyncio.run(_replay())
+        print(f"{service}: {count} outbox row(s) queued for re-publishing (since {args.since})")
+        return 0
+
+    import uvicorn
+
+    if args.command == "api":
+        app, host, port = api_factory(settings), settings.api_host, settings.api_port
+    else:
+        app, host, port = worker_factory(settings), settings.worker_host, settings.worker_port
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10
+    )
+    return 0
+
+
+def main_for(**kwargs: Any) -> None:
+    sys.exit(run_cli(**kwargs))

@@ -1,0 +1,231 @@
+"""The consumer wrapper: inbox claim and effects in one transaction, bounded retries, DLQ.
+
+For each record of a topic:
+
+1. decode the CloudEvent and validate ``data`` with the contract class of its ``ce_type``
+   (types this consumer has no handler for are acknowledged and skipped);
+2. in ONE transaction: claim ``(consumer, event_id)`` in the inbox and run the handler; a
+   redelivered event finds its claim and does nothing;
+3. return, and only then is the offset committed (FastStream ``NACK_ON_ERROR``), so a crash
+   between the commit of (2) and the offset commit re-reads the event, which (2) then skips.
+
+Failures: infrastructure errors (database unreachable) are not the message's fault: the record
+is not acknowledged and is read again after a pause. Any other error is retried
+``max_attempts`` times with exponential backoff; then the record goes to ``<topic>.dlq`` with
+the error in its headers and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Histogram
+
+from .contracts.base import EventData
+from .contracts.topics import dlq_topic
+from .crash import crash_point
+from .envelope import CloudEvent, Headers, decode
+from .inbox import claim
+from .logs import traceparent_var
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=EventData)
+Handler = Callable[[asyncpg.Connection, Any, CloudEvent], Awaitable[None]]
+
+EVENTS = Counter(
+    "consumer_events_total", "Records handled by consumers", ["consumer", "ce_type", "outcome"]
+)
+RETRIES = Counter("consumer_retries_total", "Handler attempts that failed", ["consumer", "ce_type"])
+LATENCY = Histogram(
+    "consumer_handle_seconds",
+    "Time to apply one event (claim + effects + commit)",
+    ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+# Errors that say the database (not the message) is the problem: never dead-letter for these.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class InfrastructureUnavailable(RuntimeError):
+    """Raised to leave a record unacknowledged so that it is read again."""
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass
+class _Route:
+    model: type[EventData]
+    handler: Handler
+
+
+class EventConsumer:
+    """One logical consumer (its inbox name) and its handlers by ``ce_type``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_attempts: int = 5,
+        backoff_ms: float = 50.0,
+        backoff_max_ms: float = 2000.0,
+    ) -> None:
+        self.name = name
+        self.max_attempts = max_attempts
+        self.backoff = backoff_ms / 1000
+        self.backoff_max = backoff_max_ms / 1000
+        self.routes: dict[str, _Route] = {}
+        self.pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+        # called after a fresh event's transaction committed (e.g. wake an e-mail sender)
+        self.after_commit: list[Callable[[CloudEvent], None]] = []
+
+    def on(self, model: type[E]) -> Callable[[Handler], Handler]:
+        """Register ``handler(conn, data, event)`` for ``model.ce_type``."""
+
+        def register(fn: Handler) -> Handler:
+            if model.ce_type in self.routes:
+                raise ValueError(f"{self.name}: two handlers for {model.ce_type}")
+            self.routes[model.ce_type] = _Route(model, fn)
+            return fn
+
+        return register
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted({r.model.topic for r in self.routes.values()})
+
+    def bind(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        self.pool = pool
+        self.producer = producer
+
+    async def handle(self, record: Record) -> None:
+        """Apply one record exactly once, or dead-letter it; raise only to be re-read."""
+        ce_type = _header(record.headers, "ce_type") or "?"
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                outcome = await self._apply(record)
+                LATENCY.labels(self.name).observe(time.perf_counter() - started)
+                EVENTS.labels(self.name, ce_type, outcome).inc()
+                return
+            except TRANSIENT as exc:
+                log.warning(
+                    "consumer.infrastructure_unavailable",
+                    extra={"consumer": self.name, "error": repr(exc)},
+                )
+                await asyncio.sleep(min(self.backoff * 2**attempt, self.backoff_max))
+                raise InfrastructureUnavailable(repr(exc)) from exc
+            except Exception as exc:
+                RETRIES.labels(self.name, ce_type).inc()
+                if attempt >= self.max_attempts:
+                    await self._dead_letter(record, exc, attempt)
+                    EVENTS.labels(self.name, ce_type, "dead_lettered").inc()
+                    return
+                log.warning(
+                    "consumer.attempt_failed",
+                    extra={"consumer": self.name, "ce_type": ce_type, "attempt": attempt,
+                           "error": repr(exc)},
+                )
+                await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
+
+    async def _apply(self, record: Record) -> str:
+        event = decode(record.headers, record.value)
+        route = self.routes.get(event.type)
+        if route is None:
+            return "ignored"
+        data = route.model.model_validate(event.data)
+        token = traceparent_var.set(event.traceparent)
+        try:
+            assert self.pool is not None, "consumer not bound to a pool"
+            async with self.pool.acquire() as conn, conn.transaction():
+                fresh = await claim(
+                    conn,
+                    consumer=self.name,
+                    event=event,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                if fresh:
+                    await route.handler(conn, data, event)
+            crash_point("consumer.after_commit", event.type)
+            if fresh:
+                for callback in self.after_commit:
+                    callback(event)
+            return "applied" if fresh else "duplicate"
+        finally:
+            traceparent_var.reset(token)
+
+    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        log.error(
+            "consumer.dead_lettered",
+            extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
+                   "offset": record.offset, "attempts": attempts, "error": error},
+        )
+        headers = [h for h in record.headers if not h[0].startswith("dlq_")]
+        headers += [
+            ("dlq_consumer", self.name.encode()),
+            ("dlq_error", error.encode()),
+            ("dlq_stack", "".join(traceback.format_exception(exc))[-4000:].encode()),
+            ("dlq_attempts", str(attempts).encode()),
+            ("dlq_original_topic", record.topic.encode()),
+            ("dlq_original_partition", str(record.partition).encode()),
+            ("dlq_original_offset", str(record.offset).encode()),
+        ]
+        assert self.producer is not None and self.pool is not None
+        await self.producer.send_and_wait(
+            dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        await self.pool.execute(
+            """
+            INSERT INTO dead_letters (consumer, event_id, ce_type, topic, partition, "offset",
+                                      error, attempts)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            """,
+            self.name,
+            _header(record.headers, "ce_id"),
+            _header(record.headers, "ce_type"),
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+            attempts,
+        )
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    for k, v in headers:
+        if k == name:
+            try:
+                return v.decode()
+            except (UnicodeDecodeError, AttributeError):
+                return None
+    return None

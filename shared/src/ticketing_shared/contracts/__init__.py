@@ -1,0 +1,37 @@
+"""Event payloads and topic names: the only types that cross service lines.
+
+One pydantic class per ``ce_type``, each with a schema version. A consumer looks a record's
+``ce_type`` up in ``EVENT_TYPES`` and validates its ``data`` with that class.
+"""
+
+from .base import EVENT_TYPES, EventData, event_class
+from .events import (
+    OrderCancelled,
+    OrderCreated,
+    OrderExpired,
+    OrderPaid,
+    PaymentSucceeded,
+    RefundCompleted,
+    RefundRequested,
+    SeatInfo,
+)
+from .topics import ALL_TOPICS, ORDERS_EVENTS, PAYMENTS_EVENTS, REFUNDS_EVENTS, dlq_topic
+
+__all__ = [
+    "ALL_TOPICS",
+    "EVENT_TYPES",
+    "ORDERS_EVENTS",
+    "PAYMENTS_EVENTS",
+    "REFUNDS_EVENTS",
+    "EventData",
+    "OrderCancelled",
+    "OrderCreated",
+    "OrderExpired",
+    "OrderPaid",
+    "PaymentSucceeded",
+    "RefundCompleted",
+    "RefundRequested",
+    "SeatInfo",
+    "dlq_topic",
+    "event_class",
+]

@@ -1,0 +1,134 @@
+"""Event payloads, grouped by the topic they are published on.
+
+Money is an integer in minor units plus an ISO 4217 currency; times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from .base import EventData
+from .topics import ORDERS_EVENTS, PAYMENTS_EVENTS, REFUNDS_EVENTS
+
+
+class SeatInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    seat_id: UUID
+    registration_id: UUID | None = None
+
+
+class _OrderEvent(EventData):
+    topic: ClassVar[str] = ORDERS_EVENTS
+
+    order_id: UUID
+    tenant_id: str
+
+
+class OrderCreated(_OrderEvent):
+    """A paid order was placed and holds inventory until ``expires_at``."""
+
+    ce_type: ClassVar[str] = "order.created"
+
+    event_id: UUID
+    ticket_type_id: UUID
+    buyer_id: str
+    buyer_email: str
+    buyer_locale: str = "en"
+    quantity: int
+    total_amount: int
+    currency: str
+    expires_at: datetime
+    event_title: str = ""
+    event_starts_at: datetime | None = None
+    seats: list[SeatInfo] = []
+
+
+class OrderPaid(_OrderEvent):
+    """The order's payment succeeded; invites (if any) are open."""
+
+    ce_type: ClassVar[str] = "order.paid"
+
+    buyer_id: str
+    buyer_email: str
+    buyer_locale: str = "en"
+    quantity: int
+    total_amount: int
+    currency: str
+    transaction_id: str
+    paid_at: datetime
+    event_title: str = ""
+    invite_tokens: list[str] = []
+
+
+class OrderCancelled(_OrderEvent):
+    """A pending order was cancelled by its buyer; its seats were released."""
+
+    ce_type: ClassVar[str] = "order.cancelled"
+
+    reason: str
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+
+
+class OrderExpired(_OrderEvent):
+    """A pending order passed ``expires_at`` unpaid; its seats were released."""
+
+    ce_type: ClassVar[str] = "order.expired"
+
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+
+
+class PaymentSucceeded(EventData):
+    """The provider confirmed the money for an order (amount checked against the order)."""
+
+    ce_type: ClassVar[str] = "payment.succeeded"
+    topic: ClassVar[str] = PAYMENTS_EVENTS
+
+    order_id: UUID
+    payment_id: UUID
+    provider: str
+    payment_method: str
+    transaction_id: str
+    amount: int
+    currency: str
+    paid_at: datetime
+    transaction_fee: int = 0
+    app_fee: int = 0
+
+
+class RefundRequested(EventData):
+    """A refund was accepted by the refunds service and must be executed at the provider."""
+
+    ce_type: ClassVar[str] = "refund.requested"
+    topic: ClassVar[str] = REFUNDS_EVENTS
+
+    refund_id: UUID
+    order_id: UUID
+    tenant_id: str
+    amount: int
+    currency: str
+    reason: str
+    seat_ids: list[UUID] = []
+
+
+class RefundCompleted(EventData):
+    """The provider settled a refund: the money went back to the buyer."""
+
+    ce_type: ClassVar[str] = "refund.completed"
+    topic: ClassVar[str] = REFUNDS_EVENTS
+
+    refund_id: UUID
+    order_id: UUID
+    tenant_id: str
+    amount: int
+    currency: str
+    reason: str
+    voided_seat_ids: list[UUID] = []
+    fully_refunded: bool = False
+    refunded_at: datetime

@@ -1,0 +1,163 @@
+"""asyncpg pool, transactions and numbered SQL migrations.
+
+One transaction owner: the route dependency or the consumer wrapper opens the transaction;
+services and repositories receive the connection and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Key of the session-level advisory lock that serialises migration runs across processes.
+_MIGRATION_LOCK_KEY = 0x7469636B  # "tick"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """Create a pool whose connections decode json/jsonb to Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(
+    pool: asyncpg.Pool, *, tenant_id: str | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """Acquire a connection and run one transaction; commit on success, roll back on error.
+
+    ``tenant_id`` sets ``app.tenant_id`` for the transaction only, the key of the row-level
+    security policies on tenant-scoped tables.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if tenant_id is not None:
+            await set_tenant(conn, tenant_id)
+        yield conn
+
+
+async def set_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Scope the current transaction to one tenant (row-level security key)."""
+    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+
+
+@dataclass(frozen=True)
+class Migration:
+    track: str
+    version: int
+    name: str
+    sql: str
+
+
+def _load_dir(track: str, files: list[tuple[str, str]]) -> list[Migration]:
+    out = []
+    for fname, text in files:
+        m = _MIGRATION_RE.match(fname)
+        if m is None:
+            continue
+        out.append(Migration(track, int(m.group(1)), fname, text))
+    out.sort(key=lambda mig: mig.version)
+    versions = [mig.version for mig in out]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration numbers in track {track!r}: {versions}")
+    return out
+
+
+def shared_migrations() -> list[Migration]:
+    """Tables every service has: outbox, inbox, idempotency keys, schema bookkeeping."""
+    root = resources.files("ticketing_shared") / "migrations"
+    files = [(p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".sql")]
+    return _load_dir("shared", files)
+
+
+def dir_migrations(track: str, directory: Path) -> list[Migration]:
+    if not directory.is_dir():
+        return []
+    files = [(p.name, p.read_text()) for p in directory.iterdir() if p.suffix == ".sql"]
+    return _load_dir(track, files)
+
+
+async def migrate(dsn: str, migrations: list[Migration]) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction, under an advisory lock.
+
+    Safe to run from several processes at once: the lock serialises them and the second
+    finds nothing left to do. Returns the names applied.
+    """
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    track text NOT NULL,
+                    version integer NOT NULL,
+                    name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (track, version)
+                )
+                """
+            )
+            done = {
+                (r["track"], r["version"])
+                for r in await conn.fetch("SELECT track, version FROM schema_migrations")
+            }
+            for mig in migrations:
+                if (mig.track, mig.version) in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (track, version, name) VALUES ($1, $2, $3)",
+                        mig.track,
+                        mig.version,
+                        mig.name,
+                    )
+                applied.append(f"{mig.track}/{mig.name}")
+                log.info("db.migration_applied", extra={"migration": f"{mig.track}/{mig.name}"})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied
+
+
+async def ensure_database(admin_dsn: str, name: str) -> bool:
+    """Create database ``name`` if missing (used by the local stack and tests)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"bad database name {name!r}")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+def row_to_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None

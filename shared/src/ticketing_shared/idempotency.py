@@ -1,0 +1,80 @@
+"""``Idempotency-Key`` for creating POSTs.
+
+The key is claimed in the same transaction as the creation: the same key and body replay the
+first response; the same key with another body is ``422 idempotency_key_reused``. A concurrent
+duplicate blocks on the claim's unique index until the first commits, then replays it. A failed
+first attempt rolls its claim back, so the client may retry with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .errors import BadRequest, Conflict, IdempotencyKeyReused
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: Any
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def validate_key(key: str | None, *, required: bool) -> str | None:
+    if key is None or key == "":
+        if required:
+            raise BadRequest("the Idempotency-Key header is required", code="idempotency_key_required")
+        return None
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1-255 printable characters", code="bad_idempotency_key")
+    return key
+
+
+async def begin(conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+    """Claim ``key``; None when this request is the first, else the first response to replay."""
+    claimed = await conn.fetchval(
+        """
+        INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+        ON CONFLICT (scope, key) DO NOTHING RETURNING true
+        """,
+        scope,
+        key,
+        fingerprint,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+    )
+    if row is None:  # the claimant rolled back between our two statements: treat as in flight
+        raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_key_in_use")
+    if row["request_hash"] != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    if row["response_status"] is None:
+        raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_key_in_use")
+    return StoredResponse(row["response_status"], row["response_body"])
+
+
+async def complete(conn: asyncpg.Connection, *, scope: str, key: str, status: int, body: Any) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+        status,
+        body,
+    )

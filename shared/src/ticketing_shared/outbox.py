@@ -1,0 +1,247 @@
+"""Transactional outbox: writer, relay and replay.
+
+``emit()`` writes the event in the caller's transaction, so a state change and the event
+announcing it commit together or not at all.
+
+The relay publishes pending rows in id order with ``acks=all`` and marks them published. Any
+number of workers may run one; a session-level PostgreSQL advisory lock elects the single active
+relay per service, and a standby takes over within ``standby_interval`` when the active one's
+session ends. Rows of one order are written under that order's row lock, so their ids follow
+commit order and the order's events leave in order. The relay drains in batches while there is
+work and, when idle, polls with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
+no NOTIFY in the business transaction, which costs the order path nothing.
+
+Replay clears ``published_at`` of rows created since a time; the active relay then publishes
+them again in id order. Consumers are idempotent, so this is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import uuid_utils
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge
+
+from . import kafka
+from .contracts.base import EventData
+from .envelope import CloudEvent
+from .logs import child_traceparent, current_traceparent
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
+
+PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
+RELAY_ACTIVE = Gauge("outbox_relay_active", "1 while this process holds the relay lock")
+PENDING = Gauge("outbox_pending_rows", "Unpublished outbox rows seen by the active relay")
+PUBLISH_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts")
+
+
+def new_event_id() -> UUID:
+    return UUID(str(uuid_utils.uuid7()))
+
+
+async def emit(
+    conn: asyncpg.Connection,
+    event: EventData,
+    *,
+    subject: str | UUID,
+    source: str,
+    event_id: UUID | None = None,
+) -> UUID:
+    """Write ``event`` to the outbox in the caller's transaction; returns its event id."""
+    eid = event_id or new_event_id()
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, ce_subject, ce_time,
+                            dataschema, traceparent, data)
+        VALUES ($1, $2, $3, $4, $5, $3, $6, $7, $8, $9)
+        """,
+        eid,
+        event.topic,
+        str(subject),
+        event.ce_type,
+        source,
+        datetime.now(UTC),
+        event.dataschema(),
+        child_traceparent(current_traceparent()),
+        event.model_dump(mode="json"),
+    )
+    return eid
+
+
+def _row_event(row: asyncpg.Record) -> CloudEvent:
+    return CloudEvent(
+        id=row["event_id"],
+        type=row["ce_type"],
+        source=row["ce_source"],
+        subject=row["ce_subject"],
+        time=row["ce_time"],
+        data=row["data"],
+        dataschema=row["dataschema"],
+        traceparent=row["traceparent"],
+    )
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to Kafka while it holds the relay lock."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        bootstrap: str,
+        service: str,
+        batch_size: int = 500,
+        poll_min_ms: float = 2.0,
+        poll_max_ms: float = 20.0,
+        standby_interval: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+        partitions: int = 6,
+        idempotent_producer: bool = False,
+    ) -> None:
+        self.dsn = dsn
+        self.bootstrap = bootstrap
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_min = poll_min_ms / 1000
+        self.poll_max = poll_max_ms / 1000
+        self.standby_interval = standby_interval
+        self.retention = retention
+        self.partitions = partitions
+        self.idempotent_producer = idempotent_producer
+        self.active = False
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stopped: stand by for the lock, relay while holding it, recover on errors."""
+        while not self._stop.is_set():
+            try:
+                await self._run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox.relay_db_error", extra={"error": repr(exc)})
+            except Exception:
+                log.exception("outbox.relay_crashed")
+            finally:
+                self.active = False
+                RELAY_ACTIVE.set(0)
+            await self._sleep(self.standby_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _run_once(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            from .db import _init_connection
+
+            await _init_connection(conn)
+            while not self._stop.is_set():
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                    break
+                await self._sleep(self.standby_interval)
+            if self._stop.is_set():
+                return
+            self.active = True
+            RELAY_ACTIVE.set(1)
+            log.info("outbox.relay_elected", extra={"service": self.service})
+            await self._relay(conn)
+        finally:
+            await conn.close(timeout=2)
+
+    async def _relay(self, conn: asyncpg.Connection) -> None:
+        await kafka.ensure_topics(self.bootstrap, partitions=self.partitions)
+        producer = kafka.producer(
+            self.bootstrap, idempotent=self.idempotent_producer, client_id=f"{self.service}-relay"
+        )
+        await producer.start()
+        try:
+            idle = self.poll_min
+            last_cleanup = 0.0
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    """
+                    SELECT id, event_id, topic, key, ce_type, ce_source, ce_subject, ce_time,
+                           dataschema, traceparent, data
+                    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+                    """,
+                    self.batch_size,
+                )
+                if rows:
+                    idle = self.poll_min
+                    if not await self._publish(conn, producer, rows):
+                        await self._sleep(0.5)
+                    continue
+                PENDING.set(0)
+                if time.monotonic() - last_cleanup > 600:
+                    last_cleanup = time.monotonic()
+                    await conn.execute(
+                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < $1",
+                        datetime.now(UTC) - self.retention,
+                    )
+                await self._sleep(idle)
+                idle = min(idle * 2, self.poll_max)
+        finally:
+            await producer.stop()
+
+    async def _publish(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+    ) -> bool:
+        PENDING.set(len(rows))
+        futures = []
+        for row in rows:
+            ev = _row_event(row)
+            futures.append(
+                await producer.send(row["topic"], value=ev.value(), key=ev.key(), headers=ev.headers())
+            )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        done = [row["id"] for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+        failed = [res for res in results if isinstance(res, BaseException)]
+        if done:
+            await conn.execute(
+                "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
+                done,
+            )
+            for row, res in zip(rows, results, strict=True):
+                if not isinstance(res, BaseException):
+                    PUBLISHED.labels(row["topic"]).inc()
+        if failed:
+            PUBLISH_ERRORS.inc(len(failed))
+            log.warning("outbox.publish_failed", extra={"failed": len(failed), "error": repr(failed[0])})
+            # The broker may have lost its topics (restart of a memory-only broker).
+            try:
+                await kafka.ensure_topics(self.bootstrap, partitions=self.partitions)
+            except Exception as exc:
+                log.warning("outbox.ensure_topics_failed", extra={"error": repr(exc)})
+            return False
+        return True
+
+
+async def replay(conn: asyncpg.Connection, *, since: timedelta) -> int:
+    """Mark rows created within ``since`` unpublished, so the relay publishes them again."""
+    result = await conn.execute(
+        "UPDATE outbox SET published_at = NULL WHERE created_at >= $1 AND published_at IS NOT NULL",
+        datetime.now(UTC) - since,
+    )
+    return int(result.split()[-1])
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``1d`` → timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])

@@ -1,0 +1,69 @@
+"""Settings shared by every service role, read from the environment.
+
+Service-specific values use a service prefix (``ORDERS_DATABASE_URL``); values every service
+shares (the broker, the JWT key) have no prefix, so ``make up`` can pass one environment to all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"", "changeme", "secret", "placeholder", "xxx"}
+
+
+def _shared(name: str) -> Any:
+    return AliasChoices(name, name.lower())
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings; each service subclasses it and sets ``service_name`` and an env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service_name: str = "service"
+    env: str = Field("dev", validation_alias=_shared("APP_ENV"))
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/postgres"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    kafka_idempotent_producer: bool = Field(
+        False, validation_alias=_shared("KAFKA_IDEMPOTENT_PRODUCER")
+    )
+    topic_partitions: int = Field(6, validation_alias=_shared("KAFKA_TOPIC_PARTITIONS"))
+    jwt_public_key_file: Path | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY_FILE"))
+    jwt_public_key: str | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY"))
+    jwt_issuer: str | None = Field(None, validation_alias=_shared("JWT_ISSUER"))
+    jwt_audience: str | None = Field(None, validation_alias=_shared("JWT_AUDIENCE"))
+    log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
+    # outbox relay: drain in batches while there is work, poll with a short backoff when idle
+    outbox_batch_size: int = Field(500, validation_alias=_shared("OUTBOX_BATCH_SIZE"))
+    outbox_poll_min_ms: float = Field(2.0, validation_alias=_shared("OUTBOX_POLL_MIN_MS"))
+    outbox_poll_max_ms: float = Field(20.0, validation_alias=_shared("OUTBOX_POLL_MAX_MS"))
+    outbox_retention_days: int = Field(7, validation_alias=_shared("OUTBOX_RETENTION_DAYS"))
+    # consumers: bounded retries with exponential backoff, then the topic's DLQ
+    consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))
+    consumer_backoff_ms: float = Field(50.0, validation_alias=_shared("CONSUMER_BACKOFF_MS"))
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 9000
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> ServiceSettings:
+        if self.env != "dev" and self.env != "test":
+            if self.jwt_public_key_file is None and (self.jwt_public_key or "") in _PLACEHOLDERS:
+                raise ValueError("JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEY must be set outside dev")
+        return self
+
+    def public_key_pem(self) -> str:
+        if self.jwt_public_key:
+            return self.jwt_public_key
+        if self.jwt_public_key_file is not None:
+            return self.jwt_public_key_file.read_text()
+        raise RuntimeError("no JWT public key configured (JWT_PUBLIC_KEY_FILE)")

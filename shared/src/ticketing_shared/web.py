@@ -1,0 +1,134 @@
+"""FastAPI app factory shared by the four API processes.
+
+Every API has ``/healthz`` (alive), ``/readyz`` (database and broker reachable), ``/metrics``
+(Prometheus), problem+json errors, JWT verification and a ``traceparent`` bound per request.
+The API process has no Kafka client: it only writes outbox rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from . import db
+from .auth import TokenVerifier
+from .errors import install_handlers
+from .logs import child_traceparent, configure_logging, traceparent_var
+from .settings import ServiceSettings
+
+REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
+DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request duration",
+    ["method", "route"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+@dataclass
+class State:
+    """What the lifespan builds and the dependencies hand out."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    http: httpx.AsyncClient
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """TCP reachability of the first bootstrap server that answers."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        return True
+    return False
+
+
+async def database_ready(pool: asyncpg.Pool) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            return bool(await pool.fetchval("SELECT 1"))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+def create_base_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    on_startup: Callable[[State], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[State], Awaitable[None]] | None = None,
+) -> FastAPI:
+    configure_logging(f"{settings.service_name}-api", settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await db.create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+        state = State(settings=settings, pool=pool, http=http)
+        app.state.ctx = state
+        app.state.verifier = TokenVerifier(
+            settings.public_key_pem(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        try:
+            if on_startup is not None:
+                await on_startup(state)
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown(state)
+            await http.aclose()
+            await pool.close()
+
+    app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    install_handlers(app)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        token = traceparent_var.set(child_traceparent(request.headers.get("traceparent")))
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            traceparent_var.reset(token)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        DURATION.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        state: State = request.app.state.ctx
+        checks = {
+            "database": await database_ready(state.pool),
+            "broker": await broker_reachable(settings.kafka_bootstrap_servers),
+        }
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

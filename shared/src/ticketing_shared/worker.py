@@ -1,0 +1,228 @@
+"""Worker process factory: FastStream consumers, the outbox relay, schedulers and health.
+
+A worker is a Starlette app (run by uvicorn) whose lifespan starts the FastStream Kafka broker
+with one subscriber per (consumer, topic), the outbox relay and the service's schedulers. It
+serves ``/healthz``, ``/readyz``, ``/metrics`` and the AsyncAPI document at ``/asyncapi.json``.
+
+Subscribers use ``auto_offset_reset=earliest`` (a new group, or one whose offsets a restarted
+memory-only broker lost, reads from the start: the inbox absorbs the repeats) and
+``AckPolicy.NACK_ON_ERROR``: the offset is committed after the handler returned, i.e. after
+its transaction committed; a record is re-read only when the wrapper raises (infrastructure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import db, kafka
+from .consumer import EventConsumer, Record
+from .logs import configure_logging
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+from .web import broker_reachable, database_ready
+
+log = logging.getLogger(__name__)
+
+Scheduler = Callable[["WorkerContext"], Awaitable[None]]
+
+
+@dataclass
+class WorkerContext:
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    stopping: asyncio.Event
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the worker is stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _subscribe(broker: KafkaBroker, consumer: EventConsumer, topic: str, settings: ServiceSettings) -> None:
+    async def handle(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        await consumer.handle(
+            Record(
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                key=raw.key,
+                value=raw.value,
+                headers=list(raw.headers or ()),
+            )
+        )
+
+    handle.__name__ = f"on_{topic.replace('.', '_')}"
+    broker.subscriber(
+        topic,
+        group_id=f"{consumer.name}.{topic}",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        title=f"{consumer.name}:{topic}",
+        description=f"{consumer.name} consumes {', '.join(sorted(consumer.routes))}",
+    )(handle)
+
+
+def create_worker(
+    settings: ServiceSettings,
+    *,
+    consumers: Sequence[EventConsumer] = (),
+    schedulers: Sequence[Scheduler] = (),
+    on_startup: Callable[[WorkerContext], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[WorkerContext], Awaitable[None]] | None = None,
+    relay: bool = True,
+) -> Starlette:
+    """Build the worker ASGI app of one service."""
+    configure_logging(f"{settings.service_name}-worker", settings.log_level)
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"{settings.service_name}-worker")
+    for consumer in consumers:
+        for topic in consumer.topics:
+            _subscribe(broker, consumer, topic, settings)
+
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await db.create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        ctx = WorkerContext(settings=settings, pool=pool, stopping=asyncio.Event())
+        state["ctx"] = ctx
+        tasks: list[asyncio.Task[None]] = []
+        dlq_producer = kafka.producer(
+            settings.kafka_bootstrap_servers, client_id=f"{settings.service_name}-dlq"
+        )
+        relay_obj: OutboxRelay | None = None
+        try:
+            if on_startup is not None:
+                await on_startup(ctx)
+            if relay:
+                relay_obj = OutboxRelay(
+                    dsn=settings.database_url,
+                    bootstrap=settings.kafka_bootstrap_servers,
+                    service=settings.service_name,
+                    batch_size=settings.outbox_batch_size,
+                    poll_min_ms=settings.outbox_poll_min_ms,
+                    poll_max_ms=settings.outbox_poll_max_ms,
+                    retention=timedelta(days=settings.outbox_retention_days),
+                    partitions=settings.topic_partitions,
+                    idempotent_producer=settings.kafka_idempotent_producer,
+                )
+                state["relay"] = relay_obj
+                tasks.append(asyncio.create_task(relay_obj.run(), name="outbox-relay"))
+            if consumers:
+                await _wait_for_topics(settings)
+                await dlq_producer.start()
+                for consumer in consumers:
+                    consumer.bind(pool, dlq_producer)
+                await broker.start()
+            for scheduler in schedulers:
+                tasks.append(asyncio.create_task(_guard(scheduler, ctx), name=scheduler.__name__))
+            log.info("worker.started", extra={"consumers": [c.name for c in consumers]})
+            yield
+        finally:
+            ctx.stopping.set()
+            if relay_obj is not None:
+                relay_obj.stop()
+            if consumers:
+                await broker.stop()
+                await dlq_producer.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if on_shutdown is not None:
+                await on_shutdown(ctx)
+            await pool.close()
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        ctx: WorkerContext = state["ctx"]
+        relay_obj: OutboxRelay | None = state.get("relay")
+        checks = {
+            "database": await database_ready(ctx.pool),
+            "broker": await broker_reachable(settings.kafka_bootstrap_servers),
+        }
+        ok = all(checks.values())
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "checks": checks,
+            "relay_active": bool(relay_obj and relay_obj.active),
+        }
+        return JSONResponse(body, 200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def asyncapi(_: Request) -> Response:
+        return Response(asyncapi_json(broker, settings.service_name), media_type="application/json")
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/asyncapi.json", asyncapi),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.broker = broker
+    app.state.worker_state = state
+    return app
+
+
+def asyncapi_json(broker: KafkaBroker, service: str) -> str:
+    from faststream.specification import AsyncAPI
+
+    spec = AsyncAPI(broker, title=f"{service} worker", version="1.0.0", schema_version="3.0.0")
+    return json.dumps(spec.to_jsonable())
+
+
+async def _wait_for_topics(settings: ServiceSettings) -> None:
+    """Create the topics if missing, so subscribers never start on absent topics."""
+    delay = 0.2
+    for _ in range(60):
+        try:
+            await kafka.ensure_topics(settings.kafka_bootstrap_servers, partitions=settings.topic_partitions)
+            return
+        except Exception as exc:
+            log.warning("worker.topics_unavailable", extra={"error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise RuntimeError("broker unavailable: could not ensure topics")
+
+
+async def _guard(scheduler: Scheduler, ctx: WorkerContext) -> None:
+    """Keep a scheduler alive: log and restart it after an unexpected error."""
+    while not ctx.stopping.is_set():
+        try:
+            await scheduler(ctx)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker.scheduler_crashed", extra={"scheduler": scheduler.__name__})
+            if await ctx.sleep(1.0):
+                return

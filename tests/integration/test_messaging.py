@@ -1,0 +1,248 @@
+"""Proofs of the messaging rules (DESIGN §3) through real processes.
+
+Real PostgreSQL, a real Kafka-protocol broker, real SMTP: the orders worker's relay publishes
+its outbox, the notifications worker consumes and sends e-mail through the SMTP sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter, defaultdict
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ticketing_shared.contracts import OrderExpired, dlq_topic
+from ticketing_shared.testing import wait_until
+
+from .conftest import Messaging
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_outbox_event_reaches_consumer_and_sends_one_email(messaging: Messaging) -> None:
+    await messaging.start("orders")
+    await messaging.start("notifications")
+    paid = messaging.order_paid(1)
+
+    (event_id,) = await messaging.emit([(paid, str(paid.order_id))])
+
+    mails = await wait_until(lambda: messaging.mails(paid.buyer_email), timeout=30, message="e-mail")
+    assert len(mails) == 1
+    assert mails[0]["to"] == [paid.buyer_email]
+    assert "confirmed" in mails[0]["subject"]
+    assert str(paid.order_id) in mails[0]["text"]
+    published = await messaging.pools["orders"].fetchval(
+        "SELECT published_at FROM outbox WHERE event_id = $1", event_id
+    )
+    assert published is not None
+
+
+async def test_same_event_delivered_again_sends_no_second_email(messaging: Messaging) -> None:
+    await messaging.start("orders")
+    notifications = await messaging.start("notifications")
+    paid = messaging.order_paid(2)
+    (event_id,) = await messaging.emit([(paid, str(paid.order_id))])
+    await wait_until(lambda: messaging.mails(paid.buyer_email), timeout=30, message="first e-mail")
+
+    # the operator's replay re-publishes the very same event (same ce_id)
+    out = messaging.cli("orders", "outbox", "replay", "--since", "10m")
+    assert "1 outbox row(s)" in out
+
+    async def seen_twice() -> bool:
+        return await messaging.metric(
+            notifications, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
+        ) >= 1
+
+    await wait_until(seen_twice, timeout=30, message="the duplicate to be consumed")
+    assert len(await messaging.mails(paid.buyer_email)) == 1
+    rows = await messaging.pools["notifications"].fetchval(
+        "SELECT count(*) FROM deliveries WHERE event_id = $1", event_id
+    )
+    assert rows == 1
+
+
+async def test_worker_killed_between_db_commit_and_offset_commit_applies_nothing_twice(
+    messaging: Messaging, work_dir
+) -> None:
+    await messaging.start("orders")
+    marker = work_dir / f"crash-{uuid.uuid4().hex}"
+    crashing = await messaging.start(
+        "notifications",
+        extra_env={
+            "TICKETING_CRASH_POINT": "consumer.after_commit:order.paid",
+            "TICKETING_CRASH_ONCE_FILE": str(marker),
+        },
+        name="notifications-crashing",
+    )
+    paid = messaging.order_paid(3)
+    (event_id,) = await messaging.emit([(paid, str(paid.order_id))])
+
+    # the worker SIGKILLs itself right after its transaction committed, before the offset commit
+    await wait_until(lambda: asyncio.sleep(0, crashing.exited() is not None), timeout=30, message="crash")
+    assert crashing.exited() == -9
+    notif = messaging.pools["notifications"]
+    assert await notif.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event_id) == 1
+    assert await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+
+    # restarted: it reads the same record again (offset not committed) and applies nothing
+    restarted = await messaging.start(
+        "notifications",
+        extra_env={"TICKETING_CRASH_POINT": "consumer.after_commit:order.paid",
+                   "TICKETING_CRASH_ONCE_FILE": str(marker)},
+        name="notifications-restarted",
+    )
+
+    async def reread() -> bool:
+        return await messaging.metric(
+            restarted, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
+        ) >= 1
+
+    await wait_until(reread, timeout=45, message="the uncommitted record to be read again")
+    await wait_until(lambda: messaging.mails(paid.buyer_email), timeout=30, message="the e-mail")
+    assert len(await messaging.mails(paid.buyer_email)) == 1
+    assert await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+    assert await messaging.metric(restarted, "consumer_events_total", outcome="applied") == 0
+
+
+async def _relay_holder(procs) -> object:
+    async with httpx.AsyncClient(timeout=2) as c:
+        for p in procs:
+            if p.exited() is None and (await c.get(p.url + "/readyz")).json().get("relay_active"):
+                return p
+    return None
+
+
+async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(messaging: Messaging) -> None:
+    relays = [await messaging.start("orders", name=f"orders-worker-{i}") for i in range(2)]
+    consumers = [await messaging.start("notifications", name=f"notifications-worker-{i}") for i in range(2)]
+    holder = await wait_until(lambda: _relay_holder(relays), timeout=15, message="an elected relay")
+    assert sum(1 for p in relays if p is holder) == 1
+
+    orders = [uuid.uuid4() for _ in range(100)]
+    emitted: list[uuid.UUID] = []
+    for batch in range(20):
+        events = []
+        for i in range(50):
+            n = batch * 50 + i
+            order_id = orders[n % len(orders)]
+            ev = messaging.order_paid(n, order_id) if n % 2 else OrderExpired(
+                order_id=order_id, tenant_id="t-demo", buyer_email=messaging.recipient(n)
+            )
+            events.append((ev, str(order_id)))
+        emitted += await messaging.emit(events)
+        if batch == 10:
+            # the active relay dies mid-stream; the standby must take over
+            killed = await _relay_holder(relays)
+            assert killed is not None
+            killed.kill()
+
+    async def all_mail() -> bool:
+        return len(await messaging.mails()) >= 1000
+
+    await wait_until(all_mail, timeout=120, interval=0.5, message="1000 e-mails")
+    mails = await messaging.mails()
+    assert len(mails) == 1000
+    assert len({m["headers"].get("Message-ID") for m in mails}) == 1000
+    assert Counter(r for m in mails for r in m["to"]) == Counter(messaging.recipient(n) for n in range(1000))
+
+    notif = messaging.pools["notifications"]
+    assert await notif.fetchval("SELECT count(*) FROM deliveries") == 1000
+    inbox = await notif.fetch("SELECT event_id, ce_subject FROM inbox ORDER BY seq")
+    assert len(inbox) == 1000
+    applied_order: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for row in inbox:
+        applied_order[row["ce_subject"]].append(row["event_id"])
+    rows = await messaging.pools["orders"].fetch("SELECT event_id, ce_subject FROM outbox ORDER BY id")
+    written_order: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for row in rows:
+        written_order[row["ce_subject"]].append(row["event_id"])
+    assert applied_order == written_order
+    assert sorted(map(str, emitted)) == sorted(str(r["event_id"]) for r in inbox)
+
+
+async def test_broker_restart_then_outbox_replay_loses_nothing(messaging: Messaging) -> None:
+    if messaging.broker is None:
+        pytest.skip("restarting the broker needs the embedded broker")
+    orders_worker = await messaging.start("orders")
+    consumer = await messaging.start("notifications")
+    before = [messaging.order_paid(f"a{i}") for i in range(5)]
+    await messaging.emit([(ev, str(ev.order_id)) for ev in before])
+    await wait_until(lambda: _count(messaging, "a", 5), timeout=30, message="first batch mailed")
+
+    # consumer down; new events published but not consumed; then the broker loses everything
+    consumer.stop()
+    lost = [messaging.order_paid(f"b{i}") for i in range(5)]
+    ids = await messaging.emit([(ev, str(ev.order_id)) for ev in lost])
+
+    async def published() -> bool:
+        return await messaging.pools["orders"].fetchval(
+            "SELECT bool_and(published_at IS NOT NULL) FROM outbox WHERE event_id = ANY($1)", ids
+        )
+
+    await wait_until(published, timeout=30, message="second batch published")
+    messaging.broker.restart()
+
+    out = messaging.cli("orders", "outbox", "replay", "--since", "10m")
+    assert "10 outbox row(s)" in out
+    after = [messaging.order_paid(f"c{i}") for i in range(5)]
+    await messaging.emit([(ev, str(ev.order_id)) for ev in after])
+    await messaging.start("notifications", name="notifications-after-restart")
+
+    for tag in ("a", "b", "c"):
+        await wait_until(lambda tag=tag: _count(messaging, tag, 5), timeout=60, message=f"{tag} mailed")
+    mails = await messaging.mails()
+    assert len(mails) == 15
+    assert orders_worker.exited() is None
+
+
+async def _count(messaging: Messaging, tag: str, n: int) -> bool:
+    prefix = messaging.recipient(tag)[: -len("@example.test")]
+    mails = await messaging.mails(prefix)
+    return len(mails) >= n
+
+
+async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(messaging: Messaging) -> None:
+    consumer = await messaging.start("notifications", extra_env={"CONSUMER_MAX_ATTEMPTS": "3"})
+    order_id = uuid.uuid4()
+    poison_id = uuid.uuid4()
+    producer = AIOKafkaProducer(bootstrap_servers=messaging.bootstrap, acks="all")
+    await producer.start()
+    try:
+        # a well-formed envelope whose data breaks the handler (the template needs a number)
+        headers = [
+            ("ce_id", str(poison_id).encode()), ("ce_type", b"order.paid"), ("ce_source", b"orders"),
+            ("ce_specversion", b"1.0"), ("ce_subject", str(order_id).encode()),
+        ]
+        bad = messaging.order_paid("poison", order_id).model_dump(mode="json")
+        bad["quantity"] = 1
+        bad["currency"] = None
+        await producer.send_and_wait("orders.events", key=str(order_id).encode(), value=__import__("json").dumps(bad).encode(), headers=headers)
+    finally:
+        await producer.stop()
+    good = messaging.order_paid("after-poison", order_id)
+    await messaging.emit([(good, str(order_id))])
+    await messaging.start("orders")
+
+    await wait_until(lambda: messaging.mails(good.buyer_email), timeout=30, message="the next event")
+    notif = messaging.pools["notifications"]
+    row = await notif.fetchrow("SELECT attempts, error FROM dead_letters WHERE event_id = $1", str(poison_id))
+    assert row is not None
+    assert row["attempts"] == 3
+    assert "currency" in row["error"]
+
+    dlq = AIOKafkaConsumer(dlq_topic("orders.events"), bootstrap_servers=messaging.bootstrap,
+                           auto_offset_reset="earliest", group_id=f"dlq-reader-{uuid.uuid4().hex}")
+    await dlq.start()
+    try:
+        msg = await asyncio.wait_for(dlq.getone(), timeout=20)
+    finally:
+        await dlq.stop()
+    h = {k: v.decode() for k, v in msg.headers}
+    assert h["ce_id"] == str(poison_id)
+    assert h["dlq_consumer"] == "notifications"
+    assert h["dlq_original_topic"] == "orders.events"
+    assert h["dlq_error"]
+    assert await messaging.metric(consumer, "consumer_events_total", outcome="dead_lettered") == 1
