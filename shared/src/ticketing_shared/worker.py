@@ -97,7 +97,11 @@ def create_worker(
 ) -> Starlette:
     """Build the worker ASGI app of one service."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level)
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"{settings.service_name}-worker")
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"{settings.service_name}-worker",
+        logger=logging.getLogger("faststream"),
+    )
     for consumer in consumers:
         for topic in consumer.topics:
             _subscribe(broker, consumer, topic, settings)
@@ -197,7 +201,7 @@ def asyncapi_json(broker: KafkaBroker, service: str) -> str:
     from faststream.specification import AsyncAPI
 
     spec = AsyncAPI(broker, title=f"{service} worker", version="1.0.0", schema_version="3.0.0")
-    return json.dumps(spec.to_jsonable())
+    return json.dumps(spec.to_specification().to_jsonable())
 
 
 async def _wait_for_topics(settings: ServiceSettings) -> None:

@@ -1,0 +1,33 @@
+# The commands the README names. Each installs what it needs on a fresh machine.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:/usr/sbin:$(PATH)
+UV := uv run --frozen --quiet
+
+.PHONY: up down status test token lint bootstrap
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+## Start the embedded stack in the background; returns once every part is healthy.
+up: bootstrap
+	@$(UV) python -m ticketing_local up
+
+## Stop everything `make up` started, and nothing else.
+down:
+	@$(UV) python -m ticketing_local down
+
+status:
+	@$(UV) python -m ticketing_local status
+
+## Run the test suite (starts its own PostgreSQL, broker and SMTP sink on free ports).
+test: bootstrap
+	@$(UV) pytest $(PYTEST_ARGS)
+
+## Print a dev JWT: make token SUB=alice ROLES=t1:admin EMAIL=alice@example.test LOCALE=en
+token: bootstrap
+	@$(UV) python -m ticketing_local token --sub "$(or $(SUB),demo-user)" --roles "$(ROLES)" \
+		--email "$(EMAIL)" --locale "$(or $(LOCALE),en)" $(if $(OPENID),--openid "$(OPENID)") \
+		$(if $(filter 1 true yes,$(PLATFORM_ADMIN)),--platform-admin)
+
+lint: bootstrap
+	@$(UV) ruff check . && $(UV) ruff format --check . && $(UV) mypy && $(UV) lint-imports
