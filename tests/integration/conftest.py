@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def service_migrations(service: str) -> list[db.Migration]:
-    return db.shared_migrations() + db.dir_migrations(service, ROOT / "services" / service / "migrations")
+    return db.shared_migrations() + db.dir_migrations(
+        service, ROOT / "services" / service / "migrations"
+    )
 
 
 @dataclass
@@ -42,7 +44,9 @@ class Messaging:
     pools: dict[str, asyncpg.Pool] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
-    def env_for(self, service: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def env_for(
+        self, service: str, port: int, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         up = service.upper()
         return {
             **self.base_env,
@@ -53,13 +57,22 @@ class Messaging:
         }
 
     async def start(
-        self, service: str, role: str = "worker", *, extra_env: dict[str, str] | None = None,
-        name: str | None = None, wait: bool = True,
+        self,
+        service: str,
+        role: str = "worker",
+        *,
+        extra_env: dict[str, str] | None = None,
+        name: str | None = None,
+        wait: bool = True,
     ) -> ServiceProcess:
         port = free_port()
         proc = ServiceProcess(
-            service, role, env=self.env_for(service, port, extra_env), port=port,
-            log_dir=self.log_dir, name=name or f"{service}-{role}-{len(self.processes)}",
+            service,
+            role,
+            env=self.env_for(service, port, extra_env),
+            port=port,
+            log_dir=self.log_dir,
+            name=name or f"{service}-{role}-{len(self.processes)}",
         ).start()
         self.processes.append(proc)
         if wait:
@@ -69,8 +82,11 @@ class Messaging:
     def cli(self, service: str, *args: str) -> str:
         env = self.env_for(service, free_port())
         out = subprocess.run(
-            [sys.executable, "-m", service, *args], env={**__import__("os").environ, **env},
-            capture_output=True, text=True, timeout=60,
+            [sys.executable, "-m", service, *args],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr
         return out.stdout
@@ -80,18 +96,31 @@ class Messaging:
 
     def order_paid(self, n: int | str, order_id: uuid.UUID | None = None) -> OrderPaid:
         return OrderPaid(
-            order_id=order_id or uuid.uuid4(), tenant_id="t-demo", buyer_id=f"user-{n}",
-            buyer_email=self.recipient(n), buyer_locale="en", quantity=1, total_amount=1500,
-            currency="EUR", transaction_id=f"tx-{n}", paid_at=datetime.now(UTC), event_title="Gala",
+            order_id=order_id or uuid.uuid4(),
+            tenant_id="t-demo",
+            buyer_id=f"user-{n}",
+            buyer_email=self.recipient(n),
+            buyer_locale="en",
+            quantity=1,
+            total_amount=1500,
+            currency="EUR",
+            transaction_id=f"tx-{n}",
+            paid_at=datetime.now(UTC),
+            event_title="Gala",
         )
 
-    async def emit(self, events: list[tuple[EventData, str]], *, service: str = "orders") -> list[uuid.UUID]:
+    async def emit(
+        self, events: list[tuple[EventData, str]], *, service: str = "orders"
+    ) -> list[uuid.UUID]:
         """Write events to a service's outbox in ONE transaction (with a business-like write)."""
         pool = self.pools[service]
         async with db.transaction(pool) as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS business_touch (n bigint)")
             await conn.execute("INSERT INTO business_touch VALUES (1)")
-            return [await outbox.emit(conn, ev, subject=subject, source=service) for ev, subject in events]
+            return [
+                await outbox.emit(conn, ev, subject=subject, source=service)
+                for ev, subject in events
+            ]
 
     async def mails(self, to: str | None = None) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(timeout=5) as c:
@@ -116,7 +145,9 @@ class Messaging:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def messaging(infra: Infra, mailsink: MailSink, jwt_keys: dict[str, Any], work_dir: Path) -> AsyncIterator[Messaging]:
+async def messaging(
+    infra: Infra, mailsink: MailSink, jwt_keys: dict[str, Any], work_dir: Path
+) -> AsyncIterator[Messaging]:
     broker = infra.new_broker() if infra.kind == "embedded" else None
     bootstrap = broker.bootstrap if broker else infra.bootstrap
     dsn = {

@@ -29,7 +29,9 @@ async def test_outbox_event_reaches_consumer_and_sends_one_email(messaging: Mess
 
     (event_id,) = await messaging.emit([(paid, str(paid.order_id))])
 
-    mails = await wait_until(lambda: messaging.mails(paid.buyer_email), timeout=30, message="e-mail")
+    mails = await wait_until(
+        lambda: messaging.mails(paid.buyer_email), timeout=30, message="e-mail"
+    )
     assert len(mails) == 1
     assert mails[0]["to"] == [paid.buyer_email]
     assert "confirmed" in mails[0]["subject"]
@@ -52,9 +54,12 @@ async def test_same_event_delivered_again_sends_no_second_email(messaging: Messa
     assert "1 outbox row(s)" in out
 
     async def seen_twice() -> bool:
-        return await messaging.metric(
-            notifications, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
-        ) >= 1
+        return (
+            await messaging.metric(
+                notifications, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
+            )
+            >= 1
+        )
 
     await wait_until(seen_twice, timeout=30, message="the duplicate to be consumed")
     assert len(await messaging.mails(paid.buyer_email)) == 1
@@ -81,29 +86,40 @@ async def test_worker_killed_between_db_commit_and_offset_commit_applies_nothing
     (event_id,) = await messaging.emit([(paid, str(paid.order_id))])
 
     # the worker SIGKILLs itself right after its transaction committed, before the offset commit
-    await wait_until(lambda: asyncio.sleep(0, crashing.exited() is not None), timeout=30, message="crash")
+    await wait_until(
+        lambda: asyncio.sleep(0, crashing.exited() is not None), timeout=30, message="crash"
+    )
     assert crashing.exited() == -9
     notif = messaging.pools["notifications"]
     assert await notif.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event_id) == 1
-    assert await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+    assert (
+        await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+    )
 
     # restarted: it reads the same record again (offset not committed) and applies nothing
     restarted = await messaging.start(
         "notifications",
-        extra_env={"TICKETING_CRASH_POINT": "consumer.after_commit:order.paid",
-                   "TICKETING_CRASH_ONCE_FILE": str(marker)},
+        extra_env={
+            "TICKETING_CRASH_POINT": "consumer.after_commit:order.paid",
+            "TICKETING_CRASH_ONCE_FILE": str(marker),
+        },
         name="notifications-restarted",
     )
 
     async def reread() -> bool:
-        return await messaging.metric(
-            restarted, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
-        ) >= 1
+        return (
+            await messaging.metric(
+                restarted, "consumer_events_total", ce_type="order.paid", outcome="duplicate"
+            )
+            >= 1
+        )
 
     await wait_until(reread, timeout=45, message="the uncommitted record to be read again")
     await wait_until(lambda: messaging.mails(paid.buyer_email), timeout=30, message="the e-mail")
     assert len(await messaging.mails(paid.buyer_email)) == 1
-    assert await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+    assert (
+        await notif.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id) == 1
+    )
     assert await messaging.metric(restarted, "consumer_events_total", outcome="applied") == 0
 
 
@@ -115,9 +131,12 @@ async def _relay_holder(procs) -> object:
     return None
 
 
-async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(messaging: Messaging) -> None:
+async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(
+    messaging: Messaging,
+) -> None:
     relays = [await messaging.start("orders", name=f"orders-worker-{i}") for i in range(2)]
-    consumers = [await messaging.start("notifications", name=f"notifications-worker-{i}") for i in range(2)]
+    for i in range(2):
+        await messaging.start("notifications", name=f"notifications-worker-{i}")
     holder = await wait_until(lambda: _relay_holder(relays), timeout=15, message="an elected relay")
     assert sum(1 for p in relays if p is holder) == 1
 
@@ -128,8 +147,12 @@ async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(me
         for i in range(50):
             n = batch * 50 + i
             order_id = orders[n % len(orders)]
-            ev = messaging.order_paid(n, order_id) if n % 2 else OrderExpired(
-                order_id=order_id, tenant_id="t-demo", buyer_email=messaging.recipient(n)
+            ev = (
+                messaging.order_paid(n, order_id)
+                if n % 2
+                else OrderExpired(
+                    order_id=order_id, tenant_id="t-demo", buyer_email=messaging.recipient(n)
+                )
             )
             events.append((ev, str(order_id)))
         emitted += await messaging.emit(events)
@@ -146,7 +169,9 @@ async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(me
     mails = await messaging.mails()
     assert len(mails) == 1000
     assert len({m["headers"].get("Message-ID") for m in mails}) == 1000
-    assert Counter(r for m in mails for r in m["to"]) == Counter(messaging.recipient(n) for n in range(1000))
+    assert Counter(r for m in mails for r in m["to"]) == Counter(
+        messaging.recipient(n) for n in range(1000)
+    )
 
     notif = messaging.pools["notifications"]
     assert await notif.fetchval("SELECT count(*) FROM deliveries") == 1000
@@ -155,7 +180,9 @@ async def test_two_workers_per_service_move_1000_events_exactly_once_in_order(me
     applied_order: dict[str, list[uuid.UUID]] = defaultdict(list)
     for row in inbox:
         applied_order[row["ce_subject"]].append(row["event_id"])
-    rows = await messaging.pools["orders"].fetch("SELECT event_id, ce_subject FROM outbox ORDER BY id")
+    rows = await messaging.pools["orders"].fetch(
+        "SELECT event_id, ce_subject FROM outbox ORDER BY id"
+    )
     written_order: dict[str, list[uuid.UUID]] = defaultdict(list)
     for row in rows:
         written_order[row["ce_subject"]].append(row["event_id"])
@@ -192,7 +219,9 @@ async def test_broker_restart_then_outbox_replay_loses_nothing(messaging: Messag
     await messaging.start("notifications", name="notifications-after-restart")
 
     for tag in ("a", "b", "c"):
-        await wait_until(lambda tag=tag: _count(messaging, tag, 5), timeout=60, message=f"{tag} mailed")
+        await wait_until(
+            lambda tag=tag: _count(messaging, tag, 5), timeout=60, message=f"{tag} mailed"
+        )
     mails = await messaging.mails()
     assert len(mails) == 15
     assert orders_worker.exited() is None
@@ -204,7 +233,9 @@ async def _count(messaging: Messaging, tag: str, n: int) -> bool:
     return len(mails) >= n
 
 
-async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(messaging: Messaging) -> None:
+async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(
+    messaging: Messaging,
+) -> None:
     consumer = await messaging.start("notifications", extra_env={"CONSUMER_MAX_ATTEMPTS": "3"})
     order_id = uuid.uuid4()
     poison_id = uuid.uuid4()
@@ -213,28 +244,44 @@ async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(m
     try:
         # a well-formed envelope whose data breaks the handler (the template needs a number)
         headers = [
-            ("ce_id", str(poison_id).encode()), ("ce_type", b"order.paid"), ("ce_source", b"orders"),
-            ("ce_specversion", b"1.0"), ("ce_subject", str(order_id).encode()),
+            ("ce_id", str(poison_id).encode()),
+            ("ce_type", b"order.paid"),
+            ("ce_source", b"orders"),
+            ("ce_specversion", b"1.0"),
+            ("ce_subject", str(order_id).encode()),
         ]
         bad = messaging.order_paid("poison", order_id).model_dump(mode="json")
         bad["quantity"] = 1
         bad["currency"] = None
-        await producer.send_and_wait("orders.events", key=str(order_id).encode(), value=__import__("json").dumps(bad).encode(), headers=headers)
+        await producer.send_and_wait(
+            "orders.events",
+            key=str(order_id).encode(),
+            value=__import__("json").dumps(bad).encode(),
+            headers=headers,
+        )
     finally:
         await producer.stop()
     good = messaging.order_paid("after-poison", order_id)
     await messaging.emit([(good, str(order_id))])
     await messaging.start("orders")
 
-    await wait_until(lambda: messaging.mails(good.buyer_email), timeout=30, message="the next event")
+    await wait_until(
+        lambda: messaging.mails(good.buyer_email), timeout=30, message="the next event"
+    )
     notif = messaging.pools["notifications"]
-    row = await notif.fetchrow("SELECT attempts, error FROM dead_letters WHERE event_id = $1", str(poison_id))
+    row = await notif.fetchrow(
+        "SELECT attempts, error FROM dead_letters WHERE event_id = $1", str(poison_id)
+    )
     assert row is not None
     assert row["attempts"] == 3
     assert "currency" in row["error"]
 
-    dlq = AIOKafkaConsumer(dlq_topic("orders.events"), bootstrap_servers=messaging.bootstrap,
-                           auto_offset_reset="earliest", group_id=f"dlq-reader-{uuid.uuid4().hex}")
+    dlq = AIOKafkaConsumer(
+        dlq_topic("orders.events"),
+        bootstrap_servers=messaging.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"dlq-reader-{uuid.uuid4().hex}",
+    )
     await dlq.start()
     try:
         msg = await asyncio.wait_for(dlq.getone(), timeout=20)

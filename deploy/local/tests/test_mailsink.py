@@ -18,6 +18,7 @@ from pathlib import Path
 import aiosmtplib
 import httpx
 import pytest
+
 from ticketing_local.mailsink import MailStore, serve
 
 HOST = "127.0.0.1"

@@ -53,7 +53,10 @@ class TokenVerifier:
         self._audience = audience
 
     def verify(self, token: str) -> Principal:
-        options: dict[str, Any] = {"require": ["sub", "exp"], "verify_aud": self._audience is not None}
+        options: Any = {
+            "require": ["sub", "exp"],
+            "verify_aud": self._audience is not None,
+        }
         try:
             claims = jwt.decode(
                 token,

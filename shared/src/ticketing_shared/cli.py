@@ -46,7 +46,10 @@ def run_cli(
 
     if args.command == "migrate":
         applied = asyncio.run(
-            db.migrate(settings.database_url, db.shared_migrations() + db.dir_migrations(service, migrations_dir))
+            db.migrate(
+                settings.database_url,
+                db.shared_migrations() + db.dir_migrations(service, migrations_dir),
+            )
         )
         print(f"{service}: {len(applied)} migration(s) applied", *applied, sep="\n  ")
         return 0
@@ -55,7 +58,11 @@ def run_cli(
 
         async def _replay() -> int:
             # after a memory-only broker restart the topics are gone: recreate them first
-            await kafka.ensure_topics(settings.kafka_bootstrap_servers, partitions=settings.topic_partitions)
+            await kafka.ensure_topics(
+                settings.kafka_bootstrap_servers,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
+            )
             conn = await asyncpg.connect(settings.database_url)
             try:
                 return await outbox.replay(conn, since=since)

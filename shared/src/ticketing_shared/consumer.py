@@ -150,8 +150,12 @@ class EventConsumer:
                     return
                 log.warning(
                     "consumer.attempt_failed",
-                    extra={"consumer": self.name, "ce_type": ce_type, "attempt": attempt,
-                           "error": repr(exc)},
+                    extra={
+                        "consumer": self.name,
+                        "ce_type": ce_type,
+                        "attempt": attempt,
+                        "error": repr(exc),
+                    },
                 )
                 await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
 
@@ -187,8 +191,14 @@ class EventConsumer:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         log.error(
             "consumer.dead_lettered",
-            extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
-                   "offset": record.offset, "attempts": attempts, "error": error},
+            extra={
+                "consumer": self.name,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "attempts": attempts,
+                "error": error,
+            },
         )
         headers = [h for h in record.headers if not h[0].startswith("dlq_")]
         headers += [

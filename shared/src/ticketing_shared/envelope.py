@@ -88,8 +88,15 @@ def decode(headers: Headers | None, value: bytes | None) -> CloudEvent:
     if not isinstance(data, dict):
         raise EnvelopeError("value is not a JSON object")
     known = {
-        "ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_subject",
-        "ce_dataschema", "content-type", "traceparent",
+        "ce_id",
+        "ce_type",
+        "ce_source",
+        "ce_specversion",
+        "ce_time",
+        "ce_subject",
+        "ce_dataschema",
+        "content-type",
+        "traceparent",
     }
     return CloudEvent(
         id=event_id,

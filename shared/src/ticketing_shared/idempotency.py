@@ -34,14 +34,20 @@ def request_hash(method: str, path: str, body: Any) -> str:
 def validate_key(key: str | None, *, required: bool) -> str | None:
     if key is None or key == "":
         if required:
-            raise BadRequest("the Idempotency-Key header is required", code="idempotency_key_required")
+            raise BadRequest(
+                "the Idempotency-Key header is required", code="idempotency_key_required"
+            )
         return None
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise BadRequest("Idempotency-Key must be 1-255 printable characters", code="bad_idempotency_key")
+        raise BadRequest(
+            "Idempotency-Key must be 1-255 printable characters", code="bad_idempotency_key"
+        )
     return key
 
 
-async def begin(conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+async def begin(
+    conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: str
+) -> StoredResponse | None:
     """Claim ``key``; None when this request is the first, else the first response to replay."""
     claimed = await conn.fetchval(
         """
@@ -60,17 +66,23 @@ async def begin(conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: 
         key,
     )
     if row is None:  # the claimant rolled back between our two statements: treat as in flight
-        raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_key_in_use")
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress", code="idempotency_key_in_use"
+        )
     if row["request_hash"] != fingerprint:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used with a different request; use a new key"
         )
     if row["response_status"] is None:
-        raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_key_in_use")
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress", code="idempotency_key_in_use"
+        )
     return StoredResponse(row["response_status"], row["response_body"])
 
 
-async def complete(conn: asyncpg.Connection, *, scope: str, key: str, status: int, body: Any) -> None:
+async def complete(
+    conn: asyncpg.Connection, *, scope: str, key: str, status: int, body: Any
+) -> None:
     await conn.execute(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE scope = $1 AND key = $2",
         scope,

@@ -13,7 +13,9 @@ from .contracts.topics import ALL_TOPICS, dlq_topic
 log = logging.getLogger(__name__)
 
 
-def producer(bootstrap: str, *, idempotent: bool = False, client_id: str = "ticketing") -> AIOKafkaProducer:
+def producer(
+    bootstrap: str, *, idempotent: bool = False, client_id: str = "ticketing"
+) -> AIOKafkaProducer:
     """A producer with ``acks=all``; Kafka idempotence is an option, never relied on."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -27,7 +29,11 @@ def producer(bootstrap: str, *, idempotent: bool = False, client_id: str = "tick
 
 
 async def ensure_topics(
-    bootstrap: str, *, partitions: int = 6, topics: tuple[str, ...] = ALL_TOPICS
+    bootstrap: str,
+    *,
+    partitions: int = 6,
+    replication: int = 1,
+    topics: tuple[str, ...] = ALL_TOPICS,
 ) -> list[str]:
     """Create the event topics and their DLQ twins if missing; returns those created."""
     wanted = [*topics, *(dlq_topic(t) for t in topics)]
@@ -41,7 +47,7 @@ async def ensure_topics(
             return created
         try:
             resp = await admin.create_topics(
-                [NewTopic(t, partitions, 1) for t in missing], timeout_ms=10000
+                [NewTopic(t, partitions, replication) for t in missing], timeout_ms=10000
             )
         except TopicAlreadyExistsError:
             return created

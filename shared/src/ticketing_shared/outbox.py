@@ -18,6 +18,7 @@ them again in id order. Consumers are idempotent, so this is always safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,7 @@ class OutboxRelay:
         standby_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
         partitions: int = 6,
+        replication: int = 1,
         idempotent_producer: bool = False,
     ) -> None:
         self.dsn = dsn
@@ -115,6 +117,7 @@ class OutboxRelay:
         self.standby_interval = standby_interval
         self.retention = retention
         self.partitions = partitions
+        self.replication = replication
         self.idempotent_producer = idempotent_producer
         self.active = False
         self._stop = asyncio.Event()
@@ -137,10 +140,8 @@ class OutboxRelay:
             await self._sleep(self.standby_interval)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _run_once(self) -> None:
         conn = await asyncpg.connect(self.dsn)
@@ -162,7 +163,9 @@ class OutboxRelay:
             await conn.close(timeout=2)
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
-        await kafka.ensure_topics(self.bootstrap, partitions=self.partitions)
+        await kafka.ensure_topics(
+            self.bootstrap, partitions=self.partitions, replication=self.replication
+        )
         producer = kafka.producer(
             self.bootstrap, idempotent=self.idempotent_producer, client_id=f"{self.service}-relay"
         )
@@ -204,10 +207,16 @@ class OutboxRelay:
         for row in rows:
             ev = _row_event(row)
             futures.append(
-                await producer.send(row["topic"], value=ev.value(), key=ev.key(), headers=ev.headers())
+                await producer.send(
+                    row["topic"], value=ev.value(), key=ev.key(), headers=ev.headers()
+                )
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        done = [row["id"] for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+        done = [
+            row["id"]
+            for row, res in zip(rows, results, strict=True)
+            if not isinstance(res, BaseException)
+        ]
         failed = [res for res in results if isinstance(res, BaseException)]
         if done:
             await conn.execute(
@@ -219,10 +228,14 @@ class OutboxRelay:
                     PUBLISHED.labels(row["topic"]).inc()
         if failed:
             PUBLISH_ERRORS.inc(len(failed))
-            log.warning("outbox.publish_failed", extra={"failed": len(failed), "error": repr(failed[0])})
+            log.warning(
+                "outbox.publish_failed", extra={"failed": len(failed), "error": repr(failed[0])}
+            )
             # The broker may have lost its topics (restart of a memory-only broker).
             try:
-                await kafka.ensure_topics(self.bootstrap, partitions=self.partitions)
+                await kafka.ensure_topics(
+                    self.bootstrap, partitions=self.partitions, replication=self.replication
+                )
             except Exception as exc:
                 log.warning("outbox.ensure_topics_failed", extra={"error": repr(exc)})
             return False

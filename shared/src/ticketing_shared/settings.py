@@ -36,6 +36,7 @@ class ServiceSettings(BaseSettings):
         False, validation_alias=_shared("KAFKA_IDEMPOTENT_PRODUCER")
     )
     topic_partitions: int = Field(6, validation_alias=_shared("KAFKA_TOPIC_PARTITIONS"))
+    topic_replication: int = Field(1, validation_alias=_shared("KAFKA_REPLICATION_FACTOR"))
     jwt_public_key_file: Path | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY_FILE"))
     jwt_public_key: str | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY"))
     jwt_issuer: str | None = Field(None, validation_alias=_shared("JWT_ISSUER"))
@@ -56,9 +57,11 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> ServiceSettings:
-        if self.env != "dev" and self.env != "test":
-            if self.jwt_public_key_file is None and (self.jwt_public_key or "") in _PLACEHOLDERS:
-                raise ValueError("JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEY must be set outside dev")
+        missing_key = (
+            self.jwt_public_key_file is None and (self.jwt_public_key or "") in _PLACEHOLDERS
+        )
+        if self.env not in ("dev", "test") and missing_key:
+            raise ValueError("JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEY must be set outside dev")
         return self
 
     def public_key_pem(self) -> str:

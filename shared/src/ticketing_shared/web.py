@@ -100,13 +100,17 @@ def create_base_app(
     install_handlers(app)
 
     @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def _observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         token = traceparent_var.set(child_traceparent(request.headers.get("traceparent")))
         started = time.perf_counter()
         try:
             response = await call_next(request)
         finally:
             traceparent_var.reset(token)
+        # which service answered: useful behind the gateway, and how the routing test tells
+        response.headers["X-Service"] = settings.service_name
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         REQUESTS.labels(request.method, path, str(response.status_code)).inc()
@@ -125,7 +129,9 @@ def create_base_app(
             "broker": await broker_reachable(settings.kafka_bootstrap_servers),
         }
         ok = all(checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -59,9 +59,12 @@ class WorkerContext:
         return True
 
 
-def _subscribe(broker: KafkaBroker, consumer: EventConsumer, topic: str, settings: ServiceSettings) -> None:
+def _subscribe(
+    broker: KafkaBroker, consumer: EventConsumer, topic: str, settings: ServiceSettings
+) -> None:
     async def handle(msg: KafkaMessage) -> None:
         raw = msg.raw_message
+        assert not isinstance(raw, tuple), "batch subscribers are not used"
         await consumer.handle(
             Record(
                 topic=raw.topic,
@@ -133,6 +136,7 @@ def create_worker(
                     poll_max_ms=settings.outbox_poll_max_ms,
                     retention=timedelta(days=settings.outbox_retention_days),
                     partitions=settings.topic_partitions,
+                    replication=settings.topic_replication,
                     idempotent_producer=settings.kafka_idempotent_producer,
                 )
                 state["relay"] = relay_obj
@@ -209,7 +213,11 @@ async def _wait_for_topics(settings: ServiceSettings) -> None:
     delay = 0.2
     for _ in range(60):
         try:
-            await kafka.ensure_topics(settings.kafka_bootstrap_servers, partitions=settings.topic_partitions)
+            await kafka.ensure_topics(
+                settings.kafka_bootstrap_servers,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
+            )
             return
         except Exception as exc:
             log.warning("worker.topics_unavailable", extra={"error": repr(exc)})

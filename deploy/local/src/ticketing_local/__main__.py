@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
@@ -48,7 +47,9 @@ async def _migrate_all() -> None:
     admin = pg_dsn("postgres")
     for svc in SERVICES:
         await db.ensure_database(admin, svc)
-        mig = db.shared_migrations() + db.dir_migrations(svc, REPO / "services" / svc / "migrations")
+        mig = db.shared_migrations() + db.dir_migrations(
+            svc, REPO / "services" / svc / "migrations"
+        )
         applied = await db.migrate(pg_dsn(svc), mig)
         print(f"  {svc}: {len(applied)} migration(s) applied")
 
@@ -81,7 +82,11 @@ def up(timeout: float) -> int:
     if _supervisor_pid() is not None:
         print("the stack is already running")
     else:
-        busy = [p for p in ("GATEWAY_PORT", "KAFKA_PORT", "ORDERS_API_PORT", "MAIL_SMTP_PORT") if port_open(port(p))]
+        busy = [
+            p
+            for p in ("GATEWAY_PORT", "KAFKA_PORT", "ORDERS_API_PORT", "MAIL_SMTP_PORT")
+            if port_open(port(p))
+        ]
         if busy:
             raise SystemExit(f"ports already in use: {', '.join(f'{b}={port(b)}' for b in busy)}")
         ensure_keys(PATHS.keys)
@@ -92,14 +97,20 @@ def up(timeout: float) -> int:
         log = open(PATHS.logs / "supervisor.out", "ab")  # noqa: SIM115
         subprocess.Popen(
             [sys.executable, "-m", "ticketing_local", "supervise"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while _supervisor_pid() is None and time.monotonic() < deadline:
             time.sleep(0.05)
     missing = _wait_healthy(timeout)
     if missing:
-        print(f"not healthy after {timeout:.0f}s: {', '.join(missing)} (see run/logs/)", file=sys.stderr)
+        print(
+            f"not healthy after {timeout:.0f}s: {', '.join(missing)} (see run/logs/)",
+            file=sys.stderr,
+        )
         return 1
     _print_urls()
     return 0
@@ -107,20 +118,22 @@ def up(timeout: float) -> int:
 
 def _print_urls() -> None:
     token = mint_token(
-        (PATHS.keys / "jwt-private.pem").read_text(), sub="demo-admin", email="admin@example.test",
+        (PATHS.keys / "jwt-private.pem").read_text(),
+        sub="demo-admin",
+        email="admin@example.test",
         roles={"demo-tenant": "owner"},
     )
     print(
         f"""
 The ticketing stack is up.
-  gateway        http://127.0.0.1:{port('GATEWAY_PORT')}
-  orders         http://127.0.0.1:{port('ORDERS_API_PORT')}   (worker :{port('ORDERS_WORKER_PORT')})
-  payments       http://127.0.0.1:{port('PAYMENTS_API_PORT')}   (worker :{port('PAYMENTS_WORKER_PORT')})
-  refunds        http://127.0.0.1:{port('REFUNDS_API_PORT')}   (worker :{port('REFUNDS_WORKER_PORT')})
-  notifications  http://127.0.0.1:{port('NOTIFICATIONS_API_PORT')}   (worker :{port('NOTIFICATIONS_WORKER_PORT')})
-  mail inbox     http://127.0.0.1:{port('MAIL_HTTP_PORT')}/messages   (SMTP :{port('MAIL_SMTP_PORT')})
-  PostgreSQL     {pg_dsn('<service>')}
-  Kafka          127.0.0.1:{port('KAFKA_PORT')}
+  gateway        http://127.0.0.1:{port("GATEWAY_PORT")}
+  orders         http://127.0.0.1:{port("ORDERS_API_PORT")}   (worker :{port("ORDERS_WORKER_PORT")})
+  payments       http://127.0.0.1:{port("PAYMENTS_API_PORT")}   (worker :{port("PAYMENTS_WORKER_PORT")})
+  refunds        http://127.0.0.1:{port("REFUNDS_API_PORT")}   (worker :{port("REFUNDS_WORKER_PORT")})
+  notifications  http://127.0.0.1:{port("NOTIFICATIONS_API_PORT")}   (worker :{port("NOTIFICATIONS_WORKER_PORT")})
+  mail inbox     http://127.0.0.1:{port("MAIL_HTTP_PORT")}/messages   (SMTP :{port("MAIL_SMTP_PORT")})
+  PostgreSQL     {pg_dsn("<service>")}
+  Kafka          127.0.0.1:{port("KAFKA_PORT")}
   logs           {PATHS.logs}
 
 A token for tenant "demo-tenant" (owner):
@@ -162,9 +175,14 @@ def token(args: argparse.Namespace) -> int:
     keys = ensure_keys(PATHS.keys)
     print(
         mint_token(
-            keys["jwt_private"].read_text(), sub=args.sub, email=args.email or f"{args.sub}@example.test",
-            locale=args.locale, roles=roles, platform_admin=args.platform_admin,
-            wechat_openid=args.openid or None, ttl_seconds=args.ttl,
+            keys["jwt_private"].read_text(),
+            sub=args.sub,
+            email=args.email or f"{args.sub}@example.test",
+            locale=args.locale,
+            roles=roles,
+            platform_admin=args.platform_admin,
+            wechat_openid=args.openid or None,
+            ttl_seconds=args.ttl,
         )
     )
     return 0

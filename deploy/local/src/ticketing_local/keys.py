@@ -20,7 +20,9 @@ def _write_rsa_pair(private_path: Path, public_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     os.chmod(private_path, 0o600)

@@ -95,22 +95,48 @@ def components(broker_argv: list[str]) -> list[Component]:
         Component("broker", broker_argv, health_port=port("KAFKA_PORT")),
         Component(
             "mailsink",
-            [py, "-m", "ticketing_local.mailsink", "--smtp-port", str(port("MAIL_SMTP_PORT")),
-             "--http-port", str(port("MAIL_HTTP_PORT"))],
+            [
+                py,
+                "-m",
+                "ticketing_local.mailsink",
+                "--smtp-port",
+                str(port("MAIL_SMTP_PORT")),
+                "--http-port",
+                str(port("MAIL_HTTP_PORT")),
+            ],
             health_url=f"http://127.0.0.1:{port('MAIL_HTTP_PORT')}/healthz",
         ),
     ]
     for svc in SERVICES:
         up = svc.upper()
-        out.append(Component(f"{svc}-api", [py, "-m", svc, "api"],
-                             health_url=f"http://127.0.0.1:{port(f'{up}_API_PORT')}/readyz"))
-        out.append(Component(f"{svc}-worker", [py, "-m", svc, "worker"],
-                             health_url=f"http://127.0.0.1:{port(f'{up}_WORKER_PORT')}/readyz"))
+        out.append(
+            Component(
+                f"{svc}-api",
+                [py, "-m", svc, "api"],
+                health_url=f"http://127.0.0.1:{port(f'{up}_API_PORT')}/readyz",
+            )
+        )
+        out.append(
+            Component(
+                f"{svc}-worker",
+                [py, "-m", svc, "worker"],
+                health_url=f"http://127.0.0.1:{port(f'{up}_WORKER_PORT')}/readyz",
+            )
+        )
     out.append(
         Component(
             "gateway",
-            ["nginx", "-p", str(PATHS.nginx), "-c", str(PATHS.nginx / "nginx.conf"), "-e",
-             str(PATHS.logs / "gateway-error.log"), "-g", "daemon off;"],
+            [
+                "nginx",
+                "-p",
+                str(PATHS.nginx),
+                "-c",
+                str(PATHS.nginx / "nginx.conf"),
+                "-e",
+                str(PATHS.logs / "gateway-error.log"),
+                "-g",
+                "daemon off;",
+            ],
             health_url=f"http://127.0.0.1:{port('GATEWAY_PORT')}/healthz",
         )
     )
@@ -140,7 +166,8 @@ def render_gateway() -> None:
     (PATHS.nginx / "tmp").mkdir(exist_ok=True)
     template = (REPO / "deploy" / "gateway" / "nginx.conf").read_text()
     values = {
-        "GATEWAY_PORT": str(port("GATEWAY_PORT")),
+        # loopback only: the local stack is not meant to be reached from other machines
+        "GATEWAY_PORT": f"127.0.0.1:{port('GATEWAY_PORT')}",
         **{f"{s.upper()}_API": f"127.0.0.1:{port(f'{s.upper()}_API_PORT')}" for s in SERVICES},
     }
     # substitute only our placeholders: nginx's own $variables stay as they are

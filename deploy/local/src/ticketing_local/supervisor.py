@@ -44,8 +44,12 @@ class Supervisor:
         c = child.component
         logfile = open(PATHS.logs / f"{c.name}.log", "ab")  # noqa: SIM115 - owned by the child
         child.proc = subprocess.Popen(
-            c.argv, env={**self.env, **c.env}, stdout=logfile, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=str(PATHS.run),
+            c.argv,
+            env={**self.env, **c.env},
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(PATHS.run),
         )
         logfile.close()
         child.started_at = time.time()
@@ -80,9 +84,18 @@ class Supervisor:
         for svc in SERVICES:
             out = subprocess.run(
                 [sys.executable, "-m", svc, "outbox", "replay", "--since", f"{since_seconds}s"],
-                env=self.env, capture_output=True, text=True, timeout=120,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
-            log.info("replay %s rc=%s %s%s", svc, out.returncode, out.stdout.strip(), out.stderr.strip()[-500:])
+            log.info(
+                "replay %s rc=%s %s%s",
+                svc,
+                out.returncode,
+                out.stdout.strip(),
+                out.stderr.strip()[-500:],
+            )
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -147,7 +160,8 @@ class Supervisor:
 def main(components: list[Component]) -> None:
     PATHS.logs.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(PATHS.logs / "supervisor.log")],
     )
     Path(PATHS.supervisor_pid).write_text(str(os.getpid()))

@@ -30,16 +30,27 @@ def build_consumer(settings: Settings) -> EventConsumer:
             "invite_links": [f"{base}/invites/{token}" for token in data.invite_tokens],
         }
         await queue_email(
-            conn, event_id=event.id, template="order_paid", recipient=data.buyer_email,
-            locale=data.buyer_locale, order_id=data.order_id, context=context,
+            conn,
+            event_id=event.id,
+            template="order_paid",
+            recipient=data.buyer_email,
+            locale=data.buyer_locale,
+            order_id=data.order_id,
+            context=context,
         )
 
     @consumer.on(OrderExpired)
-    async def on_order_expired(conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent) -> None:
+    async def on_order_expired(
+        conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent
+    ) -> None:
         """Tell the buyer an unpaid order expired and its seats were released."""
         await queue_email(
-            conn, event_id=event.id, template="order_expired", recipient=data.buyer_email,
-            locale=data.buyer_locale, order_id=data.order_id,
+            conn,
+            event_id=event.id,
+            template="order_expired",
+            recipient=data.buyer_email,
+            locale=data.buyer_locale,
+            order_id=data.order_id,
             context={**data.model_dump(mode="json"), "event_title": ""},
         )
 

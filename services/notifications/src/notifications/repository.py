@@ -30,7 +30,15 @@ async def insert_delivery(
         ON CONFLICT (event_id, template, recipient) DO NOTHING
         RETURNING true
         """,
-        delivery_id, event_id, template, recipient, locale, order_id, subject, body_text, body_html,
+        delivery_id,
+        event_id,
+        template,
+        recipient,
+        locale,
+        order_id,
+        subject,
+        body_text,
+        body_html,
     )
     return bool(inserted)
 
@@ -69,5 +77,7 @@ async def mark_attempt_failed(
             next_attempt_at = COALESCE($3::timestamptz, next_attempt_at)
         WHERE id = $1
         """,
-        delivery_id, error[:2000], retry_at,
+        delivery_id,
+        error[:2000],
+        retry_at,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,10 +81,8 @@ class Sender:
             if sent:
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
-            except TimeoutError:
-                pass
 
     async def send_due(self, pool: asyncpg.Pool) -> int:
         """Send one batch of due deliveries, holding their row locks while sending."""
@@ -91,7 +90,9 @@ class Sender:
             rows = await repository.claim_due(conn, limit=self.batch)
             if not rows:
                 return 0
-            results = await asyncio.gather(*(self._send(row) for row in rows), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._send(row) for row in rows), return_exceptions=True
+            )
             for row, result in zip(rows, results, strict=True):
                 if result is None:
                     await repository.mark_sent(conn, row["id"])
@@ -101,13 +102,21 @@ class Sender:
                 permanent = isinstance(result, DeliveryError) and result.permanent
                 retry_at = None
                 if not permanent and attempts < self.max_attempts:
-                    retry_at = datetime.now(UTC) + timedelta(seconds=self.backoff_s * 2 ** (attempts - 1))
+                    retry_at = datetime.now(UTC) + timedelta(
+                        seconds=self.backoff_s * 2 ** (attempts - 1)
+                    )
                 log.warning(
                     "email.delivery_failed",
-                    extra={"delivery_id": str(row["id"]), "attempts": attempts,
-                           "error": repr(result), "gave_up": retry_at is None},
+                    extra={
+                        "delivery_id": str(row["id"]),
+                        "attempts": attempts,
+                        "error": repr(result),
+                        "gave_up": retry_at is None,
+                    },
                 )
-                await repository.mark_attempt_failed(conn, row["id"], error=repr(result), retry_at=retry_at)
+                await repository.mark_attempt_failed(
+                    conn, row["id"], error=repr(result), retry_at=retry_at
+                )
             return len(rows)
 
     async def _send(self, row: asyncpg.Record) -> None:

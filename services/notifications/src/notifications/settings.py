@@ -8,7 +8,9 @@ from ticketing_shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True
+    )
 
     service_name: str = "notifications"
     database_url: str = "postgresql://postgres@127.0.0.1:55432/notifications"

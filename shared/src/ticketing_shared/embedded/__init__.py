@@ -6,8 +6,8 @@
 """
 
 from .broker import EmbeddedBroker, wait_for_broker
-from .postgres import EmbeddedPostgres, find_pg_bin
 from .ports import free_port, port_open, wait_port
+from .postgres import EmbeddedPostgres, find_pg_bin
 
 __all__ = [
     "EmbeddedBroker",

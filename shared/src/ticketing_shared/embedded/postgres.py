@@ -21,13 +21,17 @@ def find_pg_bin() -> Path:
     """The directory of ``pg_ctl``: PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
     if env := os.environ.get("PG_BIN"):
         return Path(env)
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])
+    )
     if candidates:
         return Path(candidates[-1]).parent
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
-    raise FileNotFoundError("PostgreSQL binaries not found (apt-get install postgresql, or set PG_BIN)")
+    raise FileNotFoundError(
+        "PostgreSQL binaries not found (apt-get install postgresql, or set PG_BIN)"
+    )
 
 
 def _run_user() -> str | None:
@@ -42,14 +46,18 @@ def _run_user() -> str | None:
 
 
 def _reachable_by(user: str, path: Path) -> bool:
-    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True)
+    probe = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True
+    )
     return probe.returncode == 0
 
 
 class EmbeddedPostgres:
     """initdb (once) + pg_ctl start/stop of a cluster listening on 127.0.0.1:``port``."""
 
-    def __init__(self, base_dir: Path, port: int, *, durable: bool = True, log_file: Path | None = None) -> None:
+    def __init__(
+        self, base_dir: Path, port: int, *, durable: bool = True, log_file: Path | None = None
+    ) -> None:
         self.port = port
         self.durable = durable
         self.user = _run_user()
@@ -83,7 +91,12 @@ class EmbeddedPostgres:
     def running(self) -> bool:
         if not self.initialized():
             return False
-        return self._cmd(str(self.bin / "pg_ctl"), "status", "-D", str(self.data_dir), check=False).returncode == 0
+        return (
+            self._cmd(
+                str(self.bin / "pg_ctl"), "status", "-D", str(self.data_dir), check=False
+            ).returncode
+            == 0
+        )
 
     def init(self) -> None:
         if self.initialized():
@@ -94,8 +107,15 @@ class EmbeddedPostgres:
             shutil.chown(self.data_dir, self.user)
             shutil.chown(self.socket_dir, self.user)
         self._cmd(
-            str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-instructions",
         )
 
     def start(self, timeout: float = 60.0) -> None:
@@ -119,14 +139,32 @@ class EmbeddedPostgres:
             # throwaway clusters (tests): durability buys nothing and costs time
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._cmd(
-            str(self.bin / "pg_ctl"), "start", "-D", str(self.data_dir), "-w", "-t", str(int(timeout)),
-            "-l", str(self.log_file), "-o", " ".join(opts),
+            str(self.bin / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-l",
+            str(self.log_file),
+            "-o",
+            " ".join(opts),
         )
         wait_port(self.port, timeout=timeout)
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
-            self._cmd(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w", check=False)
+            self._cmd(
+                str(self.bin / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                mode,
+                "-w",
+                check=False,
+            )
 
     def destroy(self) -> None:
         self.stop(mode="immediate")

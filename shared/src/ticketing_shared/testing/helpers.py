@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -26,13 +26,14 @@ async def wait_until(
 ) -> T:
     """Poll ``probe`` until it returns a truthy value; fail with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
-        last = await probe()
+        last: T = await probe()
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message}; last value: {last!r}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -40,7 +41,14 @@ class ServiceProcess:
     """One role of one service (``python -m <service> api|worker``) as a real OS process."""
 
     def __init__(
-        self, service: str, role: str, *, env: dict[str, str], port: int, log_dir: Path, name: str | None = None
+        self,
+        service: str,
+        role: str,
+        *,
+        env: dict[str, str],
+        port: int,
+        log_dir: Path,
+        name: str | None = None,
     ) -> None:
         self.service, self.role, self.port = service, role, port
         self.env = {**os.environ, **env}
@@ -53,7 +61,10 @@ class ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.service, self.role],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -64,7 +75,9 @@ class ServiceProcess:
     async def wait_ready(self, timeout: float = 60.0, path: str = "/readyz") -> None:
         async def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
             try:
                 async with httpx.AsyncClient(timeout=2) as c:
                     return (await c.get(self.url + path)).status_code == 200

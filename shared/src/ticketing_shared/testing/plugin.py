@@ -45,7 +45,7 @@ class Infra:
     pg_admin_dsn: str
     bootstrap: str
     work_dir: Path
-    _dbs: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _dbs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def dsn(self, database: str) -> str:
         return self.pg_admin_dsn.rsplit("/", 1)[0] + f"/{database}"
@@ -97,9 +97,10 @@ def _containers(work_dir: Path) -> Iterator[Infra]:
     from testcontainers.kafka import KafkaContainer
     from testcontainers.postgres import PostgresContainer
 
-    with PostgresContainer("postgres:15", username="postgres", password="postgres") as pg, KafkaContainer(
-        "confluentinc/cp-kafka:7.6.0"
-    ) as kafka:
+    with (
+        PostgresContainer("postgres:15", username="postgres", password="postgres") as pg,
+        KafkaContainer("confluentinc/cp-kafka:7.6.0") as kafka,
+    ):
         dsn = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
         yield Infra("containers", dsn, kafka.get_bootstrap_server(), work_dir)
 
@@ -111,9 +112,11 @@ def jwt_keys(work_dir: Path) -> dict[str, Any]:
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     public_file = work_dir / "jwt-public.pem"
     public_file.write_text(public_pem)
     return {"private_pem": private_pem, "public_pem": public_pem, "public_file": str(public_file)}
@@ -135,9 +138,18 @@ def mailsink(work_dir: Path) -> Iterator[MailSink]:
     sink = MailSink(free_port(), free_port())
     log = open(work_dir / "mailsink.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ticketing_local.mailsink", "--smtp-port", str(sink.smtp_port),
-         "--http-port", str(sink.http_port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "ticketing_local.mailsink",
+            "--smtp-port",
+            str(sink.smtp_port),
+            "--http-port",
+            str(sink.http_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_port(sink.smtp_port)

@@ -64,6 +64,8 @@ class SmtpMailer:
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600) from exc
+            raise DeliveryError(
+                f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600
+            ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise DeliveryError(repr(exc)) from exc

@@ -1,0 +1,191 @@
+"""Migrations, idempotency keys and the outbox relay on a real PostgreSQL and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from ticketing_shared import db, idempotency, outbox
+from ticketing_shared.contracts import ORDERS_EVENTS, OrderExpired
+from ticketing_shared.envelope import decode
+from ticketing_shared.errors import IdempotencyKeyReused
+from ticketing_shared.testing import wait_until
+from ticketing_shared.testing.plugin import Infra
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_concurrent_migration_runs_apply_each_migration_once(infra: Infra) -> None:
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    await db.ensure_database(infra.pg_admin_dsn, name)
+    dsn = infra.dsn(name)
+    migs = db.shared_migrations()
+    results = await asyncio.gather(*(db.migrate(dsn, migs) for _ in range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(migs)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(migs)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def dsn(infra: Infra) -> str:
+    return await infra.fresh_database("machinery", db.shared_migrations())
+
+
+@pytest.fixture
+async def pool(dsn: str):
+    p = await db.create_pool(dsn, min_size=1, max_size=8)
+    yield p
+    await p.close()
+
+
+async def test_idempotency_key_replays_first_response_and_refuses_other_body(
+    pool: asyncpg.Pool,
+) -> None:
+    fp = idempotency.request_hash("POST", "/v1/x", {"a": 1})
+    async with db.transaction(pool) as conn:
+        assert await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp) is None
+        await idempotency.complete(conn, scope="u1", key="k1", status=201, body={"id": "r1"})
+    async with db.transaction(pool) as conn:
+        stored = await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp)
+    assert stored == idempotency.StoredResponse(201, {"id": "r1"})
+    other = idempotency.request_hash("POST", "/v1/x", {"a": 2})
+    with pytest.raises(IdempotencyKeyReused):
+        async with db.transaction(pool) as conn:
+            await idempotency.begin(conn, scope="u1", key="k1", fingerprint=other)
+    # the same key in another scope (another caller) is unrelated
+    async with db.transaction(pool) as conn:
+        assert await idempotency.begin(conn, scope="u2", key="k1", fingerprint=other) is None
+
+
+async def test_concurrent_same_key_creates_once_and_replays_to_the_rest(pool: asyncpg.Pool) -> None:
+    fp = idempotency.request_hash("POST", "/v1/x", {"a": 1})
+    created = []
+
+    async def request(i: int) -> object:
+        async with db.transaction(pool) as conn:
+            stored = await idempotency.begin(conn, scope="u", key="race", fingerprint=fp)
+            if stored is not None:
+                return stored.body
+            await asyncio.sleep(
+                0.05
+            )  # the creation takes a while: the others must wait, not create
+            created.append(i)
+            body = {"id": f"r{i}"}
+            await idempotency.complete(conn, scope="u", key="race", status=201, body=body)
+            return body
+
+    bodies = await asyncio.gather(*(request(i) for i in range(6)))
+    assert len(created) == 1
+    assert all(b == {"id": f"r{created[0]}"} for b in bodies)
+
+
+async def test_a_failed_first_attempt_releases_the_key(pool: asyncpg.Pool) -> None:
+    fp = idempotency.request_hash("POST", "/v1/x", {})
+    with pytest.raises(RuntimeError):
+        async with db.transaction(pool) as conn:
+            await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp)
+            raise RuntimeError("inventory_exhausted")
+    async with db.transaction(pool) as conn:
+        assert await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp) is None
+
+
+async def test_only_one_relay_is_active_and_a_standby_takes_over(
+    infra: Infra, dsn: str, pool: asyncpg.Pool
+) -> None:
+    topic_check = f"relay-{uuid.uuid4().hex[:6]}"
+    relays = [
+        outbox.OutboxRelay(
+            dsn=dsn, bootstrap=infra.bootstrap, service=topic_check, standby_interval=0.1
+        )
+        for _ in range(2)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        await wait_until(
+            lambda: asyncio.sleep(0, any(r.active for r in relays)), timeout=15, message="a leader"
+        )
+        await asyncio.sleep(0.3)
+        assert sum(r.active for r in relays) == 1
+        leader = next(r for r in relays if r.active)
+        standby = next(r for r in relays if not r.active)
+
+        order_ids = [uuid.uuid4() for _ in range(5)]
+        written: dict[str, list[uuid.UUID]] = defaultdict(list)
+        for round_ in range(2):
+            async with db.transaction(pool) as conn:
+                for oid in order_ids:
+                    ev = OrderExpired(order_id=oid, tenant_id="t", buyer_email=f"{round_}@x")
+                    written[str(oid)].append(
+                        await outbox.emit(conn, ev, subject=oid, source="test")
+                    )
+            if round_ == 0:
+                await wait_until(
+                    lambda: _all_published(pool), timeout=15, message="first round published"
+                )
+                leader.stop()
+                await wait_until(
+                    lambda: asyncio.sleep(0, standby.active),
+                    timeout=15,
+                    message="standby takes over",
+                )
+        await wait_until(lambda: _all_published(pool), timeout=15, message="second round published")
+
+        seen = await _read_topic(infra.bootstrap, {e for ids in written.values() for e in ids})
+        for oid, ids in written.items():
+            assert [e for e in seen[oid] if e in ids] == ids
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.gather(*tasks)
+
+
+async def _all_published(pool: asyncpg.Pool) -> bool:
+    return await pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL")
+
+
+async def _read_topic(bootstrap: str, wanted: set[uuid.UUID]) -> dict[str, list[uuid.UUID]]:
+    consumer = AIOKafkaConsumer(
+        ORDERS_EVENTS,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"reader-{uuid.uuid4().hex}",
+    )
+    await consumer.start()
+    seen: dict[str, list[uuid.UUID]] = defaultdict(list)
+    got: set[uuid.UUID] = set()
+    try:
+        async with asyncio.timeout(30):
+            while not wanted <= got:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        ev = decode(list(r.headers), r.value)
+                        seen[ev.subject].append(ev.id)
+                        got.add(ev.id)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def test_replay_requeues_only_rows_since_the_given_time(pool: asyncpg.Pool) -> None:
+    async with db.transaction(pool) as conn:
+        for age in (1, 30, 120):
+            eid = await outbox.emit(
+                conn, OrderExpired(order_id=uuid.uuid4(), tenant_id="t"), subject="s", source="t"
+            )
+            await conn.execute(
+                "UPDATE outbox SET created_at = $2, published_at = now() WHERE event_id = $1",
+                eid,
+                datetime.now(UTC) - timedelta(minutes=age),
+            )
+        count = await outbox.replay(conn, since=timedelta(minutes=45))
+    assert count == 2
