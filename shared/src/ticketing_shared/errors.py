@@ -13,6 +13,7 @@ Exception tree::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -103,6 +104,19 @@ def install_handlers(app: FastAPI) -> None:
             "errors": errors,
         }
         return problem_response(422, body)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # logged with its traceback by the server; the client gets a stable, non-leaking body
+        logging.getLogger("ticketing.errors").exception("http.unhandled_error", exc_info=exc)
+        body = {
+            "type": "https://errors.ticketing.dev/internal_error",
+            "title": "Internal error",
+            "status": 500,
+            "code": "internal_error",
+            "detail": "an unexpected error occurred; it has been logged",
+        }
+        return problem_response(500, body)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

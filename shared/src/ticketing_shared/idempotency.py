@@ -46,17 +46,29 @@ def validate_key(key: str | None, *, required: bool) -> str | None:
 
 
 async def begin(
-    conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: str
+    conn: asyncpg.Connection,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    response: StoredResponse | None = None,
 ) -> StoredResponse | None:
-    """Claim ``key``; None when this request is the first, else the first response to replay."""
+    """Claim ``key``; None when this request is the first, else the first response to replay.
+
+    ``response``: when the response is known before the work (ids chosen up front), it is stored
+    with the claim, so no write to this table follows the work itself.
+    """
     claimed = await conn.fetchval(
         """
-        INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+        INSERT INTO idempotency_keys (scope, key, request_hash, response_status, response_body)
+        VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (scope, key) DO NOTHING RETURNING true
         """,
         scope,
         key,
         fingerprint,
+        response.status if response else None,
+        response.body if response else None,
     )
     if claimed:
         return None

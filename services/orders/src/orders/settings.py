@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from ticketing_shared.settings import ServiceSettings
@@ -14,3 +17,15 @@ class Settings(ServiceSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/orders"
     api_port: int = 8001
     worker_port: int = 8011
+    db_pool_max: int = 20
+    # how long an unpaid order holds its seats (DESIGN: ORDER_TTL_SECONDS, default 30 min)
+    order_ttl_seconds: int = Field(
+        1800, ge=1, validation_alias=AliasChoices("ORDER_TTL_SECONDS", "order_ttl_seconds")
+    )
+    expiry_interval_s: float = 1.0
+    expiry_batch: int = 200
+    max_quantity_per_order: int = 50
+
+    @property
+    def order_ttl(self) -> timedelta:
+        return timedelta(seconds=self.order_ttl_seconds)

@@ -73,6 +73,7 @@ class OrderCancelled(_OrderEvent):
     reason: str
     buyer_email: str = ""
     buyer_locale: str = "en"
+    event_title: str = ""
 
 
 class OrderExpired(_OrderEvent):
@@ -82,6 +83,97 @@ class OrderExpired(_OrderEvent):
 
     buyer_email: str = ""
     buyer_locale: str = "en"
+    event_title: str = ""
+
+
+class OrderPaymentRejected(_OrderEvent):
+    """Money arrived that the order cannot keep (late payment with no seats left, a second payment):
+    the refunds service must return it in full."""
+
+    ce_type: ClassVar[str] = "order.payment_rejected"
+
+    payment_id: UUID | None = None
+    transaction_id: str
+    provider: str = ""
+    amount: int
+    currency: str
+    reason: str  # late_payment | duplicate_payment | amount_mismatch
+    note: str = ""
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+
+
+class OrderRefundApplied(_OrderEvent):
+    """Orders applied a settled refund: seats voided, registrations cancelled, inventory released."""
+
+    ce_type: ClassVar[str] = "order.refund_applied"
+
+    refund_id: UUID
+    amount: int
+    currency: str
+    refunded_amount: int
+    status: str
+    voided_seat_ids: list[UUID] = []
+    released: int = 0
+
+
+class _RegistrationEvent(EventData):
+    topic: ClassVar[str] = ORDERS_EVENTS
+
+    registration_id: UUID
+    order_id: UUID | None = None
+    tenant_id: str
+    event_id: UUID
+    user_id: str
+    email: str = ""
+    locale: str = "en"
+    event_title: str = ""
+
+
+class RegistrationApproved(_RegistrationEvent):
+    """The organizer approved a registration (or it was approved on payment)."""
+
+    ce_type: ClassVar[str] = "registration.approved"
+
+
+class RegistrationRejected(_RegistrationEvent):
+    """The organizer rejected a pending registration."""
+
+    ce_type: ClassVar[str] = "registration.rejected"
+
+
+class RegistrationCancelled(_RegistrationEvent):
+    """A registration was cancelled (free seat released at once)."""
+
+    ce_type: ClassVar[str] = "registration.cancelled"
+
+    reason: str
+    note: str | None = None
+
+
+class RegistrationCancellationRequested(_RegistrationEvent):
+    """A buyer cancelled a paid seat within the policy: refund ``amount`` for ``seat_id``."""
+
+    ce_type: ClassVar[str] = "registration.cancellation_requested"
+
+    seat_id: UUID
+    amount: int
+    currency: str
+    reason: str = "user"
+
+
+class InviteRedeemed(_OrderEvent):
+    """A gift invite was redeemed: the redeemer holds a registration on that seat."""
+
+    ce_type: ClassVar[str] = "invite.redeemed"
+
+    seat_id: UUID
+    registration_id: UUID
+    redeemer_id: str
+    redeemer_email: str = ""
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+    event_title: str = ""
 
 
 class PaymentSucceeded(EventData):

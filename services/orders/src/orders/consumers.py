@@ -1,0 +1,36 @@
+"""Consumers of the orders service: payment outcomes and refund settlements."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ticketing_shared.consumer import EventConsumer
+from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted
+from ticketing_shared.envelope import CloudEvent
+
+from .service import lifecycle
+from .settings import Settings
+
+
+def build_consumer(settings: Settings) -> EventConsumer:
+    consumer = EventConsumer(
+        "orders",
+        max_attempts=settings.consumer_max_attempts,
+        backoff_ms=settings.consumer_backoff_ms,
+    )
+
+    @consumer.on(PaymentSucceeded)
+    async def on_payment_succeeded(
+        conn: asyncpg.Connection, data: PaymentSucceeded, event: CloudEvent
+    ) -> None:
+        """PENDING → PAID; a late payment revives the order or asks for a refund."""
+        await lifecycle.apply_payment(conn, data)
+
+    @consumer.on(RefundCompleted)
+    async def on_refund_completed(
+        conn: asyncpg.Connection, data: RefundCompleted, event: CloudEvent
+    ) -> None:
+        """A settled refund voids its seats, cancels their registrations and releases them."""
+        await lifecycle.apply_refund(conn, data)
+
+    return consumer

@@ -1,0 +1,294 @@
+"""Orders domain: states, transitions and pure rules (prices, shares, cancellation policy). No I/O.
+
+Order::
+
+    PENDING ──pay──► PAID ──refund requested──► REFUND_PENDING ──settled──► PARTIALLY_REFUNDED
+       │               │                          │    ▲  │                     │      │
+       │               └──settled (no pending)────┼────┼──┴──► REFUNDED ◄──────────────┘
+       │                                          └─failed/canceled─► PAID | PARTIALLY_REFUNDED
+       └─expire / buyer cancel──► CANCELLED ──late payment, seats still there──► PAID
+
+Registration::
+
+    PENDING_PAYMENT ──paid──► APPROVED | PENDING ──approve──► APPROVED
+                                          └──reject──► REJECTED
+    any active state ──cancel──► CANCELLED (cancelled_at, reason, note)
+    CANCELLED (payment_abandoned | user, unpaid order) ──late payment revives──► APPROVED | PENDING
+
+Invite::
+
+    LOCKED ──order paid──► OPEN ──redeem──► REDEEMED
+    LOCKED | OPEN ──refund / cancel──► VOID ──late payment revives──► OPEN
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ticketing_shared.errors import Conflict, Unprocessable
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    PAID = "PAID"
+    REFUND_PENDING = "REFUND_PENDING"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"
+
+
+class RegistrationStatus(StrEnum):
+    PENDING_PAYMENT = "PENDING_PAYMENT"
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+class InviteStatus(StrEnum):
+    LOCKED = "LOCKED"
+    OPEN = "OPEN"
+    REDEEMED = "REDEEMED"
+    VOID = "VOID"
+
+
+class CancellationReason(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+    ORGANIZER = "organizer"
+    PAYMENT_ABANDONED = "payment_abandoned"
+    OTHER = "other"
+
+
+O, R, I = OrderStatus, RegistrationStatus, InviteStatus  # noqa: E741 - short aliases for the tables
+
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    O.PENDING: frozenset({O.PAID, O.CANCELLED}),
+    O.PAID: frozenset({O.REFUND_PENDING, O.PARTIALLY_REFUNDED, O.REFUNDED}),
+    O.REFUND_PENDING: frozenset({O.PAID, O.PARTIALLY_REFUNDED, O.REFUNDED}),
+    O.PARTIALLY_REFUNDED: frozenset({O.REFUND_PENDING, O.PARTIALLY_REFUNDED, O.REFUNDED}),
+    O.REFUNDED: frozenset(),
+    O.CANCELLED: frozenset({O.PAID}),
+}
+
+REGISTRATION_TRANSITIONS: dict[RegistrationStatus, frozenset[RegistrationStatus]] = {
+    R.PENDING_PAYMENT: frozenset({R.APPROVED, R.PENDING, R.CANCELLED}),
+    R.PENDING: frozenset({R.APPROVED, R.REJECTED, R.CANCELLED}),
+    R.APPROVED: frozenset({R.CANCELLED}),
+    R.REJECTED: frozenset(),
+    R.CANCELLED: frozenset({R.APPROVED, R.PENDING}),
+}
+
+INVITE_TRANSITIONS: dict[InviteStatus, frozenset[InviteStatus]] = {
+    I.LOCKED: frozenset({I.OPEN, I.VOID}),
+    I.OPEN: frozenset({I.REDEEMED, I.VOID}),
+    I.REDEEMED: frozenset(),
+    I.VOID: frozenset({I.OPEN}),
+}
+
+ACTIVE_ORDER_STATUSES = frozenset({O.PENDING, O.PAID, O.REFUND_PENDING, O.PARTIALLY_REFUNDED})
+REFUNDABLE_ORDER_STATUSES = frozenset({O.PAID, O.PARTIALLY_REFUNDED})
+ACTIVE_REGISTRATION_STATUSES = frozenset({R.PENDING_PAYMENT, R.PENDING, R.APPROVED})
+
+
+class IllegalTransition(Conflict):
+    code, title = "illegal_transition", "Illegal state transition"
+
+    def __init__(self, entity: str, current: str, target: str) -> None:
+        super().__init__(
+            f"{entity} cannot go from {current} to {target}", current=current, target=target
+        )
+        self.entity, self.current, self.target = entity, current, target
+
+
+def _transition(
+    entity: str, table: dict[Any, frozenset[Any]], current: StrEnum, target: StrEnum
+) -> StrEnum:
+    """The one guard of every state machine: return ``target`` or raise ``IllegalTransition``."""
+    if target not in table[current]:
+        raise IllegalTransition(entity, current.value, target.value)
+    return target
+
+
+def order_transition(current: OrderStatus, target: OrderStatus) -> OrderStatus:
+    return OrderStatus(_transition("order", ORDER_TRANSITIONS, current, target))
+
+
+def registration_transition(
+    current: RegistrationStatus, target: RegistrationStatus
+) -> RegistrationStatus:
+    return RegistrationStatus(
+        _transition("registration", REGISTRATION_TRANSITIONS, current, target)
+    )
+
+
+def invite_transition(current: InviteStatus, target: InviteStatus) -> InviteStatus:
+    return InviteStatus(_transition("invite", INVITE_TRANSITIONS, current, target))
+
+
+# ------------------------------------------------------------------------------------------ errors
+class QuantityNotAllowed(Unprocessable):
+    code, title = "quantity_not_allowed", "No price for this quantity"
+
+
+class InventoryExhausted(Conflict):
+    code, title = "inventory_exhausted", "Not enough seats left"
+
+
+class RefundRequired(Conflict):
+    code, title = "refund_required", "A paid seat is released only by a refund"
+
+
+class CancellationWindowClosed(Conflict):
+    code, title = "cancellation_window_closed", "The cancellation window has closed"
+
+
+class CancellationNotAllowed(Conflict):
+    code, title = "cancellation_not_allowed", "Cancellation is not allowed"
+
+
+# ------------------------------------------------------------------------------------------ prices
+def tier_price(price_tiers: dict[int, int], quantity: int) -> int:
+    """The total price of ``quantity`` seats: the tier's price, never unit × quantity."""
+    if quantity < 1 or quantity not in price_tiers:
+        allowed = ", ".join(str(q) for q in sorted(price_tiers)) or "none"
+        raise QuantityNotAllowed(f"quantity {quantity} has no price tier (allowed: {allowed})")
+    return price_tiers[quantity]
+
+
+def is_free(price_tiers: dict[int, int]) -> bool:
+    return all(amount == 0 for amount in price_tiers.values())
+
+
+def allocate(total: int, parts: int) -> list[int]:
+    """Split ``total`` minor units into ``parts`` shares by largest remainder; they sum exactly.
+
+    Equal weights: every share gets ``total // parts`` and the first ``total % parts`` shares
+    (seat order) get one unit more.
+    """
+    if parts < 1:
+        raise ValueError("parts must be >= 1")
+    if total < 0:
+        raise ValueError("total must be >= 0")
+    base, remainder = divmod(total, parts)
+    return [base + (1 if i < remainder else 0) for i in range(parts)]
+
+
+# --------------------------------------------------------------------------- cancellation policy
+POLICY_VARIANTS = ("paid-regular", "paid-organizer", "free-regular", "free-organizer")
+
+
+@dataclass(frozen=True)
+class CancellationPolicy:
+    allow_cancellation: bool = False
+    include_transaction_fees: bool = False
+    include_app_fees: bool = False
+    cutoff_days: int = 0
+    cutoff_hours: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cutoff_days < 0:
+            raise Unprocessable("cutoff_days must be >= 0", code="invalid_policy")
+        if not 0 <= self.cutoff_hours <= 23:
+            raise Unprocessable("cutoff_hours must be between 0 and 23", code="invalid_policy")
+
+    @property
+    def cutoff(self) -> timedelta:
+        return timedelta(days=self.cutoff_days, hours=self.cutoff_hours)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "allow_cancellation": self.allow_cancellation,
+            "include_transaction_fees": self.include_transaction_fees,
+            "include_app_fees": self.include_app_fees,
+            "cutoff_days": self.cutoff_days,
+            "cutoff_hours": self.cutoff_hours,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CancellationPolicy:
+        if not data:
+            return NO_CANCELLATION
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+NO_CANCELLATION = CancellationPolicy(allow_cancellation=False)
+
+
+def policy_variant(*, paid: bool, organizer: bool) -> str:
+    return f"{'paid' if paid else 'free'}-{'organizer' if organizer else 'regular'}"
+
+
+def effective_policy(
+    *,
+    tenant_policies: dict[str, dict[str, Any]],
+    use_tenant_policy: bool,
+    own_policy: dict[str, Any] | None,
+    paid: bool,
+    organizer: bool,
+) -> tuple[CancellationPolicy, str]:
+    """(policy, source): the option's own policy, or the tenant's variant ('tenant'|'option').
+
+    A missing tenant variant (or a non-inheriting option without a policy) allows nothing.
+    """
+    if not use_tenant_policy:
+        return CancellationPolicy.from_dict(own_policy), "option"
+    variant = tenant_policies.get(policy_variant(paid=paid, organizer=organizer))
+    return CancellationPolicy.from_dict(variant), "tenant"
+
+
+@dataclass(frozen=True)
+class CancelDecision:
+    allowed: bool
+    reason: str | None  # cancellation_not_allowed | cancellation_window_closed | … when not allowed
+
+    def raise_if_denied(self) -> None:
+        if self.reason == "cancellation_window_closed":
+            raise CancellationWindowClosed("the cancellation deadline for this event has passed")
+        if self.reason == "cancellation_not_allowed":
+            raise CancellationNotAllowed(
+                "the organizer's policy does not allow cancelling this registration"
+            )
+        if not self.allowed:
+            raise Conflict(
+                f"this registration cannot be cancelled ({self.reason})",
+                code=self.reason or "conflict",
+            )
+
+
+def cancel_decision(
+    policy: CancellationPolicy, *, event_starts_at: datetime, now: datetime
+) -> CancelDecision:
+    """A buyer may cancel iff allowed and ``now <= starts_at - cutoff`` (the event's current start)."""
+    if not policy.allow_cancellation:
+        return CancelDecision(False, "cancellation_not_allowed")
+    if now > event_starts_at - policy.cutoff:
+        return CancelDecision(False, "cancellation_window_closed")
+    return CancelDecision(True, None)
+
+
+def seat_refund(
+    *,
+    policy: CancellationPolicy,
+    total_amount: int,
+    transaction_fee: int,
+    app_fee: int,
+    seats: int,
+    seat_index: int,
+    already_refunded: int = 0,
+) -> int:
+    """The refund of one seat under a policy.
+
+    The seat's share of the amount paid, minus its share of the transaction (provider) fee unless
+    the policy includes it, minus its share of the app fee unless included; shares by largest
+    remainder over the order's seats. Never negative, never more than what is left to refund.
+    """
+    amount = allocate(total_amount, seats)[seat_index]
+    if not policy.include_transaction_fees:
+        amount -= allocate(transaction_fee, seats)[seat_index]
+    if not policy.include_app_fees:
+        amount -= allocate(app_fee, seats)[seat_index]
+    return max(0, min(amount, total_amount - already_refunded))

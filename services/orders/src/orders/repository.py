@@ -1,0 +1,710 @@
+"""All SQL of the orders service. ``$n`` parameters only; rows come back as records/dicts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+# --------------------------------------------------------------------------------------- tenants
+
+
+async def ensure_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Tenants come from the identity provider: create our row on first use."""
+    await conn.execute(
+        "INSERT INTO tenants (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tenant_id
+    )
+
+
+async def get_policies(conn: asyncpg.Connection, tenant_id: str) -> dict[str, Any]:
+    value = await conn.fetchval(
+        "SELECT cancellation_policies FROM tenants WHERE id = $1", tenant_id
+    )
+    return dict(value or {})
+
+
+async def set_policies(conn: asyncpg.Connection, tenant_id: str, policies: dict[str, Any]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO tenants (id, cancellation_policies) VALUES ($1, $2)
+        ON CONFLICT (id) DO UPDATE SET cancellation_policies = EXCLUDED.cancellation_policies, updated_at = now()
+        """,
+        tenant_id,
+        policies,
+    )
+
+
+# ---------------------------------------------------------------------------- templates & events
+
+
+async def insert_template(
+    conn: asyncpg.Connection,
+    *,
+    template_id: UUID,
+    tenant_id: str,
+    title: str,
+    require_approval: bool,
+    currency: str,
+    ticket_types: list[dict[str, Any]],
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO event_templates (id, tenant_id, title, require_approval, currency, ticket_types)
+        VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
+        """,
+        template_id,
+        tenant_id,
+        title,
+        require_approval,
+        currency,
+        ticket_types,
+    )
+
+
+async def get_template(conn: asyncpg.Connection, template_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM event_templates WHERE id = $1", template_id)
+
+
+async def insert_event(
+    conn: asyncpg.Connection,
+    *,
+    event_id: UUID,
+    tenant_id: str,
+    title: str,
+    starts_at: datetime,
+    require_approval: bool,
+    currency: str,
+    template_id: UUID | None = None,
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO events (id, tenant_id, template_id, title, starts_at, require_approval, currency)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+        """,
+        event_id,
+        tenant_id,
+        template_id,
+        title,
+        starts_at,
+        require_approval,
+        currency,
+    )
+
+
+async def get_event(
+    conn: asyncpg.Connection, event_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM events WHERE id = $1{lock}", event_id)
+
+
+async def update_event(
+    conn: asyncpg.Connection, event_id: UUID, fields: dict[str, Any]
+) -> asyncpg.Record:
+    cols = list(fields)
+    assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+    return await conn.fetchrow(
+        f"UPDATE events SET {assignments}, updated_at = now() WHERE id = $1 RETURNING *",
+        event_id,
+        *(fields[c] for c in cols),
+    )
+
+
+async def insert_ticket_type(
+    conn: asyncpg.Connection,
+    *,
+    ticket_type_id: UUID,
+    event_id: UUID,
+    tenant_id: str,
+    name: str,
+    max_quantity: int,
+    price_tiers: list[dict[str, int]],
+    organizer_registration: bool,
+    use_tenant_cancellation_policy: bool,
+    cancellation_policy: dict[str, Any] | None,
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO ticket_types (id, event_id, tenant_id, name, max_quantity, price_tiers,
+                                  organizer_registration, use_tenant_cancellation_policy, cancellation_policy)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *
+        """,
+        ticket_type_id,
+        event_id,
+        tenant_id,
+        name,
+        max_quantity,
+        price_tiers,
+        organizer_registration,
+        use_tenant_cancellation_policy,
+        cancellation_policy,
+    )
+
+
+async def list_ticket_types(conn: asyncpg.Connection, event_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id", event_id
+    )
+
+
+async def get_ticket_type(
+    conn: asyncpg.Connection, ticket_type_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM ticket_types WHERE id = $1{lock}", ticket_type_id)
+
+
+async def update_ticket_type(
+    conn: asyncpg.Connection, ticket_type_id: UUID, fields: dict[str, Any]
+) -> asyncpg.Record | None:
+    """Update fields; ``max_quantity`` never below what is sold (None when it would be)."""
+    cols = list(fields)
+    assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+    guard = (
+        f" AND current_quantity <= ${cols.index('max_quantity') + 2}"
+        if "max_quantity" in fields
+        else ""
+    )
+    return await conn.fetchrow(
+        f"UPDATE ticket_types SET {assignments}, updated_at = now() WHERE id = $1{guard} RETURNING *",
+        ticket_type_id,
+        *(fields[c] for c in cols),
+    )
+
+
+async def purchase_context(conn: asyncpg.Connection, ticket_type_id: UUID) -> asyncpg.Record | None:
+    """Everything a purchase needs to know, read without locks before the transaction's hot part."""
+    return await conn.fetchrow(
+        """
+        SELECT tt.id, tt.event_id, tt.tenant_id, tt.name, tt.max_quantity, tt.current_quantity,
+               tt.price_tiers, tt.organizer_registration, tt.use_tenant_cancellation_policy,
+               tt.cancellation_policy, e.title AS event_title, e.starts_at, e.require_approval,
+               e.currency, e.status AS event_status, coalesce(t.cancellation_policies, '{}'::jsonb) AS tenant_policies
+        FROM ticket_types tt
+        JOIN events e ON e.id = tt.event_id
+        LEFT JOIN tenants t ON t.id = tt.tenant_id
+        WHERE tt.id = $1
+        """,
+        ticket_type_id,
+    )
+
+
+# ------------------------------------------------------------------------------------ inventory
+
+
+async def release_inventory(conn: asyncpg.Connection, ticket_type_id: UUID, quantity: int) -> None:
+    if quantity <= 0:
+        return
+    await conn.execute(
+        "UPDATE ticket_types SET current_quantity = current_quantity - $2, updated_at = now() WHERE id = $1",
+        ticket_type_id,
+        quantity,
+    )
+
+
+async def take_inventory(conn: asyncpg.Connection, ticket_type_id: UUID, quantity: int) -> bool:
+    """One conditional UPDATE: never read-then-write, never oversell."""
+    return bool(
+        await conn.fetchval(
+            """
+            UPDATE ticket_types SET current_quantity = current_quantity + $2, updated_at = now()
+            WHERE id = $1 AND current_quantity + $2 <= max_quantity RETURNING true
+            """,
+            ticket_type_id,
+            quantity,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------- purchase
+
+
+async def create_paid_order(
+    conn: asyncpg.Connection,
+    *,
+    order: dict[str, Any],
+    seat_ids: list[UUID],
+    registration: dict[str, Any],
+    invites: list[tuple[UUID, UUID, str]],
+) -> bool:
+    """Take ``quantity`` seats and write the order, seats, buyer registration and invites.
+
+    ONE statement: the conditional inventory UPDATE gates every insert, and the hot ticket-type
+    row stays locked only from here to COMMIT. False (nothing written) when seats ran out.
+    """
+    return bool(
+        await conn.fetchval(
+            """
+            WITH inv AS (
+                UPDATE ticket_types SET current_quantity = current_quantity + $5, updated_at = now()
+                WHERE id = $4 AND current_quantity + $5 <= max_quantity
+                RETURNING id
+            ), o AS (
+                INSERT INTO orders (id, tenant_id, event_id, ticket_type_id, buyer_id, buyer_email,
+                                    buyer_locale, status, quantity, total_amount, currency, expires_at,
+                                    created_at, updated_at)
+                SELECT $1, $2, $3, $4, $6, $7, $8, 'PENDING', $5, $9, $10, $11, $12, $12 FROM inv
+            ), s AS (
+                INSERT INTO seats (id, order_id, tenant_id, ticket_type_id, position)
+                SELECT x.sid, $1, $2, $4, x.pos FROM inv, unnest($13::uuid[]) WITH ORDINALITY AS x(sid, pos)
+            ), r AS (
+                INSERT INTO registrations (id, tenant_id, event_id, ticket_type_id, order_id, seat_id,
+                                           user_id, email, locale, status, cancellation_policy,
+                                           policy_source, created_at, updated_at)
+                SELECT $14, $2, $3, $4, $1, $13[1], $6, $7, $8, 'PENDING_PAYMENT', $15, $16, $12, $12 FROM inv
+            ), i AS (
+                INSERT INTO invites (id, order_id, seat_id, tenant_id, token, status, created_at, updated_at)
+                SELECT x.iid, $1, x.sid, $2, x.tok, 'LOCKED', $12, $12
+                FROM inv, unnest($17::uuid[], $18::uuid[], $19::text[]) AS x(iid, sid, tok)
+            )
+            SELECT true FROM inv
+            """,
+            order["id"],
+            order["tenant_id"],
+            order["event_id"],
+            order["ticket_type_id"],
+            order["quantity"],
+            order["buyer_id"],
+            order["buyer_email"],
+            order["buyer_locale"],
+            order["total_amount"],
+            order["currency"],
+            order["expires_at"],
+            order["created_at"],
+            seat_ids,
+            registration["id"],
+            registration["cancellation_policy"],
+            registration["policy_source"],
+            [i[0] for i in invites],
+            [i[1] for i in invites],
+            [i[2] for i in invites],
+        )
+    )
+
+
+async def create_free_registration(
+    conn: asyncpg.Connection, *, registration: dict[str, Any]
+) -> bool:
+    """Take one seat and write the registration in one statement; False when sold out."""
+    return bool(
+        await conn.fetchval(
+            """
+            WITH inv AS (
+                UPDATE ticket_types SET current_quantity = current_quantity + 1, updated_at = now()
+                WHERE id = $4 AND current_quantity + 1 <= max_quantity
+                RETURNING id
+            )
+            INSERT INTO registrations (id, tenant_id, event_id, ticket_type_id, user_id, email, locale,
+                                       status, cancellation_policy, policy_source, created_at, updated_at)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11 FROM inv
+            RETURNING true
+            """,
+            registration["id"],
+            registration["tenant_id"],
+            registration["event_id"],
+            registration["ticket_type_id"],
+            registration["user_id"],
+            registration["email"],
+            registration["locale"],
+            registration["status"],
+            registration["cancellation_policy"],
+            registration["policy_source"],
+            registration["created_at"],
+        )
+    )
+
+
+async def active_free_registration(
+    conn: asyncpg.Connection, *, ticket_type_id: UUID, user_id: str
+) -> UUID | None:
+    return await conn.fetchval(
+        """
+        SELECT id FROM registrations
+        WHERE ticket_type_id = $1 AND user_id = $2 AND order_id IS NULL
+          AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')
+        LIMIT 1
+        """,
+        ticket_type_id,
+        user_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------- orders
+
+
+async def get_order(
+    conn: asyncpg.Connection, order_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM orders WHERE id = $1{lock}", order_id)
+
+
+async def order_details(
+    conn: asyncpg.Connection, order_id: UUID
+) -> dict[str, list[asyncpg.Record]]:
+    seats = await conn.fetch(
+        "SELECT id, status, position FROM seats WHERE order_id = $1 ORDER BY position", order_id
+    )
+    regs = await conn.fetch(
+        "SELECT id, status, user_id, seat_id FROM registrations WHERE order_id = $1 ORDER BY created_at, id",
+        order_id,
+    )
+    invites = await conn.fetch(
+        """
+        SELECT i.token, i.status, i.seat_id, i.redeemed_by FROM invites i JOIN seats s ON s.id = i.seat_id
+        WHERE i.order_id = $1 ORDER BY s.position
+        """,
+        order_id,
+    )
+    return {"seats": seats, "registrations": regs, "invites": invites}
+
+
+async def list_buyer_orders(
+    conn: asyncpg.Connection, buyer_id: str, event_id: UUID | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT * FROM orders WHERE buyer_id = $1 AND ($2::uuid IS NULL OR event_id = $2)
+        ORDER BY created_at DESC, id LIMIT 500
+        """,
+        buyer_id,
+        event_id,
+    )
+
+
+async def set_order_status(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    *,
+    expected: str,
+    status: str,
+    extra: dict[str, Any] | None = None,
+) -> asyncpg.Record | None:
+    """Guarded transition: None when the order is no longer in ``expected`` (handle explicitly)."""
+    extra = extra or {}
+    cols = list(extra)
+    assignments = "".join(f", {c} = ${i + 4}" for i, c in enumerate(cols))
+    return await conn.fetchrow(
+        f"""
+        UPDATE orders SET status = $3, updated_at = now(){assignments}
+        WHERE id = $1 AND status = $2 RETURNING *
+        """,
+        order_id,
+        expected,
+        status,
+        *(extra[c] for c in cols),
+    )
+
+
+async def due_expired_orders(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Lock PENDING orders past their expiry; other workers skip them (``SKIP LOCKED``)."""
+    return await conn.fetch(
+        """
+        SELECT * FROM orders WHERE status = 'PENDING' AND expires_at <= now()
+        ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+
+
+# ----------------------------------------------------------------------------- seats & invites
+
+
+async def void_seats(
+    conn: asyncpg.Connection, order_id: UUID, seat_ids: list[UUID] | None = None
+) -> list[UUID]:
+    """Void active seats (all of the order's, or those listed); returns the ones newly voided."""
+    rows = await conn.fetch(
+        """
+        UPDATE seats SET status = 'VOID', voided_at = now()
+        WHERE order_id = $1 AND status = 'ACTIVE' AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))
+        RETURNING id
+        """,
+        order_id,
+        seat_ids,
+    )
+    return [r["id"] for r in rows]
+
+
+async def reactivate_seats(conn: asyncpg.Connection, order_id: UUID) -> int:
+    result = await conn.execute(
+        "UPDATE seats SET status = 'ACTIVE', voided_at = NULL WHERE order_id = $1 AND status = 'VOID'",
+        order_id,
+    )
+    return int(result.split()[-1])
+
+
+async def active_seat_count(conn: asyncpg.Connection, order_id: UUID) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM seats WHERE order_id = $1 AND status = 'ACTIVE'", order_id
+        )
+    )
+
+
+async def set_invites_status(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    *,
+    from_statuses: list[str],
+    to: str,
+    seat_ids: list[UUID] | None = None,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        UPDATE invites SET status = $3, updated_at = now()
+        WHERE order_id = $1 AND status = ANY($2::text[]) AND ($4::uuid[] IS NULL OR seat_id = ANY($4::uuid[]))
+        RETURNING id, token, status, seat_id
+        """,
+        order_id,
+        from_statuses,
+        to,
+        seat_ids,
+    )
+
+
+async def invite_tokens(conn: asyncpg.Connection, order_id: UUID, *, status: str) -> list[str]:
+    rows = await conn.fetch(
+        """
+        SELECT i.token FROM invites i JOIN seats s ON s.id = i.seat_id
+        WHERE i.order_id = $1 AND i.status = $2 ORDER BY s.position
+        """,
+        order_id,
+        status,
+    )
+    return [r["token"] for r in rows]
+
+
+async def get_invite_by_token(
+    conn: asyncpg.Connection, token: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM invites WHERE token = $1{lock}", token)
+
+
+async def redeem_invite(
+    conn: asyncpg.Connection, invite_id: UUID, *, user_id: str, registration_id: UUID
+) -> bool:
+    return bool(
+        await conn.fetchval(
+            """
+            UPDATE invites SET status = 'REDEEMED', redeemed_by = $2, redeemed_at = now(),
+                               registration_id = $3, updated_at = now()
+            WHERE id = $1 AND status = 'OPEN' RETURNING true
+            """,
+            invite_id,
+            user_id,
+            registration_id,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------- registrations
+
+
+async def get_registration(
+    conn: asyncpg.Connection, registration_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF r" if for_update else ""
+    return await conn.fetchrow(
+        f"""
+        SELECT r.*, e.starts_at AS event_starts_at, e.title AS event_title, e.require_approval,
+               o.status AS order_status, o.total_amount, o.refunded_amount, o.transaction_fee, o.app_fee,
+               o.quantity AS order_quantity, o.currency AS order_currency, o.buyer_id, s.position AS seat_position
+        FROM registrations r
+        JOIN events e ON e.id = r.event_id
+        LEFT JOIN orders o ON o.id = r.order_id
+        LEFT JOIN seats s ON s.id = r.seat_id
+        WHERE r.id = $1{lock}
+        """,
+        registration_id,
+    )
+
+
+async def insert_registration(conn: asyncpg.Connection, reg: dict[str, Any]) -> None:
+    cols = list(reg)
+    await conn.execute(
+        f"INSERT INTO registrations ({', '.join(cols)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})",
+        *(reg[c] for c in cols),
+    )
+
+
+async def set_registration_status(
+    conn: asyncpg.Connection,
+    registration_id: UUID,
+    *,
+    expected: list[str],
+    status: str,
+    extra: dict[str, Any] | None = None,
+) -> asyncpg.Record | None:
+    extra = extra or {}
+    cols = list(extra)
+    assignments = "".join(f", {c} = ${i + 4}" for i, c in enumerate(cols))
+    return await conn.fetchrow(
+        f"""
+        UPDATE registrations SET status = $3, updated_at = now(){assignments}
+        WHERE id = $1 AND status = ANY($2::text[]) RETURNING *
+        """,
+        registration_id,
+        expected,
+        status,
+        *(extra[c] for c in cols),
+    )
+
+
+async def cancel_order_registrations(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    *,
+    reason: str,
+    note: str | None = None,
+    seat_ids: list[UUID] | None = None,
+) -> list[asyncpg.Record]:
+    """Cancel the order's active registrations (or those on ``seat_ids``); returns them."""
+    return await conn.fetch(
+        """
+        UPDATE registrations
+        SET status = 'CANCELLED', cancelled_at = now(), cancellation_reason = $2,
+            cancellation_reason_note = $3, updated_at = now()
+        WHERE order_id = $1 AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')
+          AND ($4::uuid[] IS NULL OR seat_id = ANY($4::uuid[]))
+        RETURNING id, status, user_id, email, locale, seat_id
+        """,
+        order_id,
+        reason,
+        note,
+        seat_ids,
+    )
+
+
+async def revive_buyer_registration(
+    conn: asyncpg.Connection, order_id: UUID, *, status: str
+) -> asyncpg.Record | None:
+    """Late payment: the buyer's registration, cancelled with the unpaid order, comes back."""
+    return await conn.fetchrow(
+        """
+        UPDATE registrations r
+        SET status = $2, cancelled_at = NULL, cancellation_reason = NULL, cancellation_reason_note = NULL,
+            updated_at = now()
+        FROM orders o, seats s
+        WHERE r.order_id = $1 AND o.id = r.order_id AND s.id = r.seat_id AND s.position = 1
+          AND r.user_id = o.buyer_id AND r.status = 'CANCELLED'
+        RETURNING r.*
+        """,
+        order_id,
+        status,
+    )
+
+
+async def promote_buyer_registration(
+    conn: asyncpg.Connection, order_id: UUID, *, status: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE registrations SET status = $2, updated_at = now()
+        WHERE order_id = $1 AND status = 'PENDING_PAYMENT' RETURNING *
+        """,
+        order_id,
+        status,
+    )
+
+
+async def user_has_registration_on_order(
+    conn: asyncpg.Connection, order_id: UUID, user_id: str
+) -> bool:
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT true FROM registrations WHERE order_id = $1 AND user_id = $2
+              AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED') LIMIT 1
+            """,
+            order_id,
+            user_id,
+        )
+    )
+
+
+async def list_event_registrations(
+    conn: asyncpg.Connection, event_id: UUID, *, limit: int, offset: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT r.id, r.order_id, o.status AS order_status, r.status, r.user_id, r.email, r.ticket_type_id,
+               r.cancellation_reason, r.created_at
+        FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
+        WHERE r.event_id = $1 ORDER BY r.created_at, r.id LIMIT $2 OFFSET $3
+        """,
+        event_id,
+        limit,
+        offset,
+    )
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    order_id: UUID | None,
+    entity: str,
+    entity_id: UUID | str,
+    actor: str,
+    action: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """,
+        tenant_id,
+        order_id,
+        entity,
+        str(entity_id),
+        actor,
+        action,
+        from_status,
+        to_status,
+        details or {},
+    )
+
+
+async def audit_many(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of (tenant_id, order_id, entity, entity_id, actor, action, from, to, details)."""
+    if rows:
+        await conn.executemany(
+            """
+            INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """,
+            rows,
+        )
+
+
+async def order_audit(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM audit_log WHERE order_id = $1 ORDER BY id", order_id)
+
+
+# ------------------------------------------------------------------------------------- invariant
+
+
+async def inventory_report(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Per ticket type: the stored inventory and what the seats and registrations say it must be."""
+    return await conn.fetch(
+        """
+        SELECT tt.id, tt.current_quantity, tt.max_quantity,
+               (SELECT count(*) FROM seats s JOIN orders o ON o.id = s.order_id
+                 WHERE s.ticket_type_id = tt.id AND s.status = 'ACTIVE'
+                   AND o.status IN ('PENDING', 'PAID', 'REFUND_PENDING', 'PARTIALLY_REFUNDED'))
+             + (SELECT count(*) FROM registrations r
+                 WHERE r.ticket_type_id = tt.id AND r.order_id IS NULL
+                   AND r.status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')) AS expected
+        FROM ticket_types tt ORDER BY tt.id
+        """
+    )

@@ -1,0 +1,293 @@
+"""HTTP models of the orders API (``XCreate`` in, ``XPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CancellationPolicyIn(Strict):
+    allow_cancellation: bool
+    include_transaction_fees: bool = False
+    include_app_fees: bool = False
+    cutoff_days: int = Field(0, ge=0)
+    cutoff_hours: int = Field(0, ge=0, le=23)
+
+
+class CancellationPoliciesIn(Strict):
+    """Up to four variants; a missing variant means cancellation is not allowed."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    paid_regular: CancellationPolicyIn | None = Field(None, alias="paid-regular")
+    paid_organizer: CancellationPolicyIn | None = Field(None, alias="paid-organizer")
+    free_regular: CancellationPolicyIn | None = Field(None, alias="free-regular")
+    free_organizer: CancellationPolicyIn | None = Field(None, alias="free-organizer")
+
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return {
+            alias: value.model_dump()
+            for alias, value in (
+                ("paid-regular", self.paid_regular),
+                ("paid-organizer", self.paid_organizer),
+                ("free-regular", self.free_regular),
+                ("free-organizer", self.free_organizer),
+            )
+            if value is not None
+        }
+
+
+class PriceTier(Strict):
+    quantity: int = Field(ge=1, le=1000)
+    total_amount: int = Field(ge=0)
+
+
+def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
+    if not tiers:
+        raise ValueError("at least one price tier is required")
+    quantities = [t.quantity for t in tiers]
+    if len(set(quantities)) != len(quantities):
+        raise ValueError("price tiers must have distinct quantities")
+    free = [t.total_amount == 0 for t in tiers]
+    if any(free) and not all(free):
+        raise ValueError("a ticket type is either free (all tiers 0) or paid (all tiers > 0)")
+    return sorted(tiers, key=lambda t: t.quantity)
+
+
+class TicketTypeCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    max_quantity: int = Field(ge=0, le=1_000_000)
+    price_tiers: list[PriceTier]
+    organizer_registration: bool = False
+    use_tenant_cancellation_policy: bool = True
+    cancellation_policy: CancellationPolicyIn | None = None
+
+    _tiers = field_validator("price_tiers")(_check_tiers)
+
+
+class TicketTypeUpdate(Strict):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    max_quantity: int | None = Field(None, ge=0, le=1_000_000)
+    price_tiers: list[PriceTier] | None = None
+    organizer_registration: bool | None = None
+    use_tenant_cancellation_policy: bool | None = None
+    cancellation_policy: CancellationPolicyIn | None = None
+
+    @field_validator("price_tiers")
+    @classmethod
+    def _tiers(cls, v: list[PriceTier] | None) -> list[PriceTier] | None:
+        return None if v is None else _check_tiers(v)
+
+
+class TicketTypePublic(BaseModel):
+    id: UUID
+    event_id: UUID
+    name: str
+    max_quantity: int
+    current_quantity: int
+    available: int
+    price_tiers: list[PriceTier]
+    organizer_registration: bool
+    use_tenant_cancellation_policy: bool
+    cancellation_policy: CancellationPolicyIn | None
+
+
+class EventCreate(Strict):
+    title: str = Field(min_length=1, max_length=300)
+    starts_at: datetime
+    require_approval: bool = False
+    currency: Currency
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
+        return v
+
+
+class EventUpdate(Strict):
+    title: str | None = Field(None, min_length=1, max_length=300)
+    starts_at: datetime | None = None
+    require_approval: bool | None = None
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
+        return v
+
+
+class EventPublic(BaseModel):
+    id: UUID
+    tenant_id: str
+    title: str
+    starts_at: datetime
+    require_approval: bool
+    currency: str
+    status: str
+    template_id: UUID | None = None
+    ticket_types: list[TicketTypePublic] | None = None
+
+
+class TemplateCreate(Strict):
+    title: str = Field(min_length=1, max_length=300)
+    require_approval: bool = False
+    currency: Currency
+    ticket_types: list[TicketTypeCreate] = []
+
+
+class TemplatePublic(BaseModel):
+    id: UUID
+    tenant_id: str
+    title: str
+    require_approval: bool
+    currency: str
+    ticket_types: list[TicketTypeCreate]
+
+
+class EventFromTemplate(Strict):
+    """Create an event from a template; any field of the template may be overridden."""
+
+    starts_at: datetime
+    title: str | None = Field(None, min_length=1, max_length=300)
+    require_approval: bool | None = None
+    currency: Currency | None = None
+    ticket_types: list[TicketTypeCreate] | None = None
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
+        return v
+
+
+class RegistrationCreate(Strict):
+    ticket_type_id: UUID
+    quantity: int = Field(1, ge=1, le=1000)
+
+
+class RegistrationSummary(BaseModel):
+    id: UUID
+    status: str
+    user_id: str
+    seat_id: UUID | None
+
+
+class SeatPublic(BaseModel):
+    id: UUID
+    status: str
+    position: int
+
+
+class InviteSummary(BaseModel):
+    status: str
+    seat_id: UUID
+
+
+class RefundSummary(BaseModel):
+    refunded_amount: int
+    refundable_amount: int
+
+
+class OrderPublic(BaseModel):
+    id: UUID
+    event_id: UUID
+    ticket_type_id: UUID
+    status: str
+    quantity: int
+    total_amount: int
+    refunded_amount: int
+    currency: str
+    expires_at: datetime
+    paid_at: datetime | None
+    transaction_id: str | None
+    payment_provider: str | None
+    payment_method: str | None
+    created_at: datetime
+    registrations: list[RegistrationSummary]
+    seats: list[SeatPublic]
+    invites: list[InviteSummary]
+    refund: RefundSummary
+
+
+class Money(BaseModel):
+    amount: int
+    currency: str
+
+
+class RegistrationPublic(BaseModel):
+    id: UUID
+    event_id: UUID
+    ticket_type_id: UUID
+    order_id: UUID | None
+    seat_id: UUID | None
+    user_id: str
+    status: str
+    cancellation_reason: str | None
+    cancellation_reason_note: str | None
+    cancelled_at: datetime | None
+    cancellation_requested: bool
+    can_cancel: bool
+    cancel_unavailable_reason: str | None
+    refund_quote: Money | None
+    cancellation_policy: CancellationPolicyIn
+    policy_source: str
+    created_at: datetime
+
+
+class RegistrationCreated(BaseModel):
+    registration: RegistrationPublic
+    order: OrderPublic | None
+
+
+class OrganizerRegistration(BaseModel):
+    id: UUID
+    order_id: UUID | None
+    order_status: str | None
+    status: str
+    user_id: str
+    email: str
+    ticket_type_id: UUID
+    cancellation_reason: str | None
+    created_at: datetime
+
+
+class InvitePublic(BaseModel):
+    token: str
+    status: str
+    seat_id: UUID
+    redeemed_by: str | None = None
+
+
+class StaffAction(Strict):
+    reason: str | None = Field(None, pattern=r"^(admin|organizer|other)$")
+    note: str | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _note_for_other(self) -> StaffAction:
+        if self.reason == "other" and not self.note:
+            raise ValueError("a note is required when the reason is 'other'")
+        return self
+
+
+class AuditEntry(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    from_status: str | None
+    to_status: str | None
+    details: dict[str, Any]

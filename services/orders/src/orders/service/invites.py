@@ -1,0 +1,118 @@
+"""Gift invites: the extra seats of a paid order, redeemed once each by signed-in users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import InviteRedeemed
+from ticketing_shared.errors import Conflict, NotFound
+
+from .. import repository as repo
+from . import views
+from .common import actor, emit, new_id, now
+
+_NOT_OPEN = {
+    "LOCKED": ("invite_not_open", "this invite opens when its order is paid"),
+    "REDEEMED": ("invite_already_redeemed", "this invite has already been used"),
+    "VOID": ("invite_void", "this invite is no longer valid"),
+}
+
+
+async def redeem(conn: asyncpg.Connection, principal: Principal, token: str) -> dict[str, Any]:
+    """Exactly once: the first signed-in user to redeem an OPEN invite gets a registration on its seat."""
+    invite = await repo.get_invite_by_token(conn, token, for_update=True)
+    if invite is None:
+        raise NotFound("invite not found")
+    if invite["status"] != "OPEN":
+        code, message = _NOT_OPEN[invite["status"]]
+        raise Conflict(message, code=code)
+    order = await repo.get_order(conn, invite["order_id"])
+    assert order is not None
+    if order["buyer_id"] == principal.sub:
+        raise Conflict(
+            "invites are for guests: the buyer already holds a seat of this order",
+            code="own_invite",
+        )
+    if await repo.user_has_registration_on_order(conn, order["id"], principal.sub):
+        raise Conflict("you already hold a seat of this order", code="already_registered")
+    event = await repo.get_event(conn, order["event_id"])
+    assert event is not None
+    buyer_reg = await conn.fetchrow(
+        "SELECT cancellation_policy, policy_source FROM registrations WHERE order_id = $1 AND user_id = $2 "
+        "ORDER BY created_at LIMIT 1",
+        order["id"],
+        order["buyer_id"],
+    )
+    assert buyer_reg is not None
+    registration_id = new_id()
+    status = "PENDING" if event["require_approval"] else "APPROVED"
+    await repo.insert_registration(
+        conn,
+        {
+            "id": registration_id,
+            "tenant_id": order["tenant_id"],
+            "event_id": order["event_id"],
+            "ticket_type_id": order["ticket_type_id"],
+            "order_id": order["id"],
+            "seat_id": invite["seat_id"],
+            "user_id": principal.sub,
+            "email": principal.email,
+            "locale": principal.locale,
+            "status": status,
+            "cancellation_policy": buyer_reg["cancellation_policy"],
+            "policy_source": buyer_reg["policy_source"],
+            "created_at": now(),
+            "updated_at": now(),
+        },
+    )
+    if not await repo.redeem_invite(
+        conn, invite["id"], user_id=principal.sub, registration_id=registration_id
+    ):
+        raise Conflict("this invite has already been used", code="invite_already_redeemed")
+    who = actor(principal)
+    await repo.audit_many(
+        conn,
+        [
+            (
+                order["tenant_id"],
+                order["id"],
+                "invite",
+                str(invite["id"]),
+                who,
+                "invite.redeemed",
+                "OPEN",
+                "REDEEMED",
+                {"registration_id": str(registration_id)},
+            ),
+            (
+                order["tenant_id"],
+                order["id"],
+                "registration",
+                str(registration_id),
+                who,
+                "registration.created",
+                None,
+                status,
+                {"seat_id": str(invite["seat_id"]), "via": "invite"},
+            ),
+        ],
+    )
+    await emit(
+        conn,
+        InviteRedeemed(
+            order_id=order["id"],
+            tenant_id=order["tenant_id"],
+            seat_id=invite["seat_id"],
+            registration_id=registration_id,
+            redeemer_id=principal.sub,
+            redeemer_email=principal.email,
+            buyer_email=order["buyer_email"],
+            buyer_locale=order["buyer_locale"],
+            event_title=event["title"],
+        ),
+        order["id"],
+    )
+    return await views.get_registration(conn, principal, registration_id)

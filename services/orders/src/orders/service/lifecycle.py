@@ -1,0 +1,459 @@
+"""Order lifecycle: buyer cancel, expiry, payment outcome (incl. late payment), refund settlement."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+import asyncpg
+
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import (
+    OrderCancelled,
+    OrderExpired,
+    OrderPaid,
+    OrderPaymentRejected,
+    OrderRefundApplied,
+    PaymentSucceeded,
+    RefundCompleted,
+)
+from ticketing_shared.errors import Conflict, NotFound
+
+from .. import repository as repo
+from ..domain import OrderStatus, RegistrationStatus, order_transition
+from .common import actor, emit, now
+
+log = logging.getLogger(__name__)
+
+# the refunds service's reasons → the registration's cancellation reason
+_REFUND_REASONS = {
+    "organizer": "organizer",
+    "admin": "admin",
+    "user": "user",
+    "requested_by_customer": "user",
+}
+
+
+async def _event_title(conn: asyncpg.Connection, event_id: UUID) -> str:
+    return str(await conn.fetchval("SELECT title FROM events WHERE id = $1", event_id) or "")
+
+
+async def _release_order(
+    conn: asyncpg.Connection, order: asyncpg.Record, *, who: str, reason: str, action: str
+) -> asyncpg.Record:
+    """PENDING → CANCELLED: registrations cancelled, invites and seats void, seats released."""
+    order_transition(OrderStatus(order["status"]), OrderStatus.CANCELLED)
+    updated = await repo.set_order_status(
+        conn,
+        order["id"],
+        expected="PENDING",
+        status="CANCELLED",
+        extra={"cancelled_at": now(), "cancellation_reason": reason},
+    )
+    if updated is None:  # the caller holds the row lock, so this is a bug, not a race
+        raise Conflict("order changed concurrently", code="order_changed")
+    regs = await repo.cancel_order_registrations(conn, order["id"], reason=reason)
+    invites = await repo.set_invites_status(
+        conn, order["id"], from_statuses=["LOCKED", "OPEN"], to="VOID"
+    )
+    voided = await repo.void_seats(conn, order["id"])
+    await repo.release_inventory(conn, order["ticket_type_id"], len(voided))
+    tenant = order["tenant_id"]
+    await repo.audit_many(
+        conn,
+        [
+            (
+                tenant,
+                order["id"],
+                "order",
+                str(order["id"]),
+                who,
+                action,
+                "PENDING",
+                "CANCELLED",
+                {"reason": reason, "released": len(voided)},
+            ),
+            *[
+                (
+                    tenant,
+                    order["id"],
+                    "registration",
+                    str(r["id"]),
+                    who,
+                    "registration.cancelled",
+                    None,
+                    "CANCELLED",
+                    {"reason": reason},
+                )
+                for r in regs
+            ],
+            *[
+                (
+                    tenant,
+                    order["id"],
+                    "invite",
+                    str(i["id"]),
+                    who,
+                    "invite.voided",
+                    None,
+                    "VOID",
+                    {},
+                )
+                for i in invites
+            ],
+        ],
+    )
+    return updated
+
+
+async def cancel_pending_order(
+    conn: asyncpg.Connection, principal: Principal, order_id: UUID
+) -> None:
+    """The buyer gives up an unpaid order: seats released at once, reason ``user``."""
+    order = await repo.get_order(conn, order_id, for_update=True)
+    if order is None or order["buyer_id"] != principal.sub:
+        raise NotFound("order not found")
+    if order["status"] != "PENDING":
+        raise Conflict(
+            f"only a PENDING order can be cancelled by its buyer (this one is {order['status']})",
+            code="order_not_pending",
+        )
+    await _release_order(conn, order, who=actor(principal), reason="user", action="order.cancelled")
+    await emit(
+        conn,
+        OrderCancelled(
+            order_id=order_id,
+            tenant_id=order["tenant_id"],
+            reason="user",
+            buyer_email=order["buyer_email"],
+            buyer_locale=order["buyer_locale"],
+            event_title=await _event_title(conn, order["event_id"]),
+        ),
+        order_id,
+    )
+
+
+async def expire_due_orders(conn: asyncpg.Connection, *, limit: int) -> int:
+    """Cancel PENDING orders past ``expires_at`` (several workers never expire one twice)."""
+    orders = await repo.due_expired_orders(conn, limit=limit)
+    for order in orders:
+        await _release_order(
+            conn, order, who="system:expiry", reason="payment_abandoned", action="order.expired"
+        )
+        await emit(
+            conn,
+            OrderExpired(
+                order_id=order["id"],
+                tenant_id=order["tenant_id"],
+                buyer_email=order["buyer_email"],
+                buyer_locale=order["buyer_locale"],
+                event_title=await _event_title(conn, order["event_id"]),
+            ),
+            order["id"],
+        )
+    return len(orders)
+
+
+async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> str:
+    """Payment success: PENDING → PAID; late payment revives or asks for a refund. Returns the outcome."""
+    order = await repo.get_order(conn, payment.order_id, for_update=True)
+    if order is None:
+        log.error("orders.payment_for_unknown_order", extra={"order_id": str(payment.order_id)})
+        raise NotFound(f"payment for unknown order {payment.order_id}")
+    status = order["status"]
+    if (
+        payment.amount != order["total_amount"]
+        or payment.currency.upper() != order["currency"].strip()
+    ):
+        await _reject_payment(
+            conn,
+            order,
+            payment,
+            reason="amount_mismatch",
+            note=f"paid {payment.amount} {payment.currency}, order is {order['total_amount']} {order['currency']}",
+        )
+        return "rejected_amount_mismatch"
+    if status == "PENDING":
+        await _mark_paid(conn, order, payment, revived=False)
+        return "paid"
+    if order["transaction_id"] == payment.transaction_id:
+        return "duplicate"  # the same payment told twice: already applied
+    if status == "CANCELLED":
+        if order["transaction_id"] is None and await repo.take_inventory(
+            conn, order["ticket_type_id"], order["quantity"]
+        ):
+            await repo.reactivate_seats(conn, order["id"])
+            await _mark_paid(conn, order, payment, revived=True)
+            return "revived"
+        await _reject_payment(conn, order, payment, reason="late_payment", note="late payment")
+        return "rejected_late"
+    # already paid with another transaction: a second payment for the same order
+    await _reject_payment(
+        conn, order, payment, reason="duplicate_payment", note="duplicate payment"
+    )
+    return "rejected_duplicate"
+
+
+async def _mark_paid(
+    conn: asyncpg.Connection, order: asyncpg.Record, payment: PaymentSucceeded, *, revived: bool
+) -> None:
+    event = await repo.get_event(conn, order["event_id"])
+    assert event is not None
+    order_transition(OrderStatus(order["status"]), OrderStatus.PAID)
+    updated = await repo.set_order_status(
+        conn,
+        order["id"],
+        expected=order["status"],
+        status="PAID",
+        extra={
+            "paid_at": payment.paid_at,
+            "transaction_id": payment.transaction_id,
+            "payment_id": payment.payment_id,
+            "payment_provider": payment.provider,
+            "payment_method": payment.payment_method,
+            "transaction_fee": payment.transaction_fee,
+            "app_fee": payment.app_fee,
+            "cancelled_at": None,
+            "cancellation_reason": None,
+        },
+    )
+    assert updated is not None
+    reg_status = (
+        RegistrationStatus.PENDING if event["require_approval"] else RegistrationStatus.APPROVED
+    )
+    if revived:
+        reg = await repo.revive_buyer_registration(conn, order["id"], status=reg_status.value)
+        opened = await repo.set_invites_status(
+            conn, order["id"], from_statuses=["VOID", "LOCKED"], to="OPEN"
+        )
+    else:
+        reg = await repo.promote_buyer_registration(conn, order["id"], status=reg_status.value)
+        opened = await repo.set_invites_status(
+            conn, order["id"], from_statuses=["LOCKED"], to="OPEN"
+        )
+    who, tenant = f"payment:{payment.provider}", order["tenant_id"]
+    await repo.audit_many(
+        conn,
+        [
+            (
+                tenant,
+                order["id"],
+                "order",
+                str(order["id"]),
+                who,
+                "order.late_payment_revived" if revived else "order.paid",
+                order["status"],
+                "PAID",
+                {
+                    "transaction_id": payment.transaction_id,
+                    "amount": payment.amount,
+                    "provider": payment.provider,
+                    "payment_method": payment.payment_method,
+                    "transaction_fee": payment.transaction_fee,
+                    "app_fee": payment.app_fee,
+                },
+            ),
+            *(
+                [
+                    (
+                        tenant,
+                        order["id"],
+                        "registration",
+                        str(reg["id"]),
+                        who,
+                        "registration.paid",
+                        None,
+                        reg_status.value,
+                        {},
+                    )
+                ]
+                if reg
+                else []
+            ),
+            *[
+                (
+                    tenant,
+                    order["id"],
+                    "invite",
+                    str(i["id"]),
+                    who,
+                    "invite.opened",
+                    None,
+                    "OPEN",
+                    {},
+                )
+                for i in opened
+            ],
+        ],
+    )
+    await emit(
+        conn,
+        OrderPaid(
+            order_id=order["id"],
+            tenant_id=tenant,
+            buyer_id=order["buyer_id"],
+            buyer_email=order["buyer_email"],
+            buyer_locale=order["buyer_locale"],
+            quantity=order["quantity"],
+            total_amount=order["total_amount"],
+            currency=order["currency"].strip(),
+            transaction_id=payment.transaction_id,
+            paid_at=payment.paid_at,
+            event_title=event["title"],
+            invite_tokens=await repo.invite_tokens(conn, order["id"], status="OPEN"),
+        ),
+        order["id"],
+    )
+
+
+async def _reject_payment(
+    conn: asyncpg.Connection,
+    order: asyncpg.Record,
+    payment: PaymentSucceeded,
+    *,
+    reason: str,
+    note: str,
+) -> None:
+    """Money the order cannot keep: record it and ask for a full refund of that payment."""
+    log.warning("orders.payment_rejected", extra={"order_id": str(order["id"]), "reason": reason})
+    await repo.audit(
+        conn,
+        tenant_id=order["tenant_id"],
+        order_id=order["id"],
+        entity="order",
+        entity_id=order["id"],
+        actor=f"payment:{payment.provider}",
+        action="order.payment_rejected",
+        details={
+            "reason": reason,
+            "transaction_id": payment.transaction_id,
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "note": note,
+        },
+    )
+    await emit(
+        conn,
+        OrderPaymentRejected(
+            order_id=order["id"],
+            tenant_id=order["tenant_id"],
+            payment_id=payment.payment_id,
+            transaction_id=payment.transaction_id,
+            provider=payment.provider,
+            amount=payment.amount,
+            currency=payment.currency,
+            reason=reason,
+            note=note,
+            buyer_email=order["buyer_email"],
+            buyer_locale=order["buyer_locale"],
+        ),
+        order["id"],
+    )
+
+
+async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str:
+    """A settled refund: void its seats (all when fully refunded), cancel their registrations,
+    release the seats once, and move the order to REFUNDED or PARTIALLY_REFUNDED."""
+    order = await repo.get_order(conn, refund.order_id, for_update=True)
+    if order is None:
+        raise NotFound(f"refund for unknown order {refund.order_id}")
+    status = OrderStatus(order["status"])
+    refunded_amount = min(order["total_amount"], order["refunded_amount"] + refund.amount)
+    fully = refund.fully_refunded or refunded_amount >= order["total_amount"]
+    target = OrderStatus.REFUNDED if fully else OrderStatus.PARTIALLY_REFUNDED
+    if status in (OrderStatus.REFUNDED, OrderStatus.CANCELLED, OrderStatus.PENDING):
+        # a refund of a payment the order never kept (late/duplicate), or a replay: money only
+        log.info(
+            "orders.refund_not_applied_to_seats",
+            extra={"order_id": str(order["id"]), "status": status.value},
+        )
+        return "ignored"
+    order_transition(status, target)
+    seat_ids = None if fully else list(refund.voided_seat_ids)
+    voided = await repo.void_seats(conn, order["id"], seat_ids) if (fully or seat_ids) else []
+    reason = _REFUND_REASONS.get(refund.reason, "other")
+    note = None if reason != "other" else (refund.reason or "refund")
+    regs: list[asyncpg.Record] = []
+    invites: list[asyncpg.Record] = []
+    if voided:
+        regs = await repo.cancel_order_registrations(
+            conn, order["id"], reason=reason, note=note, seat_ids=voided
+        )
+        invites = await repo.set_invites_status(
+            conn, order["id"], from_statuses=["LOCKED", "OPEN"], to="VOID", seat_ids=voided
+        )
+    await repo.release_inventory(conn, order["ticket_type_id"], len(voided))
+    updated = await repo.set_order_status(
+        conn,
+        order["id"],
+        expected=status.value,
+        status=target.value,
+        extra={"refunded_amount": refunded_amount},
+    )
+    assert updated is not None
+    who, tenant = f"refund:{refund.refund_id}", order["tenant_id"]
+    await repo.audit_many(
+        conn,
+        [
+            (
+                tenant,
+                order["id"],
+                "order",
+                str(order["id"]),
+                who,
+                "order.refund_settled",
+                status.value,
+                target.value,
+                {
+                    "refund_id": str(refund.refund_id),
+                    "amount": refund.amount,
+                    "refunded_amount": refunded_amount,
+                    "voided_seats": [str(s) for s in voided],
+                },
+            ),
+            *[
+                (
+                    tenant,
+                    order["id"],
+                    "registration",
+                    str(r["id"]),
+                    who,
+                    "registration.cancelled",
+                    None,
+                    "CANCELLED",
+                    {"reason": reason},
+                )
+                for r in regs
+            ],
+            *[
+                (
+                    tenant,
+                    order["id"],
+                    "invite",
+                    str(i["id"]),
+                    who,
+                    "invite.voided",
+                    None,
+                    "VOID",
+                    {},
+                )
+                for i in invites
+            ],
+        ],
+    )
+    await emit(
+        conn,
+        OrderRefundApplied(
+            order_id=order["id"],
+            tenant_id=tenant,
+            refund_id=refund.refund_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            refunded_amount=refunded_amount,
+            status=target.value,
+            voided_seat_ids=voided,
+            released=len(voided),
+        ),
+        order["id"],
+    )
+    return target.value

@@ -1,0 +1,320 @@
+"""Registration and purchase: free seats and paid multi-seat orders; inventory never oversold.
+
+The purchase transaction is arranged so that the one contended row, the ticket type's
+inventory, is locked as briefly as possible: everything that touches no shared row (the
+idempotency claim with its precomputed response, the outbox event, the audit trail) is written
+first; then ONE statement takes the seats with a conditional UPDATE and writes the order, seats,
+registration and invites; then COMMIT. Sold out: the statement writes nothing and the whole
+transaction rolls back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ticketing_shared import idempotency
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import OrderCreated, SeatInfo
+from ticketing_shared.errors import Conflict, NotFound
+
+from .. import repository as repo
+from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
+from ..schemas import RegistrationCreate, RegistrationCreated
+from . import views
+from .common import actor, emit, invite_token, new_id, now
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    scope: str
+    key: str
+    fingerprint: str
+
+
+class AlreadyRegistered(Conflict):
+    code, title = "already_registered", "Already registered"
+
+
+async def register(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID,
+    body: RegistrationCreate,
+    *,
+    order_ttl: timedelta,
+    max_quantity_per_order: int,
+    idem: IdempotentRequest | None = None,
+) -> tuple[int, dict[str, Any], bool]:
+    """Free ticket → registration; paid → PENDING order + buyer registration + LOCKED invites.
+
+    Returns (status, body, replayed).
+    """
+    ctx = await repo.purchase_context(conn, body.ticket_type_id)
+    if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
+        raise NotFound("ticket type not found for this event")
+    tiers = {int(t["quantity"]): int(t["total_amount"]) for t in ctx["price_tiers"]}
+    free = is_free(tiers)
+    if free and body.quantity != 1:
+        raise QuantityNotAllowed("free tickets are registered one seat per person (quantity 1)")
+    total = tier_price(tiers, body.quantity)
+    if body.quantity > max_quantity_per_order:
+        raise QuantityNotAllowed(f"at most {max_quantity_per_order} seats per order")
+    if ctx["current_quantity"] + body.quantity > ctx["max_quantity"]:
+        # early answer from a possibly stale read; the conditional UPDATE below is the real guard
+        raise InventoryExhausted(
+            f"only {max(0, ctx['max_quantity'] - ctx['current_quantity'])} seat(s) left"
+        )
+
+    policy, source = effective_policy(
+        tenant_policies=ctx["tenant_policies"],
+        use_tenant_policy=ctx["use_tenant_cancellation_policy"],
+        own_policy=ctx["cancellation_policy"],
+        paid=not free,
+        organizer=ctx["organizer_registration"],
+    )
+    at = now()
+    if free:
+        return await _register_free(conn, principal, ctx, policy.as_dict(), source, at, idem)
+    return await _purchase(
+        conn, principal, ctx, body.quantity, total, policy.as_dict(), source, at, order_ttl, idem
+    )
+
+
+def _wire(response: dict[str, Any]) -> dict[str, Any]:
+    """The response exactly as sent (and as replayed): JSON types, the public model's shape."""
+    return RegistrationCreated.model_validate(response).model_dump(mode="json")
+
+
+async def _claim(
+    conn: asyncpg.Connection, idem: IdempotentRequest | None, status: int, body: dict[str, Any]
+) -> idempotency.StoredResponse | None:
+    if idem is None:
+        return None
+    from fastapi.encoders import jsonable_encoder
+
+    return await idempotency.begin(
+        conn,
+        scope=idem.scope,
+        key=idem.key,
+        fingerprint=idem.fingerprint,
+        response=idempotency.StoredResponse(status, jsonable_encoder(body)),
+    )
+
+
+async def _register_free(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    ctx: asyncpg.Record,
+    policy: dict[str, Any],
+    source: str,
+    at: Any,
+    idem: IdempotentRequest | None,
+) -> tuple[int, dict[str, Any], bool]:
+    reg = {
+        "id": new_id(),
+        "tenant_id": ctx["tenant_id"],
+        "event_id": ctx["event_id"],
+        "ticket_type_id": ctx["id"],
+        "user_id": principal.sub,
+        "email": principal.email,
+        "locale": principal.locale,
+        "status": "PENDING" if ctx["require_approval"] else "APPROVED",
+        "cancellation_policy": policy,
+        "policy_source": source,
+        "created_at": at,
+    }
+    view = {
+        **reg,
+        "order_id": None,
+        "seat_id": None,
+        "cancellation_reason": None,
+        "cancellation_reason_note": None,
+        "cancelled_at": None,
+        "cancellation_requested_at": None,
+        "event_starts_at": ctx["starts_at"],
+        "order_currency": ctx["currency"],
+    }
+    response = _wire({"registration": views.registration_public(view, at=at), "order": None})
+    stored = await _claim(conn, idem, 201, response)
+    if stored is not None:
+        return stored.status, stored.body, True
+    if await repo.active_free_registration(conn, ticket_type_id=ctx["id"], user_id=principal.sub):
+        raise AlreadyRegistered("you already hold a registration for this ticket type")
+    await repo.audit(
+        conn,
+        tenant_id=ctx["tenant_id"],
+        order_id=None,
+        entity="registration",
+        entity_id=reg["id"],
+        actor=actor(principal),
+        action="registration.created",
+        to_status=reg["status"],
+        details={"ticket_type_id": str(ctx["id"]), "free": True},
+    )
+    try:
+        taken = await repo.create_free_registration(conn, registration=reg)
+    except asyncpg.UniqueViolationError as exc:  # a concurrent double submit won the race
+        raise AlreadyRegistered("you already hold a registration for this ticket type") from exc
+    if not taken:
+        raise InventoryExhausted("no seats left")
+    return 201, response, False
+
+
+async def _purchase(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    ctx: asyncpg.Record,
+    quantity: int,
+    total: int,
+    policy: dict[str, Any],
+    source: str,
+    at: Any,
+    order_ttl: timedelta,
+    idem: IdempotentRequest | None,
+) -> tuple[int, dict[str, Any], bool]:
+    order_id = new_id()
+    seat_ids = [new_id() for _ in range(quantity)]
+    registration_id = new_id()
+    invites = [(new_id(), seat_id, invite_token()) for seat_id in seat_ids[1:]]
+    currency = ctx["currency"].strip()
+    order = {
+        "id": order_id,
+        "tenant_id": ctx["tenant_id"],
+        "event_id": ctx["event_id"],
+        "ticket_type_id": ctx["id"],
+        "buyer_id": principal.sub,
+        "buyer_email": principal.email,
+        "buyer_locale": principal.locale,
+        "status": "PENDING",
+        "quantity": quantity,
+        "total_amount": total,
+        "refunded_amount": 0,
+        "currency": currency,
+        "expires_at": at + order_ttl,
+        "created_at": at,
+        "paid_at": None,
+        "transaction_id": None,
+        "payment_provider": None,
+        "payment_method": None,
+    }
+    registration = {"id": registration_id, "cancellation_policy": policy, "policy_source": source}
+    reg_view = {
+        "id": registration_id,
+        "event_id": ctx["event_id"],
+        "ticket_type_id": ctx["id"],
+        "order_id": order_id,
+        "seat_id": seat_ids[0],
+        "user_id": principal.sub,
+        "status": "PENDING_PAYMENT",
+        "cancellation_reason": None,
+        "cancellation_reason_note": None,
+        "cancelled_at": None,
+        "cancellation_requested_at": None,
+        "cancellation_policy": policy,
+        "policy_source": source,
+        "created_at": at,
+        "event_starts_at": ctx["starts_at"],
+        "order_status": "PENDING",
+        "total_amount": total,
+        "refunded_amount": 0,
+        "transaction_fee": 0,
+        "app_fee": 0,
+        "order_quantity": quantity,
+        "order_currency": currency,
+        "seat_position": 1,
+    }
+    order_view = views.order_public(
+        order,
+        seats=[{"id": s, "status": "ACTIVE", "position": i + 1} for i, s in enumerate(seat_ids)],
+        registrations=[
+            {
+                "id": registration_id,
+                "status": "PENDING_PAYMENT",
+                "user_id": principal.sub,
+                "seat_id": seat_ids[0],
+            }
+        ],
+        invites=[{"status": "LOCKED", "seat_id": s} for _, s, _ in invites],
+    )
+    response = _wire(
+        {"registration": views.registration_public(reg_view, at=at), "order": order_view}
+    )
+
+    stored = await _claim(conn, idem, 201, response)
+    if stored is not None:
+        return stored.status, stored.body, True
+    await emit(
+        conn,
+        OrderCreated(
+            order_id=order_id,
+            tenant_id=ctx["tenant_id"],
+            event_id=ctx["event_id"],
+            ticket_type_id=ctx["id"],
+            buyer_id=principal.sub,
+            buyer_email=principal.email,
+            buyer_locale=principal.locale,
+            quantity=quantity,
+            total_amount=total,
+            currency=currency,
+            expires_at=order["expires_at"],
+            event_title=ctx["event_title"],
+            event_starts_at=ctx["starts_at"],
+            seats=[
+                SeatInfo(seat_id=s, registration_id=registration_id if i == 0 else None)
+                for i, s in enumerate(seat_ids)
+            ],
+        ),
+        order_id,
+    )
+    who = actor(principal)
+    await repo.audit_many(
+        conn,
+        [
+            (
+                ctx["tenant_id"],
+                order_id,
+                "order",
+                str(order_id),
+                who,
+                "order.created",
+                None,
+                "PENDING",
+                {"quantity": quantity, "total_amount": total, "currency": currency},
+            ),
+            (
+                ctx["tenant_id"],
+                order_id,
+                "registration",
+                str(registration_id),
+                who,
+                "registration.created",
+                None,
+                "PENDING_PAYMENT",
+                {"seat_id": str(seat_ids[0])},
+            ),
+            *[
+                (
+                    ctx["tenant_id"],
+                    order_id,
+                    "invite",
+                    str(iid),
+                    who,
+                    "invite.created",
+                    None,
+                    "LOCKED",
+                    {"seat_id": str(sid)},
+                )
+                for iid, sid, _ in invites
+            ],
+        ],
+    )
+    if not await repo.create_paid_order(
+        conn, order=order, seat_ids=seat_ids, registration=registration, invites=invites
+    ):
+        raise InventoryExhausted(f"not enough seats left for {quantity}")
+    return 201, response, False

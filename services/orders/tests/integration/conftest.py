@@ -1,0 +1,196 @@
+"""The orders service as real processes (api + worker) on a fresh database and a private broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from ticketing_shared import db
+from ticketing_shared.auth import mint_token
+from ticketing_shared.contracts import EventData
+from ticketing_shared.embedded import free_port
+from ticketing_shared.envelope import CloudEvent
+from ticketing_shared.testing import ServiceProcess, wait_until
+from ticketing_shared.testing.plugin import Infra
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+@dataclass
+class OrdersService:
+    api: ServiceProcess
+    worker: ServiceProcess
+    pool: asyncpg.Pool
+    bootstrap: str
+    private_key: str
+    producer: AIOKafkaProducer
+    tenant: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
+
+    def token(
+        self, sub: str, role: str | None = None, *, tenant: str | None = None, **claims: Any
+    ) -> str:
+        roles = {tenant or self.tenant: role} if role else {}
+        return mint_token(
+            self.private_key, sub=sub, email=f"{sub}@example.test", roles=roles, **claims
+        )
+
+    def client(
+        self, sub: str = "buyer", role: str | None = None, **claims: Any
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token(sub, role, **claims)}"},
+        )
+
+    async def publish(self, event: EventData, subject: str | uuid.UUID) -> uuid.UUID:
+        """Publish an event as its owning service would (e.g. payments' payment.succeeded)."""
+        ev = CloudEvent(
+            id=uuid.uuid4(),
+            type=event.ce_type,
+            source="test",
+            subject=str(subject),
+            time=datetime.now(UTC),
+            data=event.model_dump(mode="json"),
+            dataschema=event.dataschema(),
+        )
+        await self.producer.send_and_wait(
+            event.topic, value=ev.value(), key=ev.key(), headers=ev.headers()
+        )
+        return ev.id
+
+    async def outbox(self, ce_type: str, subject: uuid.UUID | str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT data FROM outbox WHERE ce_type = $1 AND ce_subject = $2 ORDER BY id",
+            ce_type,
+            str(subject),
+        )
+        return [r["data"] for r in rows]
+
+    async def wait_order_status(
+        self, client: httpx.AsyncClient, order_id: Any, status: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            body = (await client.get(f"/v1/orders/{order_id}")).json()
+            return body if body.get("status") == status else None
+
+        return await wait_until(probe, timeout=timeout, message=f"order {order_id} {status}")
+
+    async def check_inventory_invariant(self) -> None:
+        from orders.repository import inventory_report
+
+        async with self.pool.acquire() as conn:
+            for row in await inventory_report(conn):
+                assert row["current_quantity"] == row["expected"], dict(row)
+                assert 0 <= row["current_quantity"] <= row["max_quantity"], dict(row)
+
+    # ---------------------------------------------------------------- catalog shortcuts
+    async def event(
+        self,
+        admin: httpx.AsyncClient,
+        *,
+        require_approval: bool = False,
+        currency: str = "EUR",
+        starts_in: timedelta = timedelta(days=30),
+    ) -> dict[str, Any]:
+        resp = await admin.post(
+            f"/v1/tenants/{self.tenant}/events",
+            json={
+                "title": "Gala",
+                "starts_at": (datetime.now(UTC) + starts_in).isoformat(),
+                "require_approval": require_approval,
+                "currency": currency,
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    async def ticket_type(
+        self,
+        admin: httpx.AsyncClient,
+        event_id: str,
+        *,
+        max_quantity: int = 10,
+        tiers: dict[int, int] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        tiers = tiers if tiers is not None else {1: 1500, 2: 2800, 3: 4000}
+        resp = await admin.post(
+            f"/v1/events/{event_id}/ticket-types",
+            json={
+                "name": "Standard",
+                "max_quantity": max_quantity,
+                "price_tiers": [{"quantity": q, "total_amount": a} for q, a in tiers.items()],
+                **extra,
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def orders_service(
+    infra: Infra, jwt_keys: dict[str, Any], work_dir: Path
+) -> AsyncIterator[OrdersService]:
+    broker = infra.new_broker() if infra.kind == "embedded" else None
+    bootstrap = broker.bootstrap if broker else infra.bootstrap
+    dsn = await infra.fresh_database(
+        "orders", db.shared_migrations() + db.dir_migrations("orders", MIGRATIONS)
+    )
+    env = {
+        "APP_ENV": "test",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "JWT_PUBLIC_KEY_FILE": jwt_keys["public_file"],
+        "ORDERS_DATABASE_URL": dsn,
+        "ORDERS_EXPIRY_INTERVAL_S": "0.2",
+        "CONSUMER_BACKOFF_MS": "20",
+        "ORDERS_DB_POOL_MAX": "30",
+    }
+    api_port, worker_port = free_port(), free_port()
+    logs = work_dir / "logs"
+    api = ServiceProcess(
+        "orders",
+        "api",
+        env={**env, "ORDERS_API_PORT": str(api_port)},
+        port=api_port,
+        log_dir=logs,
+        name=f"orders-api-{api_port}",
+    ).start()
+    worker = ServiceProcess(
+        "orders",
+        "worker",
+        env={**env, "ORDERS_WORKER_PORT": str(worker_port)},
+        port=worker_port,
+        log_dir=logs,
+        name=f"orders-worker-{worker_port}",
+    ).start()
+    pool = await db.create_pool(dsn, min_size=1, max_size=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", value_serializer=None, key_serializer=None
+    )
+    try:
+        await api.wait_ready()
+        await worker.wait_ready()
+        await producer.start()
+        yield OrdersService(api, worker, pool, bootstrap, jwt_keys["private_pem"], producer)
+    finally:
+        await producer.stop()
+        api.stop()
+        worker.stop()
+        await pool.close()
+        if broker is not None:
+            broker.stop()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

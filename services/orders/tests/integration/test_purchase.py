@@ -1,0 +1,182 @@
+"""Free and paid registration, idempotency, order reads and buyer cancel, through HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from .conftest import OrdersService
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def _setup(svc: OrdersService, **tt_kwargs):
+    async with svc.client("admin1", "admin") as admin:
+        event = await svc.event(admin, require_approval=tt_kwargs.pop("require_approval", False))
+        tt = await svc.ticket_type(admin, event["id"], **tt_kwargs)
+    return event, tt
+
+
+async def test_paid_purchase_creates_pending_order_registration_and_locked_invites(
+    orders_service: OrdersService,
+) -> None:
+    event, tt = await _setup(orders_service, max_quantity=10, tiers={1: 1500, 3: 4000})
+    async with orders_service.client("alice") as alice:
+        resp = await alice.post(
+            f"/v1/events/{event['id']}/registrations",
+            json={"ticket_type_id": tt["id"], "quantity": 3},
+        )
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        order, reg = body["order"], body["registration"]
+        assert (order["status"], order["quantity"], order["total_amount"], order["currency"]) == (
+            "PENDING",
+            3,
+            4000,
+            "EUR",
+        )
+        assert reg["status"] == "PENDING_PAYMENT" and reg["seat_id"] == order["seats"][0]["id"]
+        assert [i["status"] for i in order["invites"]] == ["LOCKED", "LOCKED"]
+        assert (
+            reg["policy_source"] == "tenant"
+            and reg["cancellation_policy"]["allow_cancellation"] is False
+        )
+        expires = datetime.fromisoformat(order["expires_at"]) - datetime.fromisoformat(
+            order["created_at"]
+        )
+        assert 1790 <= expires.total_seconds() <= 1810
+        stored = (await alice.get(f"/v1/orders/{order['id']}")).json()
+        assert stored["status"] == "PENDING" and len(stored["seats"]) == 3
+        mine = (await alice.get("/v1/me/orders", params={"event_id": event["id"]})).json()
+        assert [o["id"] for o in mine] == [order["id"]]
+    created = await orders_service.outbox("order.created", order["id"])
+    assert len(created) == 1
+    assert (created[0]["buyer_email"], created[0]["total_amount"], len(created[0]["seats"])) == (
+        "alice@example.test",
+        4000,
+        3,
+    )
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+        assert got["ticket_types"][0]["current_quantity"] == 3
+
+
+async def test_quantity_without_tier_and_too_few_seats(orders_service: OrdersService) -> None:
+    event, tt = await _setup(orders_service, max_quantity=2, tiers={1: 1500, 3: 4000})
+    async with orders_service.client("bob") as bob:
+        url = f"/v1/events/{event['id']}/registrations"
+        resp = await bob.post(url, json={"ticket_type_id": tt["id"], "quantity": 2})
+        assert (resp.status_code, resp.json()["code"]) == (422, "quantity_not_allowed")
+        resp = await bob.post(url, json={"ticket_type_id": tt["id"], "quantity": 3})
+        assert (resp.status_code, resp.json()["code"]) == (409, "inventory_exhausted")
+        resp = await bob.post(
+            url, json={"ticket_type_id": "00000000-0000-0000-0000-000000000000", "quantity": 1}
+        )
+        assert resp.status_code == 404
+
+
+async def test_free_registration_approved_or_pending_and_inventory_taken(
+    orders_service: OrdersService,
+) -> None:
+    for approval, expected in ((False, "APPROVED"), (True, "PENDING")):
+        event, tt = await _setup(
+            orders_service, max_quantity=1, tiers={1: 0}, require_approval=approval
+        )
+        async with orders_service.client(f"free-{approval}") as c:
+            url = f"/v1/events/{event['id']}/registrations"
+            resp = await c.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+            assert resp.status_code == 201, resp.text
+            assert (
+                resp.json()["order"] is None and resp.json()["registration"]["status"] == expected
+            )
+            again = await c.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+            assert again.json()["code"] in ("already_registered", "inventory_exhausted")
+        async with orders_service.client("late-free") as other:
+            resp = await other.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+            assert (resp.status_code, resp.json()["code"]) == (409, "inventory_exhausted")
+    await orders_service.check_inventory_invariant()
+
+
+async def test_idempotency_key_replays_and_refuses_another_body(
+    orders_service: OrdersService,
+) -> None:
+    event, tt = await _setup(orders_service, max_quantity=10)
+    async with orders_service.client("carol") as carol:
+        url = f"/v1/events/{event['id']}/registrations"
+        body = {"ticket_type_id": tt["id"], "quantity": 2}
+        first, second = await asyncio.gather(
+            carol.post(url, json=body, headers={"Idempotency-Key": "k-1"}),
+            carol.post(url, json=body, headers={"Idempotency-Key": "k-1"}),
+        )
+        assert first.status_code == second.status_code == 201
+        assert first.json() == second.json()
+        assert "true" in (
+            first.headers.get("idempotent-replayed"),
+            second.headers.get("idempotent-replayed"),
+        )
+        third = await carol.post(
+            url, json={**body, "quantity": 1}, headers={"Idempotency-Key": "k-1"}
+        )
+        assert (third.status_code, third.json()["code"]) == (422, "idempotency_key_reused")
+        assert len((await carol.get("/v1/me/orders")).json()) == 1
+    async with orders_service.client("admin1", "admin") as admin:
+        assert (await admin.get(f"/v1/events/{event['id']}")).json()["ticket_types"][0][
+            "current_quantity"
+        ] == 2
+
+
+async def test_order_visibility_buyer_staff_and_strangers(orders_service: OrdersService) -> None:
+    event, tt = await _setup(orders_service)
+    async with orders_service.client("dave") as dave:
+        order = (
+            await dave.post(
+                f"/v1/events/{event['id']}/registrations",
+                json={"ticket_type_id": tt["id"], "quantity": 1},
+            )
+        ).json()["order"]
+    async with orders_service.client("admin1", "admin") as admin:
+        assert (await admin.get(f"/v1/orders/{order['id']}")).status_code == 200
+    async with orders_service.client("eve") as eve:
+        assert (await eve.get(f"/v1/orders/{order['id']}")).status_code == 404
+        assert (await eve.post(f"/v1/orders/{order['id']}/cancel")).status_code == 404
+    async with orders_service.client("m", "member") as member:
+        assert (await member.get(f"/v1/orders/{order['id']}")).status_code == 404
+
+
+async def test_buyer_cancels_pending_order_and_seats_come_back(
+    orders_service: OrdersService,
+) -> None:
+    event, tt = await _setup(orders_service, max_quantity=3)
+    async with orders_service.client("frank") as frank:
+        order = (
+            await frank.post(
+                f"/v1/events/{event['id']}/registrations",
+                json={"ticket_type_id": tt["id"], "quantity": 3},
+            )
+        ).json()["order"]
+        resp = await frank.post(f"/v1/orders/{order['id']}/cancel")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["status"] == "CANCELLED"
+        assert {r["status"] for r in body["registrations"]} == {"CANCELLED"}
+        assert {i["status"] for i in body["invites"]} == {"VOID"}
+        again = await frank.post(f"/v1/orders/{order['id']}/cancel")
+        assert (again.status_code, again.json()["code"]) == (409, "order_not_pending")
+    async with orders_service.client("admin1", "admin") as admin:
+        assert (await admin.get(f"/v1/events/{event['id']}")).json()["ticket_types"][0][
+            "current_quantity"
+        ] == 0
+        audit = (await admin.get(f"/v1/orders/{order['id']}/audit")).json()
+        actions = [a["action"] for a in audit]
+        assert actions[0] == "order.created" and "order.cancelled" in actions
+        cancelled = next(a for a in audit if a["action"] == "order.cancelled")
+        assert (cancelled["actor"], cancelled["from_status"], cancelled["to_status"]) == (
+            "user:frank",
+            "PENDING",
+            "CANCELLED",
+        )
+        regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()
+        assert regs[0]["order_status"] == "CANCELLED" and regs[0]["cancellation_reason"] == "user"
+    await orders_service.check_inventory_invariant()
