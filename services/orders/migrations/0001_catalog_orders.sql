@@ -156,3 +156,12 @@ CREATE INDEX audit_log_order ON audit_log (order_id, id);
 -- one live free registration per person and ticket type (a double click registers once)
 CREATE UNIQUE INDEX registrations_one_free_per_user ON registrations (ticket_type_id, user_id)
     WHERE order_id IS NULL AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED');
+
+-- settled refunds already applied to their order: a refund told twice (even under a new event
+-- id) is applied once
+CREATE TABLE applied_refunds (
+    refund_id  uuid PRIMARY KEY,
+    order_id   uuid        NOT NULL REFERENCES orders (id),
+    amount     bigint      NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
