@@ -409,7 +409,9 @@ async def due_expired_orders(conn: asyncpg.Connection, *, limit: int) -> list[as
     )
 
 
-async def record_applied_refund(conn: asyncpg.Connection, refund_id: UUID, *, order_id: UUID, amount: int) -> bool:
+async def record_applied_refund(
+    conn: asyncpg.Connection, refund_id: UUID, *, order_id: UUID, amount: int
+) -> bool:
     """False when this refund was applied before (under any event id)."""
     return bool(
         await conn.fetchval(
@@ -417,7 +419,9 @@ async def record_applied_refund(conn: asyncpg.Connection, refund_id: UUID, *, or
             INSERT INTO applied_refunds (refund_id, order_id, amount) VALUES ($1, $2, $3)
             ON CONFLICT (refund_id) DO NOTHING RETURNING true
             """,
-            refund_id, order_id, amount,
+            refund_id,
+            order_id,
+            amount,
         )
     )
 

@@ -16,37 +16,65 @@ from .conftest import OrdersService
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def _buy(svc: OrdersService, buyer: str, *, quantity: int = 3, max_quantity: int = 10,
-               require_approval: bool = False, tiers: dict[int, int] | None = None) -> tuple[dict, dict]:
+async def _buy(
+    svc: OrdersService,
+    buyer: str,
+    *,
+    quantity: int = 3,
+    max_quantity: int = 10,
+    require_approval: bool = False,
+    tiers: dict[int, int] | None = None,
+) -> tuple[dict, dict]:
     async with svc.client("admin1", "admin") as admin:
         event = await svc.event(admin, require_approval=require_approval)
-        tt = await svc.ticket_type(admin, event["id"], max_quantity=max_quantity, tiers=tiers or {1: 1500, 3: 4000})
+        tt = await svc.ticket_type(
+            admin, event["id"], max_quantity=max_quantity, tiers=tiers or {1: 1500, 3: 4000}
+        )
     async with svc.client(buyer) as c:
-        resp = await c.post(f"/v1/events/{event['id']}/registrations", json={"ticket_type_id": tt["id"], "quantity": quantity})
+        resp = await c.post(
+            f"/v1/events/{event['id']}/registrations",
+            json={"ticket_type_id": tt["id"], "quantity": quantity},
+        )
         assert resp.status_code == 201, resp.text
     return event, resp.json()["order"]
 
 
 def _payment(order: dict[str, Any], tx: str = "tx-1", **kw: Any) -> PaymentSucceeded:
     return PaymentSucceeded(
-        order_id=order["id"], payment_id=uuid.uuid4(), provider="wechatpay", payment_method="NATIVE",
-        transaction_id=tx, amount=kw.pop("amount", order["total_amount"]), currency=order["currency"],
-        paid_at=datetime.now(UTC), transaction_fee=24, app_fee=40, **kw,
+        order_id=order["id"],
+        payment_id=uuid.uuid4(),
+        provider="wechatpay",
+        payment_method="NATIVE",
+        transaction_id=tx,
+        amount=kw.pop("amount", order["total_amount"]),
+        currency=order["currency"],
+        paid_at=datetime.now(UTC),
+        transaction_fee=24,
+        app_fee=40,
+        **kw,
     )
 
 
 async def _current(svc: OrdersService, event_id: str) -> int:
     async with svc.client("admin1", "admin") as admin:
-        return (await admin.get(f"/v1/events/{event_id}")).json()["ticket_types"][0]["current_quantity"]
+        return (await admin.get(f"/v1/events/{event_id}")).json()["ticket_types"][0][
+            "current_quantity"
+        ]
 
 
-async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(orders_service: OrdersService) -> None:
+async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(
+    orders_service: OrdersService,
+) -> None:
     _, order = await _buy(orders_service, "pay-1")
     payment = _payment(order)
     await orders_service.publish(payment, order["id"])
     async with orders_service.client("pay-1") as buyer:
         paid = await orders_service.wait_order_status(buyer, order["id"], "PAID")
-        assert paid["transaction_id"] == "tx-1" and paid["payment_method"] == "NATIVE" and paid["paid_at"]
+        assert (
+            paid["transaction_id"] == "tx-1"
+            and paid["payment_method"] == "NATIVE"
+            and paid["paid_at"]
+        )
         assert paid["registrations"][0]["status"] == "APPROVED"
         assert [i["status"] for i in paid["invites"]] == ["OPEN", "OPEN"]
         invites = (await buyer.get(f"/v1/orders/{order['id']}/invites")).json()
@@ -54,8 +82,13 @@ async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(
     await orders_service.publish(payment, order["id"])  # the same payment told again (new event id)
 
     async def consumed_twice() -> bool:
-        return await orders_service.pool.fetchval(
-            "SELECT count(*) FROM inbox WHERE ce_subject = $1 AND ce_type = 'payment.succeeded'", order["id"]) == 2
+        return (
+            await orders_service.pool.fetchval(
+                "SELECT count(*) FROM inbox WHERE ce_subject = $1 AND ce_type = 'payment.succeeded'",
+                order["id"],
+            )
+            == 2
+        )
 
     await wait_until(consumed_twice, timeout=30, message="second payment event consumed")
     paid_events = await orders_service.outbox("order.paid", order["id"])
@@ -63,7 +96,9 @@ async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(
     assert len(paid_events[0]["invite_tokens"]) == 2
 
 
-async def test_payment_with_approval_leaves_registration_pending(orders_service: OrdersService) -> None:
+async def test_payment_with_approval_leaves_registration_pending(
+    orders_service: OrdersService,
+) -> None:
     _, order = await _buy(orders_service, "pay-2", quantity=1, require_approval=True)
     await orders_service.publish(_payment(order), order["id"])
     async with orders_service.client("pay-2") as buyer:
@@ -74,7 +109,10 @@ async def test_payment_with_approval_leaves_registration_pending(orders_service:
 async def test_unpaid_order_expires_and_releases_its_seats(orders_service: OrdersService) -> None:
     event, order = await _buy(orders_service, "slow")
     assert await _current(orders_service, event["id"]) == 3
-    await orders_service.pool.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1", uuid.UUID(order["id"]))
+    await orders_service.pool.execute(
+        "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+        uuid.UUID(order["id"]),
+    )
     async with orders_service.client("slow") as buyer:
         expired = await orders_service.wait_order_status(buyer, order["id"], "CANCELLED")
     assert {i["status"] for i in expired["invites"]} == {"VOID"}
@@ -86,7 +124,9 @@ async def test_unpaid_order_expires_and_releases_its_seats(orders_service: Order
     await orders_service.check_inventory_invariant()
 
 
-async def test_late_payment_revives_the_order_when_seats_remain(orders_service: OrdersService) -> None:
+async def test_late_payment_revives_the_order_when_seats_remain(
+    orders_service: OrdersService,
+) -> None:
     event, order = await _buy(orders_service, "late-1")
     async with orders_service.client("late-1") as buyer:
         await buyer.post(f"/v1/orders/{order['id']}/cancel")
@@ -100,25 +140,38 @@ async def test_late_payment_revives_the_order_when_seats_remain(orders_service: 
     await orders_service.check_inventory_invariant()
 
 
-async def test_late_payment_without_seats_keeps_order_cancelled_and_asks_for_a_refund(orders_service: OrdersService) -> None:
+async def test_late_payment_without_seats_keeps_order_cancelled_and_asks_for_a_refund(
+    orders_service: OrdersService,
+) -> None:
     event, order = await _buy(orders_service, "late-2", quantity=3, max_quantity=3)
     async with orders_service.client("late-2") as buyer:
         await buyer.post(f"/v1/orders/{order['id']}/cancel")
     async with orders_service.client("grabber") as grabber:
         tt_id = order["ticket_type_id"]
-        resp = await grabber.post(f"/v1/events/{event['id']}/registrations", json={"ticket_type_id": tt_id, "quantity": 1})
+        resp = await grabber.post(
+            f"/v1/events/{event['id']}/registrations", json={"ticket_type_id": tt_id, "quantity": 1}
+        )
         assert resp.status_code == 201
     await orders_service.publish(_payment(order, "tx-too-late"), order["id"])
-    rejected = await wait_until(lambda: orders_service.outbox("order.payment_rejected", order["id"]), timeout=30,
-                                message="refund request for the late payment")
-    assert (rejected[0]["reason"], rejected[0]["note"], rejected[0]["amount"]) == ("late_payment", "late payment", 4000)
+    rejected = await wait_until(
+        lambda: orders_service.outbox("order.payment_rejected", order["id"]),
+        timeout=30,
+        message="refund request for the late payment",
+    )
+    assert (rejected[0]["reason"], rejected[0]["note"], rejected[0]["amount"]) == (
+        "late_payment",
+        "late payment",
+        4000,
+    )
     async with orders_service.client("late-2") as buyer:
         assert (await buyer.get(f"/v1/orders/{order['id']}")).json()["status"] == "CANCELLED"
     assert await _current(orders_service, event["id"]) == 1
     await orders_service.check_inventory_invariant()
 
 
-async def test_invites_open_on_payment_and_redeem_exactly_once(orders_service: OrdersService) -> None:
+async def test_invites_open_on_payment_and_redeem_exactly_once(
+    orders_service: OrdersService,
+) -> None:
     _, order = await _buy(orders_service, "giver")
     async with orders_service.client("giver") as giver:
         locked = (await giver.get(f"/v1/orders/{order['id']}/invites")).json()
@@ -134,24 +187,41 @@ async def test_invites_open_on_payment_and_redeem_exactly_once(orders_service: O
         first = await g1.post(f"/v1/invites/{tokens[0]}/redeem")
         assert first.status_code == 201, first.text
         reg = first.json()["registration"]
-        assert (reg["status"], reg["user_id"], reg["order_id"]) == ("APPROVED", "guest-1", order["id"])
+        assert (reg["status"], reg["user_id"], reg["order_id"]) == (
+            "APPROVED",
+            "guest-1",
+            order["id"],
+        )
         second = await g2.post(f"/v1/invites/{tokens[0]}/redeem")
         assert (second.status_code, second.json()["code"]) == (409, "invite_already_redeemed")
         same_user_again = await g1.post(f"/v1/invites/{tokens[1]}/redeem")
-        assert (same_user_again.status_code, same_user_again.json()["code"]) == (409, "already_registered")
+        assert (same_user_again.status_code, same_user_again.json()["code"]) == (
+            409,
+            "already_registered",
+        )
         assert (await g2.post("/v1/invites/not-a-token/redeem")).status_code == 404
     assert len(await orders_service.outbox("invite.redeemed", order["id"])) == 1
 
 
-async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_once(orders_service: OrdersService) -> None:
+async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_once(
+    orders_service: OrdersService,
+) -> None:
     event, order = await _buy(orders_service, "refund-buyer")
     await orders_service.publish(_payment(order, "tx-r"), order["id"])
     async with orders_service.client("refund-buyer") as buyer:
         await orders_service.wait_order_status(buyer, order["id"], "PAID")
         seats = [s["id"] for s in (await buyer.get(f"/v1/orders/{order['id']}")).json()["seats"]]
-    partial = RefundCompleted(refund_id=uuid.uuid4(), order_id=order["id"], tenant_id=orders_service.tenant, amount=2666,
-                              currency="EUR", reason="organizer", voided_seat_ids=seats[1:], fully_refunded=False,
-                              refunded_at=datetime.now(UTC))
+    partial = RefundCompleted(
+        refund_id=uuid.uuid4(),
+        order_id=order["id"],
+        tenant_id=orders_service.tenant,
+        amount=2666,
+        currency="EUR",
+        reason="organizer",
+        voided_seat_ids=seats[1:],
+        fully_refunded=False,
+        refunded_at=datetime.now(UTC),
+    )
     await orders_service.publish(partial, order["id"])
     await orders_service.publish(partial, order["id"])  # told twice (new event id): applied once
     async with orders_service.client("refund-buyer") as buyer:
@@ -160,9 +230,17 @@ async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_
         assert [s["status"] for s in part["seats"]] == ["ACTIVE", "VOID", "VOID"]
         assert {i["status"] for i in part["invites"]} == {"VOID"}
         assert await _current(orders_service, event["id"]) == 1
-        rest = RefundCompleted(refund_id=uuid.uuid4(), order_id=order["id"], tenant_id=orders_service.tenant, amount=1334,
-                               currency="EUR", reason="organizer", voided_seat_ids=[seats[0]], fully_refunded=True,
-                               refunded_at=datetime.now(UTC))
+        rest = RefundCompleted(
+            refund_id=uuid.uuid4(),
+            order_id=order["id"],
+            tenant_id=orders_service.tenant,
+            amount=1334,
+            currency="EUR",
+            reason="organizer",
+            voided_seat_ids=[seats[0]],
+            fully_refunded=True,
+            refunded_at=datetime.now(UTC),
+        )
         await orders_service.publish(rest, order["id"])
         done = await orders_service.wait_order_status(buyer, order["id"], "REFUNDED")
     assert done["refunded_amount"] == 4000 and {s["status"] for s in done["seats"]} == {"VOID"}
@@ -171,7 +249,9 @@ async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_
     await orders_service.check_inventory_invariant()
 
 
-async def test_staff_cannot_cancel_or_reject_a_paid_registration(orders_service: OrdersService) -> None:
+async def test_staff_cannot_cancel_or_reject_a_paid_registration(
+    orders_service: OrdersService,
+) -> None:
     _, order = await _buy(orders_service, "paid-reg", quantity=1, require_approval=True)
     await orders_service.publish(_payment(order, "tx-p"), order["id"])
     async with orders_service.client("paid-reg") as buyer:

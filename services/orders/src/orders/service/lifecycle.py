@@ -357,7 +357,9 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
     order = await repo.get_order(conn, refund.order_id, for_update=True)
     if order is None:
         raise NotFound(f"refund for unknown order {refund.order_id}")
-    if not await repo.record_applied_refund(conn, refund.refund_id, order_id=order["id"], amount=refund.amount):
+    if not await repo.record_applied_refund(
+        conn, refund.refund_id, order_id=order["id"], amount=refund.amount
+    ):
         return "duplicate"
     status = OrderStatus(order["status"])
     refunded_amount = min(order["total_amount"], order["refunded_amount"] + refund.amount)
