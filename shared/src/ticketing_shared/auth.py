@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 
 from .errors import Forbidden, Unauthorized
@@ -48,7 +49,8 @@ class TokenVerifier:
     def __init__(
         self, public_key_pem: str, *, issuer: str | None = None, audience: str | None = None
     ) -> None:
-        self._key = public_key_pem
+        # parse the PEM once: PyJWT would otherwise load and check the key on every request
+        self._key = serialization.load_pem_public_key(public_key_pem.encode())
         self._issuer = issuer
         self._audience = audience
 

@@ -126,6 +126,9 @@ class EventConsumer:
     async def handle(self, record: Record) -> None:
         """Apply one record exactly once, or dead-letter it; raise only to be re-read."""
         ce_type = _header(record.headers, "ce_type") or "?"
+        if ce_type != "?" and ce_type not in self.routes:
+            EVENTS.labels(self.name, ce_type, "ignored").inc()
+            return  # not ours: skip without parsing (most records of a topic are like this)
         attempt = 0
         while True:
             attempt += 1

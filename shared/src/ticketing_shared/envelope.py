@@ -35,6 +35,8 @@ class CloudEvent:
     dataschema: str = ""
     traceparent: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # the data already serialized (the relay reads it as text): sent as is
+    raw: bytes | None = None
 
     def headers(self) -> Headers:
         h: Headers = [
@@ -54,6 +56,8 @@ class CloudEvent:
         return h
 
     def value(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         return json.dumps(self.data, separators=(",", ":"), default=str).encode()
 
     def key(self) -> bytes:

@@ -92,6 +92,31 @@ async def begin(
     return StoredResponse(row["response_status"], row["response_body"])
 
 
+async def lookup(
+    conn: asyncpg.Connection, *, scope: str, key: str, fingerprint: str
+) -> StoredResponse | None:
+    """The stored response of an earlier request with this key (same body), else None.
+
+    For creations that write the key together with their response in one statement.
+    """
+    row = await conn.fetchrow(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+    )
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    if row["response_status"] is None:
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress", code="idempotency_key_in_use"
+        )
+    return StoredResponse(row["response_status"], row["response_body"])
+
+
 async def complete(
     conn: asyncpg.Connection, *, scope: str, key: str, status: int, body: Any
 ) -> None:

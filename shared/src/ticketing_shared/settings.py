@@ -50,6 +50,9 @@ class ServiceSettings(BaseSettings):
     # consumers: bounded retries with exponential backoff, then the topic's DLQ
     consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))
     consumer_backoff_ms: float = Field(50.0, validation_alias=_shared("CONSUMER_BACKOFF_MS"))
+    # records per fetch, committed together; how long an idle fetch waits (bounds added latency)
+    consumer_batch_max: int = Field(200, validation_alias=_shared("CONSUMER_BATCH_MAX"))
+    consumer_batch_wait_ms: int = Field(20, validation_alias=_shared("CONSUMER_BATCH_WAIT_MS"))
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_host: str = "127.0.0.1"

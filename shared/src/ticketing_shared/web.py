@@ -16,9 +16,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
 from .auth import TokenVerifier
@@ -66,6 +68,50 @@ async def database_ready(pool: asyncpg.Pool) -> bool:
         return False
 
 
+class FastJSONResponse(Response):
+    """JSON rendered by orjson, for hot endpoints returning plain JSON-typed data."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class _Observe:
+    """Pure ASGI middleware: binds the request's trace context, counts and times requests, and
+    names the answering service (``X-Service``), e.g. behind the gateway."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parent = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), None
+        )
+        token = traceparent_var.set(child_traceparent(parent))
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_service(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-service", self.service)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_service)
+        finally:
+            traceparent_var.reset(token)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], path, str(status)).inc()
+            DURATION.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
 def create_base_app(
     settings: ServiceSettings,
     *,
@@ -99,23 +145,7 @@ def create_base_app(
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     install_handlers(app)
 
-    @app.middleware("http")
-    async def _observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        token = traceparent_var.set(child_traceparent(request.headers.get("traceparent")))
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            traceparent_var.reset(token)
-        # which service answered: useful behind the gateway, and how the routing test tells
-        response.headers["X-Service"] = settings.service_name
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        DURATION.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(_Observe, service=settings.service_name)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -64,17 +64,19 @@ def _subscribe(
 ) -> None:
     async def handle(msg: KafkaMessage) -> None:
         raw = msg.raw_message
-        assert not isinstance(raw, tuple), "batch subscribers are not used"
-        await consumer.handle(
-            Record(
-                topic=raw.topic,
-                partition=raw.partition,
-                offset=raw.offset,
-                key=raw.key,
-                value=raw.value,
-                headers=list(raw.headers or ()),
+        # records of one partition come in order; each is applied (or skipped) before the next,
+        # and the batch's offsets are committed after all of them (one commit, not one each)
+        for record in raw if isinstance(raw, tuple) else (raw,):
+            await consumer.handle(
+                Record(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or ()),
+                )
             )
-        )
 
     handle.__name__ = f"on_{topic.replace('.', '_')}"
     broker.subscriber(
@@ -82,6 +84,9 @@ def _subscribe(
         group_id=f"{consumer.name}.{topic}",
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        batch=True,
+        max_records=settings.consumer_batch_max,
+        batch_timeout_ms=settings.consumer_batch_wait_ms,
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         title=f"{consumer.name}:{topic}",

@@ -30,6 +30,12 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """No transaction: for use cases that are one self-committing statement (purchase)."""
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[asyncpg.Connection]:
         """A repeatable-read, read-only transaction: one consistent snapshot for a view."""
         async with (
@@ -44,11 +50,11 @@ def _state(request: Request) -> State:
     return state
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     return Database(_state(request).pool)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings = _state(request).settings
     assert isinstance(settings, Settings)
     return settings

@@ -221,6 +221,24 @@ async def take_inventory(conn: asyncpg.Connection, ticket_type_id: UUID, quantit
 # ------------------------------------------------------------------------------------- purchase
 
 
+def _audit_arrays(audit: list[tuple[str, str, str, str | None, dict[str, Any]]]) -> list[Any]:
+    """(entity, entity_id, action, to_status, details) rows → the column arrays ``unnest`` takes."""
+    return [[a[i] for a in audit] for i in range(5)]
+
+
+SOLD_OUT = "TK001"  # SQLSTATE raised by purchase_seats()/register_free_seat() when seats ran out
+
+
+async def _sold_out_is_false(call: Any) -> bool:
+    try:
+        await call
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == SOLD_OUT:
+            return False
+        raise
+    return True
+
+
 async def create_paid_order(
     conn: asyncpg.Connection,
     *,
@@ -228,39 +246,20 @@ async def create_paid_order(
     seat_ids: list[UUID],
     registration: dict[str, Any],
     invites: list[tuple[UUID, UUID, str]],
+    outbox_row: tuple[Any, ...],
+    actor: str,
+    audit: list[tuple[str, str, str, str | None, dict[str, Any]]],
+    idempotency: tuple[str, str, str, int, Any] | None,
 ) -> bool:
-    """Take ``quantity`` seats and write the order, seats, buyer registration and invites.
-
-    ONE statement: the conditional inventory UPDATE gates every insert, and the hot ticket-type
-    row stays locked only from here to COMMIT. False (nothing written) when seats ran out.
-    """
-    return bool(
-        await conn.fetchval(
-            """
-            WITH inv AS (
-                UPDATE ticket_types SET current_quantity = current_quantity + $5, updated_at = now()
-                WHERE id = $4 AND current_quantity + $5 <= max_quantity
-                RETURNING id
-            ), o AS (
-                INSERT INTO orders (id, tenant_id, event_id, ticket_type_id, buyer_id, buyer_email,
-                                    buyer_locale, status, quantity, total_amount, currency, expires_at,
-                                    created_at, updated_at)
-                SELECT $1, $2, $3, $4, $6, $7, $8, 'PENDING', $5, $9, $10, $11, $12, $12 FROM inv
-            ), s AS (
-                INSERT INTO seats (id, order_id, tenant_id, ticket_type_id, position)
-                SELECT x.sid, $1, $2, $4, x.pos FROM inv, unnest($13::uuid[]) WITH ORDINALITY AS x(sid, pos)
-            ), r AS (
-                INSERT INTO registrations (id, tenant_id, event_id, ticket_type_id, order_id, seat_id,
-                                           user_id, email, locale, status, cancellation_policy,
-                                           policy_source, created_at, updated_at)
-                SELECT $14, $2, $3, $4, $1, $13[1], $6, $7, $8, 'PENDING_PAYMENT', $15, $16, $12, $12 FROM inv
-            ), i AS (
-                INSERT INTO invites (id, order_id, seat_id, tenant_id, token, status, created_at, updated_at)
-                SELECT x.iid, $1, x.sid, $2, x.tok, 'LOCKED', $12, $12
-                FROM inv, unnest($17::uuid[], $18::uuid[], $19::text[]) AS x(iid, sid, tok)
-            )
-            SELECT true FROM inv
-            """,
+    """Write everything a purchase writes and take its seats: ``purchase_seats()``, one statement
+    that is its own transaction (see migration 0002). False (nothing written) when sold out; a
+    reused Idempotency-Key raises ``UniqueViolationError`` on ``idempotency_keys_pkey``."""
+    idem = idempotency or (None, None, None, None, None)
+    return await _sold_out_is_false(
+        conn.execute(
+            "SELECT purchase_seats($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+            "$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, "
+            "$35, $36, $37, $38, $39, $40)",
             order["id"],
             order["tenant_id"],
             order["event_id"],
@@ -280,27 +279,31 @@ async def create_paid_order(
             [i[0] for i in invites],
             [i[1] for i in invites],
             [i[2] for i in invites],
+            *outbox_row,
+            actor,
+            *_audit_arrays(audit),
+            *idem,
         )
     )
 
 
 async def create_free_registration(
-    conn: asyncpg.Connection, *, registration: dict[str, Any]
+    conn: asyncpg.Connection,
+    *,
+    registration: dict[str, Any],
+    actor: str,
+    audit: list[tuple[str, str, str, str | None, dict[str, Any]]],
+    idempotency: tuple[str, str, str, int, Any] | None,
 ) -> bool:
-    """Take one seat and write the registration in one statement; False when sold out."""
-    return bool(
-        await conn.fetchval(
-            """
-            WITH inv AS (
-                UPDATE ticket_types SET current_quantity = current_quantity + 1, updated_at = now()
-                WHERE id = $4 AND current_quantity + 1 <= max_quantity
-                RETURNING id
-            )
-            INSERT INTO registrations (id, tenant_id, event_id, ticket_type_id, user_id, email, locale,
-                                       status, cancellation_policy, policy_source, created_at, updated_at)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11 FROM inv
-            RETURNING true
-            """,
+    """Take one seat and write the registration, its audit and idempotency key:
+    ``register_free_seat()``, one self-committing statement. False when sold out;
+    ``UniqueViolationError`` for a second live free registration of the same person
+    (``registrations_one_free_per_user``) or a reused key (``idempotency_keys_pkey``)."""
+    idem = idempotency or (None, None, None, None, None)
+    return await _sold_out_is_false(
+        conn.execute(
+            "SELECT register_free_seat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+            "$16, $17, $18, $19, $20, $21, $22)",
             registration["id"],
             registration["tenant_id"],
             registration["event_id"],
@@ -312,7 +315,20 @@ async def create_free_registration(
             registration["cancellation_policy"],
             registration["policy_source"],
             registration["created_at"],
+            actor,
+            *_audit_arrays(audit),
+            *idem,
         )
+    )
+
+
+async def stored_response(
+    conn: asyncpg.Connection, *, scope: str, key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key,
     )
 
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
+
+from ticketing_shared.web import FastJSONResponse
 
 from .dependencies import AppSettings, Caller, Db, IdempotencyKey, idempotent
 from .schemas import (
@@ -131,7 +132,7 @@ async def create_registration(
 ) -> Any:
     """Register (free) or buy (paid: a PENDING order holding the seats until it expires)."""
     idem = idempotent(request, principal, idempotency_key, body)
-    async with db.transaction() as conn:
+    async with db.connection() as conn:  # the purchase is one self-committing statement
         status, payload, replayed = await purchase.register(
             conn,
             principal,
@@ -142,7 +143,7 @@ async def create_registration(
             max_quantity_per_order=settings.max_quantity_per_order,
         )
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(payload, status_code=status, headers=headers)
+    return FastJSONResponse(payload, status_code=status, headers=headers)
 
 
 @router.get("/orders/{order_id}", response_model=OrderPublic)

@@ -1,15 +1,19 @@
 """Registration and purchase: free seats and paid multi-seat orders; inventory never oversold.
 
-The purchase transaction is arranged so that the one contended row, the ticket type's
-inventory, is locked as briefly as possible: everything that touches no shared row (the
-idempotency claim with its precomputed response, the outbox event, the audit trail) is written
-first; then ONE statement takes the seats with a conditional UPDATE and writes the order, seats,
-registration and invites; then COMMIT. Sold out: the statement writes nothing and the whole
-transaction rolls back.
+The one contended row is the ticket type's inventory. The purchase is therefore ONE statement
+run as its own transaction (autocommit): ``purchase_seats()`` writes the order, seats,
+registration, invites, audit trail, the outbox event and the Idempotency-Key with its
+precomputed response, and takes the seats with a conditional UPDATE LAST. The row lock lasts
+only while that statement commits, never across a round trip to this process (where an event
+loop busy with other requests would stretch it). Sold out: the statement fails and nothing is
+written. Everything else (the catalog
+read, the response) is computed before, without locks. This is why these use cases take a
+plain connection instead of a transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,7 +21,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ticketing_shared import idempotency
+from ticketing_shared import idempotency, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
 from ticketing_shared.errors import Conflict, NotFound
@@ -26,7 +30,7 @@ from .. import repository as repo
 from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
-from .common import actor, emit, invite_token, new_id, now
+from .common import SOURCE, actor, invite_token, new_id, now
 
 
 @dataclass(frozen=True)
@@ -90,20 +94,35 @@ def _wire(response: dict[str, Any]) -> dict[str, Any]:
     return RegistrationCreated.model_validate(response).model_dump(mode="json")
 
 
-async def _claim(
-    conn: asyncpg.Connection, idem: IdempotentRequest | None, status: int, body: dict[str, Any]
+async def _replay(
+    conn: asyncpg.Connection, idem: IdempotentRequest | None
 ) -> idempotency.StoredResponse | None:
     if idem is None:
         return None
-    from fastapi.encoders import jsonable_encoder
-
-    return await idempotency.begin(
-        conn,
-        scope=idem.scope,
-        key=idem.key,
-        fingerprint=idem.fingerprint,
-        response=idempotency.StoredResponse(status, jsonable_encoder(body)),
+    return await idempotency.lookup(
+        conn, scope=idem.scope, key=idem.key, fingerprint=idem.fingerprint
     )
+
+
+def _idem_row(
+    idem: IdempotentRequest | None, status: int, body: dict[str, Any]
+) -> tuple[str, str, str, int, Any] | None:
+    return None if idem is None else (idem.scope, idem.key, idem.fingerprint, status, body)
+
+
+async def _write_once(
+    conn: asyncpg.Connection, idem: IdempotentRequest | None, write: Callable[[], Awaitable[bool]]
+) -> tuple[bool, idempotency.StoredResponse | None]:
+    """Run the one-statement write; (taken, replay) where replay is set when a concurrent request
+    with the same key won the race."""
+    try:
+        return await write(), None
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "idempotency_keys_pkey" and idem is not None:
+            return False, await _replay(conn, idem)
+        if exc.constraint_name == "registrations_one_free_per_user":
+            raise AlreadyRegistered("you already hold a registration for this ticket type") from exc
+        raise
 
 
 async def _register_free(
@@ -115,6 +134,10 @@ async def _register_free(
     at: Any,
     idem: IdempotentRequest | None,
 ) -> tuple[int, dict[str, Any], bool]:
+    if (stored := await _replay(conn, idem)) is not None:
+        return stored.status, stored.body, True
+    if await repo.active_free_registration(conn, ticket_type_id=ctx["id"], user_id=principal.sub):
+        raise AlreadyRegistered("you already hold a registration for this ticket type")
     reg = {
         "id": new_id(),
         "tenant_id": ctx["tenant_id"],
@@ -140,26 +163,28 @@ async def _register_free(
         "order_currency": ctx["currency"],
     }
     response = _wire({"registration": views.registration_public(view, at=at), "order": None})
-    stored = await _claim(conn, idem, 201, response)
+    audit = [
+        (
+            "registration",
+            str(reg["id"]),
+            "registration.created",
+            reg["status"],
+            {"ticket_type_id": str(ctx["id"]), "free": True},
+        )
+    ]
+    taken, stored = await _write_once(
+        conn,
+        idem,
+        lambda: repo.create_free_registration(
+            conn,
+            registration=reg,
+            actor=actor(principal),
+            audit=audit,
+            idempotency=_idem_row(idem, 201, response),
+        ),
+    )
     if stored is not None:
         return stored.status, stored.body, True
-    if await repo.active_free_registration(conn, ticket_type_id=ctx["id"], user_id=principal.sub):
-        raise AlreadyRegistered("you already hold a registration for this ticket type")
-    await repo.audit(
-        conn,
-        tenant_id=ctx["tenant_id"],
-        order_id=None,
-        entity="registration",
-        entity_id=reg["id"],
-        actor=actor(principal),
-        action="registration.created",
-        to_status=reg["status"],
-        details={"ticket_type_id": str(ctx["id"]), "free": True},
-    )
-    try:
-        taken = await repo.create_free_registration(conn, registration=reg)
-    except asyncpg.UniqueViolationError as exc:  # a concurrent double submit won the race
-        raise AlreadyRegistered("you already hold a registration for this ticket type") from exc
     if not taken:
         raise InventoryExhausted("no seats left")
     return 201, response, False
@@ -177,6 +202,8 @@ async def _purchase(
     order_ttl: timedelta,
     idem: IdempotentRequest | None,
 ) -> tuple[int, dict[str, Any], bool]:
+    if (stored := await _replay(conn, idem)) is not None:
+        return stored.status, stored.body, True
     order_id = new_id()
     seat_ids = [new_id() for _ in range(quantity)]
     registration_id = new_id()
@@ -244,77 +271,62 @@ async def _purchase(
     response = _wire(
         {"registration": views.registration_public(reg_view, at=at), "order": order_view}
     )
-
-    stored = await _claim(conn, idem, 201, response)
-    if stored is not None:
-        return stored.status, stored.body, True
-    await emit(
-        conn,
-        OrderCreated(
-            order_id=order_id,
-            tenant_id=ctx["tenant_id"],
-            event_id=ctx["event_id"],
-            ticket_type_id=ctx["id"],
-            buyer_id=principal.sub,
-            buyer_email=principal.email,
-            buyer_locale=principal.locale,
-            quantity=quantity,
-            total_amount=total,
-            currency=currency,
-            expires_at=order["expires_at"],
-            event_title=ctx["event_title"],
-            event_starts_at=ctx["starts_at"],
-            seats=[
-                SeatInfo(seat_id=s, registration_id=registration_id if i == 0 else None)
-                for i, s in enumerate(seat_ids)
-            ],
-        ),
-        order_id,
-    )
-    who = actor(principal)
-    await repo.audit_many(
-        conn,
-        [
-            (
-                ctx["tenant_id"],
-                order_id,
-                "order",
-                str(order_id),
-                who,
-                "order.created",
-                None,
-                "PENDING",
-                {"quantity": quantity, "total_amount": total, "currency": currency},
-            ),
-            (
-                ctx["tenant_id"],
-                order_id,
-                "registration",
-                str(registration_id),
-                who,
-                "registration.created",
-                None,
-                "PENDING_PAYMENT",
-                {"seat_id": str(seat_ids[0])},
-            ),
-            *[
-                (
-                    ctx["tenant_id"],
-                    order_id,
-                    "invite",
-                    str(iid),
-                    who,
-                    "invite.created",
-                    None,
-                    "LOCKED",
-                    {"seat_id": str(sid)},
-                )
-                for iid, sid, _ in invites
-            ],
+    created = OrderCreated(
+        order_id=order_id,
+        tenant_id=ctx["tenant_id"],
+        event_id=ctx["event_id"],
+        ticket_type_id=ctx["id"],
+        buyer_id=principal.sub,
+        buyer_email=principal.email,
+        buyer_locale=principal.locale,
+        quantity=quantity,
+        total_amount=total,
+        currency=currency,
+        expires_at=order["expires_at"],
+        event_title=ctx["event_title"],
+        event_starts_at=ctx["starts_at"],
+        seats=[
+            SeatInfo(seat_id=s, registration_id=registration_id if i == 0 else None)
+            for i, s in enumerate(seat_ids)
         ],
     )
-    if not await repo.create_paid_order(
-        conn, order=order, seat_ids=seat_ids, registration=registration, invites=invites
-    ):
+    audit = [
+        (
+            "order",
+            str(order_id),
+            "order.created",
+            "PENDING",
+            {"quantity": quantity, "total_amount": total, "currency": currency},
+        ),
+        (
+            "registration",
+            str(registration_id),
+            "registration.created",
+            "PENDING_PAYMENT",
+            {"seat_id": str(seat_ids[0])},
+        ),
+        *[
+            ("invite", str(iid), "invite.created", "LOCKED", {"seat_id": str(sid)})
+            for iid, sid, _ in invites
+        ],
+    ]
+    taken, stored = await _write_once(
+        conn,
+        idem,
+        lambda: repo.create_paid_order(
+            conn,
+            order=order,
+            seat_ids=seat_ids,
+            registration=registration,
+            invites=invites,
+            outbox_row=outbox.outbox_values(created, subject=order_id, source=SOURCE),
+            actor=actor(principal),
+            audit=audit,
+            idempotency=_idem_row(idem, 201, response),
+        ),
+    )
+    if stored is not None:
+        return stored.status, stored.body, True
+    if not taken:
         raise InventoryExhausted(f"not enough seats left for {quantity}")
     return 201, response, False
