@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, Request
 
 from .errors import Forbidden, Unauthorized
@@ -50,7 +51,10 @@ class TokenVerifier:
         self, public_key_pem: str, *, issuer: str | None = None, audience: str | None = None
     ) -> None:
         # parse the PEM once: PyJWT would otherwise load and check the key on every request
-        self._key = serialization.load_pem_public_key(public_key_pem.encode())
+        key = serialization.load_pem_public_key(public_key_pem.encode())
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("the JWT verification key must be an RSA public key (RS256)")
+        self._key = key
         self._issuer = issuer
         self._audience = audience
 

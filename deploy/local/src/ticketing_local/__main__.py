@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 
 from ticketing_shared import db
@@ -112,11 +114,76 @@ def up(timeout: float) -> int:
             file=sys.stderr,
         )
         return 1
-    _print_urls()
+    _print_urls(_seed_demo())
     return 0
 
 
-def _print_urls() -> None:
+DEMO_TENANT = "demo-tenant"
+
+
+def _seed_demo() -> str:
+    """A demo tenant with a policy and an event (paid and free ticket types), once; its event id."""
+
+    async def existing() -> str | None:
+        conn = await asyncpg.connect(pg_dsn("orders"))
+        try:
+            found = await conn.fetchval(
+                "SELECT id FROM events WHERE tenant_id = $1 ORDER BY created_at LIMIT 1",
+                DEMO_TENANT,
+            )
+            return str(found) if found else None
+        finally:
+            await conn.close()
+
+    if found := asyncio.run(existing()):
+        return found
+    token = mint_token(
+        (PATHS.keys / "jwt-private.pem").read_text(),
+        sub="demo-admin",
+        email="admin@example.test",
+        roles={DEMO_TENANT: "owner"},
+    )
+    policy = {
+        "allow_cancellation": True,
+        "include_transaction_fees": False,
+        "include_app_fees": False,
+        "cutoff_days": 2,
+        "cutoff_hours": 0,
+    }
+    base = f"http://127.0.0.1:{port('GATEWAY_PORT')}"
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+        c.put(
+            f"/v1/tenants/{DEMO_TENANT}/cancellation-policies",
+            json={"paid-regular": policy, "free-regular": policy},
+        ).raise_for_status()
+        starts = (datetime.now(UTC) + timedelta(days=30)).replace(
+            hour=19, minute=0, second=0, microsecond=0
+        )
+        event = c.post(
+            f"/v1/tenants/{DEMO_TENANT}/events",
+            json={
+                "title": "Demo concert",
+                "starts_at": starts.isoformat(),
+                "require_approval": False,
+                "currency": "CNY",
+            },
+        )
+        event.raise_for_status()
+        event_id = str(event.json()["id"])
+        standard = [{"quantity": 1, "total_amount": 9900}, {"quantity": 2, "total_amount": 18800}]
+        for body in (
+            {"name": "Standard", "max_quantity": 200, "price_tiers": standard},
+            {
+                "name": "Free rehearsal",
+                "max_quantity": 50,
+                "price_tiers": [{"quantity": 1, "total_amount": 0}],
+            },
+        ):
+            c.post(f"/v1/events/{event_id}/ticket-types", json=body).raise_for_status()
+    return event_id
+
+
+def _print_urls(demo_event: str) -> None:
     token = mint_token(
         (PATHS.keys / "jwt-private.pem").read_text(),
         sub="demo-admin",
@@ -135,6 +202,8 @@ The ticketing stack is up.
   PostgreSQL     {pg_dsn("<service>")}
   Kafka          127.0.0.1:{port("KAFKA_PORT")}
   logs           {PATHS.logs}
+
+Demo event (tenant "demo-tenant"): http://127.0.0.1:{port("GATEWAY_PORT")}/v1/events/{demo_event}
 
 A token for tenant "demo-tenant" (owner):
   {token}

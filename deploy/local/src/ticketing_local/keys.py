@@ -3,13 +3,20 @@
 ``python -m ticketing_local.keys --out DIR`` writes (when missing):
 
 - ``jwt-private.pem`` / ``jwt-public.pem``: the RS256 pair the dev token minter signs with and the
-  services verify with.
+  services verify with;
+- ``wechat/``: the WeChat Pay merchant pair (our API key: we sign requests and JSAPI paySign with
+  the private half; the sandbox verifies with the public half), the platform pair (the sandbox
+  signs responses and notifications; we verify with the public half), the 32-character APIv3 key
+  (AES-256-GCM of notifications) and ``wechat.json`` (mchid, appid, merchant serial, public key id).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
+import string
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -33,12 +40,50 @@ def _write_rsa_pair(private_path: Path, public_path: Path) -> None:
     )
 
 
+def _ensure_pair(private_path: Path, public_path: Path) -> None:
+    if not (private_path.exists() and public_path.exists()):
+        _write_rsa_pair(private_path, public_path)
+
+
+def ensure_wechat_keys(out: Path) -> dict[str, Path]:
+    """The WeChat Pay key material of the local stack (sandbox and adapter), made once."""
+    wx = out / "wechat"
+    wx.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "merchant_private": wx / "merchant-private.pem",
+        "merchant_public": wx / "merchant-public.pem",
+        "platform_private": wx / "platform-private.pem",
+        "platform_public": wx / "platform-public.pem",
+        "apiv3_key": wx / "apiv3.key",
+        "config": wx / "wechat.json",
+    }
+    _ensure_pair(paths["merchant_private"], paths["merchant_public"])
+    _ensure_pair(paths["platform_private"], paths["platform_public"])
+    if not paths["apiv3_key"].exists():
+        alphabet = string.ascii_letters + string.digits
+        paths["apiv3_key"].write_text("".join(secrets.choice(alphabet) for _ in range(32)))
+        os.chmod(paths["apiv3_key"], 0o600)
+    if not paths["config"].exists():
+        paths["config"].write_text(
+            json.dumps(
+                {
+                    "mchid": "1900" + "".join(secrets.choice(string.digits) for _ in range(6)),
+                    "appid": "wx" + secrets.token_hex(8),
+                    "merchant_serial": secrets.token_hex(20).upper(),
+                    "public_key_id": "PUB_KEY_ID_01" + "".join(secrets.choice(string.digits) for _ in range(26)),
+                },
+                indent=2,
+            )
+        )
+    return paths
+
+
 def ensure_keys(out: Path) -> dict[str, Path]:
     """Generate whatever key files are missing in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jwt_private": out / "jwt-private.pem", "jwt_public": out / "jwt-public.pem"}
-    if not (paths["jwt_private"].exists() and paths["jwt_public"].exists()):
-        _write_rsa_pair(paths["jwt_private"], paths["jwt_public"])
+    _ensure_pair(paths["jwt_private"], paths["jwt_public"])
+    paths.update({f"wechat_{k}": v for k, v in ensure_wechat_keys(out).items()})
     return paths
 
 

@@ -1,0 +1,1 @@
+"""Test package root (pytest module names must be unique across services)."""
