@@ -51,7 +51,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
             recipient=data.buyer_email,
             locale=data.buyer_locale,
             order_id=data.order_id,
-            context={**data.model_dump(mode="json"), "event_title": ""},
+            context=data.model_dump(mode="json"),
         )
 
     return consumer
