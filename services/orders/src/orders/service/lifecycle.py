@@ -38,6 +38,37 @@ async def _event_title(conn: asyncpg.Connection, event_id: UUID) -> str:
     return str(await conn.fetchval("SELECT title FROM events WHERE id = $1", event_id) or "")
 
 
+def _cancellation_audit(
+    tenant: str,
+    order_id: UUID,
+    who: str,
+    reason: str,
+    regs: list[asyncpg.Record],
+    invites: list[asyncpg.Record],
+) -> list[tuple[object, ...]]:
+    """Audit rows for registrations cancelled and invites voided together with their order's seats."""
+    return [
+        *[
+            (
+                tenant,
+                order_id,
+                "registration",
+                str(r["id"]),
+                who,
+                "registration.cancelled",
+                None,
+                "CANCELLED",
+                {"reason": reason},
+            )
+            for r in regs
+        ],
+        *[
+            (tenant, order_id, "invite", str(i["id"]), who, "invite.voided", None, "VOID", {})
+            for i in invites
+        ],
+    ]
+
+
 async def _release_order(
     conn: asyncpg.Connection, order: asyncpg.Record, *, who: str, reason: str, action: str
 ) -> asyncpg.Record:
@@ -73,34 +104,7 @@ async def _release_order(
                 "CANCELLED",
                 {"reason": reason, "released": len(voided)},
             ),
-            *[
-                (
-                    tenant,
-                    order["id"],
-                    "registration",
-                    str(r["id"]),
-                    who,
-                    "registration.cancelled",
-                    None,
-                    "CANCELLED",
-                    {"reason": reason},
-                )
-                for r in regs
-            ],
-            *[
-                (
-                    tenant,
-                    order["id"],
-                    "invite",
-                    str(i["id"]),
-                    who,
-                    "invite.voided",
-                    None,
-                    "VOID",
-                    {},
-                )
-                for i in invites
-            ],
+            *_cancellation_audit(tenant, order["id"], who, reason, regs, invites),
         ],
     )
     return updated
@@ -415,34 +419,7 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
                     "voided_seats": [str(s) for s in voided],
                 },
             ),
-            *[
-                (
-                    tenant,
-                    order["id"],
-                    "registration",
-                    str(r["id"]),
-                    who,
-                    "registration.cancelled",
-                    None,
-                    "CANCELLED",
-                    {"reason": reason},
-                )
-                for r in regs
-            ],
-            *[
-                (
-                    tenant,
-                    order["id"],
-                    "invite",
-                    str(i["id"]),
-                    who,
-                    "invite.voided",
-                    None,
-                    "VOID",
-                    {},
-                )
-                for i in invites
-            ],
+            *_cancellation_audit(tenant, order["id"], who, reason, regs, invites),
         ],
     )
     await emit(
