@@ -70,7 +70,8 @@ def ensure_wechat_keys(out: Path) -> dict[str, Path]:
                     "mchid": "1900" + "".join(secrets.choice(string.digits) for _ in range(6)),
                     "appid": "wx" + secrets.token_hex(8),
                     "merchant_serial": secrets.token_hex(20).upper(),
-                    "public_key_id": "PUB_KEY_ID_01" + "".join(secrets.choice(string.digits) for _ in range(26)),
+                    "public_key_id": "PUB_KEY_ID_01"
+                    + "".join(secrets.choice(string.digits) for _ in range(26)),
                 },
                 indent=2,
             )

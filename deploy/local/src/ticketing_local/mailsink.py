@@ -208,7 +208,11 @@ def _bind(host: str, port: int) -> socket.socket:
     family, _, _, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    return socket.create_server(addr[:2], family=family)
+    sock = socket.create_server(addr[:2], family=family)
+    # create_server leaves the protocol number at 0, so asyncio does not set TCP_NODELAY on the
+    # accepted connections (Nagle + delayed ACK: ~40 ms per response); accepted sockets inherit it
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _install_signal_handlers(

@@ -26,6 +26,7 @@ DEFAULT_PORTS = {
     "PAYMENTS_WORKER_PORT": 8012,
     "REFUNDS_WORKER_PORT": 8013,
     "NOTIFICATIONS_WORKER_PORT": 8014,
+    "WECHAT_SANDBOX_PORT": 8101,
     "MAIL_HTTP_PORT": 8103,
     "MAIL_SMTP_PORT": 1025,
     "POSTGRES_PORT": 55432,
@@ -79,6 +80,11 @@ def service_env() -> dict[str, str]:
         "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
         "NOTIFICATIONS_SMTP_PORT": str(port("MAIL_SMTP_PORT")),
         "NOTIFICATIONS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",
+        # payments: the WeChat Pay sandbox and the keys the stack generated; providers call back
+        # through the gateway, as they would in production
+        "PAYMENTS_WECHAT_BASE_URL": f"http://127.0.0.1:{port('WECHAT_SANDBOX_PORT')}",
+        "PAYMENTS_WECHAT_KEYS_DIR": str(PATHS.keys),
+        "PAYMENTS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",
     }
     for svc in SERVICES:
         up = svc.upper()
@@ -105,6 +111,19 @@ def components(broker_argv: list[str]) -> list[Component]:
                 str(port("MAIL_HTTP_PORT")),
             ],
             health_url=f"http://127.0.0.1:{port('MAIL_HTTP_PORT')}/healthz",
+        ),
+        Component(
+            "wechat-sandbox",
+            [
+                py,
+                "-m",
+                "ticketing_local.sandbox.wechat",
+                "--port",
+                str(port("WECHAT_SANDBOX_PORT")),
+                "--keys",
+                str(PATHS.keys),
+            ],
+            health_url=f"http://127.0.0.1:{port('WECHAT_SANDBOX_PORT')}/healthz",
         ),
     ]
     for svc in SERVICES:

@@ -1,15 +1,31 @@
-"""Payments API process: FastAPI, no broker (state changes write outbox rows)."""
+"""Payments API process: checkout and provider webhooks. No broker: events go to the outbox."""
 
 from __future__ import annotations
 
+import httpx
 from fastapi import FastAPI
 
-from ticketing_shared.web import create_base_app
+from ticketing_shared.web import State, create_base_app
 
+from .providers.wechatpay import WeChatPayClient
+from .routes import router
 from .settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the payments API."""
     settings = settings or Settings()
-    return create_base_app(settings, title="Payments API")
+
+    async def startup(state: State) -> None:
+        provider_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
+        )
+        state.extra["provider_http"] = provider_http
+        state.extra["wechat"] = WeChatPayClient(settings.wechat_config(), provider_http)
+
+    async def shutdown(state: State) -> None:
+        await state.extra["provider_http"].aclose()
+
+    app = create_base_app(settings, title="Payments API", on_startup=startup, on_shutdown=shutdown)
+    app.include_router(router)
+    return app

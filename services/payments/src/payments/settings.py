@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
 from ticketing_shared.settings import ServiceSettings
+
+from .providers.wechatpay import WeChatPayConfig
 
 
 class Settings(ServiceSettings):
@@ -14,3 +19,47 @@ class Settings(ServiceSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/payments"
     api_port: int = 8002
     worker_port: int = 8012
+    # where providers reach our webhooks (the gateway in front of this service)
+    public_base_url: str = "http://127.0.0.1:8080"
+    # WeChat Pay: base URL of the API (the local sandbox by default; https://api.mch.weixin.qq.com
+    # in production) and its credentials, either as files in a keys folder laid out like the local
+    # stack's (wechat/wechat.json + PEM files) or one by one
+    wechat_base_url: str = "http://127.0.0.1:8101"
+    wechat_keys_dir: Path | None = None
+    wechat_mchid: str | None = None
+    wechat_appid: str | None = None
+    wechat_merchant_serial: str | None = None
+    wechat_public_key_id: str | None = None
+    wechat_merchant_key_file: Path | None = None
+    wechat_platform_public_key_file: Path | None = None
+    wechat_apiv3_key_file: Path | None = None
+    # fees recorded with each payment, in basis points of the amount
+    wechat_fee_bps: int = 60
+    app_fee_bps: int = 100
+    provider_timeout_s: float = 10.0
+    task_interval_s: float = 0.2
+    task_max_attempts: int = 10
+
+    def wechat_config(self) -> WeChatPayConfig:
+        base = self.wechat_keys_dir / "wechat" if self.wechat_keys_dir else None
+        meta = json.loads((base / "wechat.json").read_text()) if base else {}
+
+        def pick(explicit: Path | None, name: str) -> bytes:
+            path = explicit or (base / name if base else None)
+            if path is None:
+                raise RuntimeError(
+                    f"WeChat Pay key {name} not configured (PAYMENTS_WECHAT_KEYS_DIR)"
+                )
+            return path.read_bytes()
+
+        return WeChatPayConfig.from_pem(
+            base_url=self.wechat_base_url,
+            mchid=self.wechat_mchid or meta["mchid"],
+            appid=self.wechat_appid or meta["appid"],
+            merchant_serial=self.wechat_merchant_serial or meta["merchant_serial"],
+            merchant_private_pem=pick(self.wechat_merchant_key_file, "merchant-private.pem"),
+            platform_public_pem=pick(self.wechat_platform_public_key_file, "platform-public.pem"),
+            platform_public_key_id=self.wechat_public_key_id or meta["public_key_id"],
+            apiv3_key=pick(self.wechat_apiv3_key_file, "apiv3.key").decode(),
+            notify_url=f"{self.public_base_url.rstrip('/')}/v1/webhooks/wechatpay",
+        )

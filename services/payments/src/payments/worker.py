@@ -1,15 +1,36 @@
-"""Payments worker process: consumers, the outbox relay and schedulers."""
+"""Payments worker: order read model consumers, the outbox relay, provider tasks."""
 
 from __future__ import annotations
 
+import httpx
 from starlette.applications import Starlette
 
+from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
+from . import service
+from .consumers import build_consumer
+from .providers.wechatpay import WeChatPayClient
 from .settings import Settings
 
 
 def create_worker(settings: Settings | None = None) -> Starlette:
     """Build the payments worker."""
     settings = settings or Settings()
-    return create_base_worker(settings)
+
+    async def provider_tasks(ctx: WorkerContext) -> None:
+        """Close abandoned provider orders (and, later, execute refunds), with retries."""
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
+        ) as http:
+            wechat = WeChatPayClient(settings.wechat_config(), http)
+            while not ctx.stopping.is_set():
+                done = await service.run_due_tasks(
+                    ctx.pool, wechat, limit=10, max_attempts=settings.task_max_attempts
+                )
+                if not done and await ctx.sleep(settings.task_interval_s):
+                    return
+
+    return create_base_worker(
+        settings, consumers=[build_consumer(settings)], schedulers=[provider_tasks]
+    )

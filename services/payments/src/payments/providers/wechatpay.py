@@ -39,8 +39,9 @@ __all__ = ["Notification", "SignatureError", "WeChatPayClient", "WeChatPayConfig
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
 MAX_CLOCK_SKEW_S = 300
-RETRYABLE_CODES = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED", "RATELIMIT_EXCEEDED", "BANK_ERROR",
-                             "SERVICE_UNAVAILABLE"})
+RETRYABLE_CODES = frozenset(
+    {"SYSTEM_ERROR", "FREQUENCY_LIMITED", "RATELIMIT_EXCEEDED", "BANK_ERROR", "SERVICE_UNAVAILABLE"}
+)
 
 
 class WeChatPayError(Exception):
@@ -52,7 +53,12 @@ class WeChatPayError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.status == 0 or self.status >= 500 or self.status == 429 or self.code in RETRYABLE_CODES
+        return (
+            self.status == 0
+            or self.status >= 500
+            or self.status == 429
+            or self.code in RETRYABLE_CODES
+        )
 
 
 class SignatureError(WeChatPayError):
@@ -76,8 +82,17 @@ class WeChatPayConfig:
 
     @classmethod
     def from_pem(
-        cls, *, base_url: str, mchid: str, appid: str, merchant_serial: str, merchant_private_pem: bytes,
-        platform_public_pem: bytes, platform_public_key_id: str, apiv3_key: str, notify_url: str,
+        cls,
+        *,
+        base_url: str,
+        mchid: str,
+        appid: str,
+        merchant_serial: str,
+        merchant_private_pem: bytes,
+        platform_public_pem: bytes,
+        platform_public_key_id: str,
+        apiv3_key: str,
+        notify_url: str,
     ) -> WeChatPayConfig:
         private = serialization.load_pem_private_key(merchant_private_pem, password=None)
         public = serialization.load_pem_public_key(platform_public_pem)
@@ -86,8 +101,17 @@ class WeChatPayConfig:
         key = apiv3_key.strip().encode()
         if len(key) != 32:
             raise ValueError("the APIv3 key must be 32 characters")
-        return cls(base_url.rstrip("/"), mchid, appid, merchant_serial, private, public,
-                   platform_public_key_id, key, notify_url)
+        return cls(
+            base_url.rstrip("/"),
+            mchid,
+            appid,
+            merchant_serial,
+            private,
+            public,
+            platform_public_key_id,
+            key,
+            notify_url,
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +129,12 @@ def _nonce() -> str:
 
 class WeChatPayClient:
     def __init__(
-        self, config: WeChatPayConfig, http: httpx.AsyncClient, *, max_attempts: int = 4, backoff_s: float = 0.2
+        self,
+        config: WeChatPayConfig,
+        http: httpx.AsyncClient,
+        *,
+        max_attempts: int = 4,
+        backoff_s: float = 0.2,
     ) -> None:
         self.config = config
         self.http = http
@@ -114,7 +143,9 @@ class WeChatPayClient:
 
     # ------------------------------------------------------------------------------- signing
     def _sign(self, message: str) -> str:
-        signature = self.config.merchant_private_key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+        signature = self.config.merchant_private_key.sign(
+            message.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
         return base64.b64encode(signature).decode()
 
     def _authorization(self, method: str, url_path: str, body: bytes) -> str:
@@ -125,14 +156,18 @@ class WeChatPayClient:
             f'timestamp="{ts}",serial_no="{self.config.merchant_serial}"'
         )
 
-    def verify(self, headers: httpx.Headers | dict[str, str], body: bytes, *, now: float | None = None) -> None:
+    def verify(
+        self, headers: httpx.Headers | dict[str, str], body: bytes, *, now: float | None = None
+    ) -> None:
         """Check a platform signature (responses and notifications alike)."""
         h = {k.lower(): v for k, v in headers.items()}
         signature = h.get("wechatpay-signature", "")
         if signature.startswith(SIGNTEST_PREFIX):
             raise SignatureError("signature probe (WECHATPAY/SIGNTEST) refused")
         if h.get("wechatpay-signature-type", SIGNATURE_TYPE) != SIGNATURE_TYPE:
-            raise SignatureError(f"unsupported signature type {h.get('wechatpay-signature-type')!r}")
+            raise SignatureError(
+                f"unsupported signature type {h.get('wechatpay-signature-type')!r}"
+            )
         if h.get("wechatpay-serial") != self.config.platform_public_key_id:
             raise SignatureError(f"unknown platform serial {h.get('wechatpay-serial')!r}")
         ts, nonce = h.get("wechatpay-timestamp", ""), h.get("wechatpay-nonce", "")
@@ -142,16 +177,27 @@ class WeChatPayClient:
             raise SignatureError("timestamp outside the 5-minute window")
         message = f"{ts}\n{nonce}\n".encode() + body + b"\n"
         try:
-            self.config.platform_public_key.verify(base64.b64decode(signature), message, padding.PKCS1v15(),
-                                                   hashes.SHA256())
+            self.config.platform_public_key.verify(
+                base64.b64decode(signature), message, padding.PKCS1v15(), hashes.SHA256()
+            )
         except (InvalidSignature, ValueError) as exc:
             raise SignatureError("signature does not verify") from exc
 
     # ------------------------------------------------------------------------------ transport
-    async def _request(self, method: str, path: str, *, query: dict[str, str] | None = None,
-                       payload: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         url_path = path + (f"?{urlencode(query)}" if query else "")
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        body = (
+            b""
+            if payload is None
+            else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        )
         last: WeChatPayError | None = None
         for attempt in range(1, self.max_attempts + 1):
             headers = {
@@ -163,7 +209,9 @@ class WeChatPayClient:
             if payload is not None:
                 headers["Content-Type"] = "application/json"
             try:
-                resp = await self.http.request(method, self.config.base_url + url_path, content=body, headers=headers)
+                resp = await self.http.request(
+                    method, self.config.base_url + url_path, content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 last = WeChatPayError("NETWORK_ERROR", repr(exc), status=0)
             else:
@@ -182,16 +230,34 @@ class WeChatPayClient:
             data = resp.json()
         except ValueError:
             data = {}
-        code = str(data.get("code") or ("SYSTEM_ERROR" if resp.status_code >= 500 else f"HTTP_{resp.status_code}"))
-        return WeChatPayError(code, str(data.get("message") or resp.reason_phrase), status=resp.status_code,
-                              detail=data.get("detail"))
+        code = str(
+            data.get("code")
+            or ("SYSTEM_ERROR" if resp.status_code >= 500 else f"HTTP_{resp.status_code}")
+        )
+        return WeChatPayError(
+            code,
+            str(data.get("message") or resp.reason_phrase),
+            status=resp.status_code,
+            detail=data.get("detail"),
+        )
 
     # ------------------------------------------------------------------------------- payments
-    def _order_body(self, *, out_trade_no: str, description: str, total: int, currency: str,
-                    time_expire: datetime | None, attach: str | None) -> dict[str, Any]:
+    def _order_body(
+        self,
+        *,
+        out_trade_no: str,
+        description: str,
+        total: int,
+        currency: str,
+        time_expire: datetime | None,
+        attach: str | None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "appid": self.config.appid, "mchid": self.config.mchid, "description": description[:127],
-            "out_trade_no": out_trade_no, "notify_url": self.config.notify_url,
+            "appid": self.config.appid,
+            "mchid": self.config.mchid,
+            "description": description[:127],
+            "out_trade_no": out_trade_no,
+            "notify_url": self.config.notify_url,
             "amount": {"total": total, "currency": currency},
         }
         if time_expire is not None:
@@ -200,20 +266,51 @@ class WeChatPayClient:
             body["attach"] = attach
         return body
 
-    async def prepay_native(self, *, out_trade_no: str, description: str, total: int, currency: str = "CNY",
-                            time_expire: datetime | None = None, attach: str | None = None) -> str:
+    async def prepay_native(
+        self,
+        *,
+        out_trade_no: str,
+        description: str,
+        total: int,
+        currency: str = "CNY",
+        time_expire: datetime | None = None,
+        attach: str | None = None,
+    ) -> str:
         """Native (QR) order: returns the ``code_url``."""
-        _, data = await self._request("POST", "/v3/pay/transactions/native", payload=self._order_body(
-            out_trade_no=out_trade_no, description=description, total=total, currency=currency,
-            time_expire=time_expire, attach=attach))
+        _, data = await self._request(
+            "POST",
+            "/v3/pay/transactions/native",
+            payload=self._order_body(
+                out_trade_no=out_trade_no,
+                description=description,
+                total=total,
+                currency=currency,
+                time_expire=time_expire,
+                attach=attach,
+            ),
+        )
         return str(data["code_url"])
 
-    async def prepay_jsapi(self, *, out_trade_no: str, description: str, total: int, openid: str,
-                           currency: str = "CNY", time_expire: datetime | None = None,
-                           attach: str | None = None) -> str:
+    async def prepay_jsapi(
+        self,
+        *,
+        out_trade_no: str,
+        description: str,
+        total: int,
+        openid: str,
+        currency: str = "CNY",
+        time_expire: datetime | None = None,
+        attach: str | None = None,
+    ) -> str:
         """JSAPI order (inside WeChat): returns the ``prepay_id``."""
-        body = self._order_body(out_trade_no=out_trade_no, description=description, total=total,
-                                currency=currency, time_expire=time_expire, attach=attach)
+        body = self._order_body(
+            out_trade_no=out_trade_no,
+            description=description,
+            total=total,
+            currency=currency,
+            time_expire=time_expire,
+            attach=attach,
+        )
         body["payer"] = {"openid": openid}
         _, data = await self._request("POST", "/v3/pay/transactions/jsapi", payload=body)
         return str(data["prepay_id"])
@@ -222,27 +319,46 @@ class WeChatPayClient:
         """The parameters ``WeixinJSBridge`` needs, with ``paySign`` by the merchant key."""
         ts, nonce, package = str(int(time.time())), _nonce(), f"prepay_id={prepay_id}"
         return {
-            "appId": self.config.appid, "timeStamp": ts, "nonceStr": nonce, "package": package,
-            "signType": "RSA", "paySign": self._sign(f"{self.config.appid}\n{ts}\n{nonce}\n{package}\n"),
+            "appId": self.config.appid,
+            "timeStamp": ts,
+            "nonceStr": nonce,
+            "package": package,
+            "signType": "RSA",
+            "paySign": self._sign(f"{self.config.appid}\n{ts}\n{nonce}\n{package}\n"),
         }
 
     async def query(self, out_trade_no: str) -> dict[str, Any]:
-        _, data = await self._request("GET", f"/v3/pay/transactions/out-trade-no/{out_trade_no}",
-                                      query={"mchid": self.config.mchid})
+        _, data = await self._request(
+            "GET",
+            f"/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            query={"mchid": self.config.mchid},
+        )
         return data
 
     async def close(self, out_trade_no: str) -> None:
         """Close an unpaid order so a late scan cannot pay it (re-entrant)."""
-        await self._request("POST", f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
-                            payload={"mchid": self.config.mchid})
+        await self._request(
+            "POST",
+            f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            payload={"mchid": self.config.mchid},
+        )
 
     # -------------------------------------------------------------------------------- refunds
-    async def refund(self, *, out_refund_no: str, out_trade_no: str, refund: int, total: int,
-                     currency: str = "CNY", reason: str | None = None,
-                     notify_url: str | None = None) -> dict[str, Any]:
+    async def refund(
+        self,
+        *,
+        out_refund_no: str,
+        out_trade_no: str,
+        refund: int,
+        total: int,
+        currency: str = "CNY",
+        reason: str | None = None,
+        notify_url: str | None = None,
+    ) -> dict[str, Any]:
         """Ask for a refund; the same ``out_refund_no`` never refunds twice, so retries are safe."""
         body: dict[str, Any] = {
-            "out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
             "amount": {"refund": refund, "total": total, "currency": currency},
             "notify_url": notify_url or self.config.notify_url,
         }
@@ -256,21 +372,29 @@ class WeChatPayClient:
         return data
 
     # -------------------------------------------------------------------------- notifications
-    def parse_notification(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> Notification:
+    def parse_notification(
+        self, headers: dict[str, str], body: bytes, *, now: float | None = None
+    ) -> Notification:
         """Verify (signature, serial, 5-minute window) then decrypt a notification."""
         self.verify(headers, body, now=now)
         try:
             envelope = json.loads(body)
             resource = envelope["resource"]
-            if envelope.get("resource_type") != "encrypt-resource" or resource.get("algorithm") != "AEAD_AES_256_GCM":
+            if (
+                envelope.get("resource_type") != "encrypt-resource"
+                or resource.get("algorithm") != "AEAD_AES_256_GCM"
+            ):
                 raise SignatureError("unsupported notification resource")
             plaintext = AESGCM(self.config.apiv3_key).decrypt(
-                resource["nonce"].encode(), base64.b64decode(resource["ciphertext"]),
+                resource["nonce"].encode(),
+                base64.b64decode(resource["ciphertext"]),
                 (resource.get("associated_data") or "").encode(),
             )
             return Notification(
-                id=str(envelope["id"]), event_type=str(envelope["event_type"]),
-                resource_type=str(envelope["resource_type"]), original_type=str(resource.get("original_type", "")),
+                id=str(envelope["id"]),
+                event_type=str(envelope["event_type"]),
+                resource_type=str(envelope["resource_type"]),
+                original_type=str(resource.get("original_type", "")),
                 resource=json.loads(plaintext),
             )
         except (KeyError, ValueError, InvalidTag) as exc:

@@ -1,0 +1,211 @@
+"""WeChat Pay notifications per second that ONE payments api process verifies and records.
+
+Creates K real orders through the gateway, registers a payment attempt for each in the payments
+database (as checkout would), then posts K signed, encrypted TRANSACTION.SUCCESS notifications
+straight to one payments api process (not through the gateway), C at a time, and prints
+notifications/s, p50/p99 latency and the peak RSS of the processes.
+
+    make up && uv run python bench/webhooks.py --orders 3000 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+from _common import RUN, gateway, latency_line, pg_dsn, port, print_rss, token
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+TENANT = "bench-webhooks"
+
+
+async def make_orders(session: aiohttp.ClientSession, count: int) -> list[str]:
+    admin = {"Authorization": f"Bearer {token('bench-admin', roles={TENANT: 'owner'})}"}
+    async with session.post(
+        f"{gateway()}/v1/tenants/{TENANT}/events",
+        headers=admin,
+        json={
+            "title": "Webhook bench",
+            "starts_at": (datetime.now(UTC) + timedelta(days=9)).isoformat(),
+            "require_approval": False,
+            "currency": "CNY",
+        },
+    ) as r:
+        event = await r.json()
+    async with session.post(
+        f"{gateway()}/v1/events/{event['id']}/ticket-types",
+        headers=admin,
+        json={
+            "name": "GA",
+            "max_quantity": count,
+            "price_tiers": [{"quantity": 1, "total_amount": 9900}],
+        },
+    ) as r:
+        tt = await r.json()
+    ids: list[str] = []
+    sem = asyncio.Semaphore(32)
+
+    async def buy() -> None:
+        async with (
+            sem,
+            session.post(
+                f"{gateway()}/v1/events/{event['id']}/registrations",
+                json={"ticket_type_id": tt["id"], "quantity": 1},
+                headers={"Authorization": f"Bearer {token(f'wh-{uuid.uuid4().hex[:10]}')}"},
+            ) as r,
+        ):
+            ids.append((await r.json())["order"]["id"])
+
+    await asyncio.gather(*(buy() for _ in range(count)))
+    return ids
+
+
+async def register_attempts(order_ids: list[str]) -> None:
+    """What checkout would store (without a provider round trip per order)."""
+    conn = await asyncpg.connect(pg_dsn("payments"))
+    try:
+        deadline = time.monotonic() + 120
+        while await conn.fetchval(
+            "SELECT count(*) FROM orders_view WHERE order_id = ANY($1::uuid[])", order_ids
+        ) < len(order_ids):
+            if time.monotonic() > deadline:
+                raise SystemExit("payments did not learn the orders in time")
+            await asyncio.sleep(0.2)
+        await conn.executemany(
+            """INSERT INTO payments (id, order_id, provider, payment_method, out_trade_no, amount, currency)
+               VALUES (gen_random_uuid(), $1, 'wechatpay', 'NATIVE', $2, 9900, 'CNY') ON CONFLICT DO NOTHING""",
+            [(uuid.UUID(o), uuid.UUID(o).hex) for o in order_ids],
+        )
+    finally:
+        await conn.close()
+
+
+def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
+    wx = RUN / "keys" / "wechat"
+    meta = json.loads((wx / "wechat.json").read_text())
+    platform = serialization.load_pem_private_key(
+        (wx / "platform-private.pem").read_bytes(), password=None
+    )
+    aes = AESGCM((wx / "apiv3.key").read_bytes().strip())
+    out = []
+    for order_id in order_ids:
+        tx = {
+            "mchid": meta["mchid"],
+            "appid": meta["appid"],
+            "out_trade_no": uuid.UUID(order_id).hex,
+            "transaction_id": "42" + "".join(secrets.choice("0123456789") for _ in range(26)),
+            "trade_type": "NATIVE",
+            "trade_state": "SUCCESS",
+            "trade_state_desc": "支付成功",
+            "bank_type": "OTHERS",
+            "attach": "",
+            "success_time": datetime.now(UTC).isoformat(),
+            "payer": {"openid": "o-bench"},
+            "amount": {
+                "total": 9900,
+                "payer_total": 9900,
+                "currency": "CNY",
+                "payer_currency": "CNY",
+            },
+        }
+        nonce = secrets.token_hex(6)
+        body = json.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "create_time": datetime.now(UTC).isoformat(),
+                "resource_type": "encrypt-resource",
+                "event_type": "TRANSACTION.SUCCESS",
+                "summary": "支付成功",
+                "resource": {
+                    "original_type": "transaction",
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "associated_data": "transaction",
+                    "nonce": nonce,
+                    "ciphertext": base64.b64encode(
+                        aes.encrypt(nonce.encode(), json.dumps(tx).encode(), b"transaction")
+                    ).decode(),
+                },
+            }
+        ).encode()
+        ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
+        sig = platform.sign(
+            f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
+        )
+        out.append(
+            (
+                body,
+                {
+                    "Wechatpay-Timestamp": ts,
+                    "Wechatpay-Nonce": wx_nonce,
+                    "Wechatpay-Signature": base64.b64encode(sig).decode(),
+                    "Wechatpay-Serial": meta["public_key_id"],
+                    "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+                    "Content-Type": "application/json",
+                },
+            )
+        )
+    return out
+
+
+async def run(count: int, concurrency: int) -> None:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency * 2)
+    ) as session:
+        order_ids = await make_orders(session, count)
+        await register_attempts(order_ids)
+        payloads = notifications(order_ids)
+        url = f"http://127.0.0.1:{port('PAYMENTS_API_PORT', 8002)}/v1/webhooks/wechatpay"
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        queue = iter(payloads)
+
+        async def sender() -> None:
+            for body, headers in queue:
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                latencies.append(time.perf_counter() - started)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    conn = await asyncpg.connect(pg_dsn("payments"))
+    try:
+        paid = await conn.fetchval(
+            "SELECT count(*) FROM payments WHERE status = 'SUCCEEDED' AND order_id = ANY($1::uuid[])",
+            order_ids,
+        )
+    finally:
+        await conn.close()
+    print(
+        f"webhooks: {count} signed notifications, {concurrency} at a time, to one payments api process"
+    )
+    print(f"  responses {dict(sorted(statuses.items()))}; payments recorded as paid: {paid}")
+    print(f"  {count / elapsed:.0f} notifications/s over {elapsed:.2f} s")
+    print(f"  latency: {latency_line(latencies)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(run(args.orders, args.concurrency))
+    print_rss()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Consumers of the payments service: the order read model and closing abandoned payments."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ticketing_shared.consumer import EventConsumer
+from ticketing_shared.contracts import OrderCancelled, OrderCreated, OrderExpired, OrderPaid
+from ticketing_shared.envelope import CloudEvent
+
+from . import service
+from .settings import Settings
+
+
+def build_consumer(settings: Settings) -> EventConsumer:
+    consumer = EventConsumer(
+        "payments",
+        max_attempts=settings.consumer_max_attempts,
+        backoff_ms=settings.consumer_backoff_ms,
+    )
+
+    @consumer.on(OrderCreated)
+    async def on_order_created(
+        conn: asyncpg.Connection, data: OrderCreated, event: CloudEvent
+    ) -> None:
+        """Keep the order's amount, currency, buyer and expiry for checkout."""
+        await service.on_order_created(conn, data)
+
+    @consumer.on(OrderPaid)
+    async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid, event: CloudEvent) -> None:
+        """The order is paid: no further checkout."""
+        await service.on_order_paid(conn, data.order_id)
+
+    @consumer.on(OrderCancelled)
+    async def on_order_cancelled(
+        conn: asyncpg.Connection, data: OrderCancelled, event: CloudEvent
+    ) -> None:
+        """Close the open provider transaction of a cancelled order."""
+        await service.on_order_ended(conn, data.order_id)
+
+    @consumer.on(OrderExpired)
+    async def on_order_expired(
+        conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent
+    ) -> None:
+        """Close the open provider transaction of an expired order."""
+        await service.on_order_ended(conn, data.order_id)
+
+    return consumer

@@ -1,0 +1,40 @@
+"""Dependencies of the payments API, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+
+from ticketing_shared.auth import CurrentPrincipal
+from ticketing_shared.web import State
+
+from .providers.wechatpay import WeChatPayClient
+from .settings import Settings
+
+
+def _state(request: Request) -> State:
+    state: State = request.app.state.ctx
+    return state
+
+
+async def get_pool(request: Request) -> asyncpg.Pool:
+    return _state(request).pool
+
+
+async def get_wechat(request: Request) -> WeChatPayClient:
+    client: WeChatPayClient = _state(request).extra["wechat"]
+    return client
+
+
+async def get_settings(request: Request) -> Settings:
+    settings = _state(request).settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+WeChat = Annotated[WeChatPayClient, Depends(get_wechat)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+Caller = CurrentPrincipal

@@ -1,0 +1,190 @@
+"""All SQL of the payments service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+
+async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO orders_view (order_id, tenant_id, buyer_id, buyer_email, buyer_locale, total_amount,
+                                 currency, expires_at, event_title, status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING')
+        ON CONFLICT (order_id) DO NOTHING
+        """,
+        order["order_id"],
+        order["tenant_id"],
+        order["buyer_id"],
+        order["buyer_email"],
+        order["buyer_locale"],
+        order["total_amount"],
+        order["currency"],
+        order["expires_at"],
+        order["event_title"],
+    )
+
+
+async def set_order_status(conn: asyncpg.Connection, order_id: UUID, status: str) -> None:
+    await conn.execute(
+        "UPDATE orders_view SET status = $2, updated_at = now() WHERE order_id = $1",
+        order_id,
+        status,
+    )
+
+
+async def get_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
+
+
+async def get_payment(
+    conn: asyncpg.Connection, *, provider: str, out_trade_no: str, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT * FROM payments WHERE provider = $1 AND out_trade_no = $2{lock}",
+        provider,
+        out_trade_no,
+    )
+
+
+async def insert_payment(conn: asyncpg.Connection, payment: dict[str, Any]) -> asyncpg.Record:
+    """Insert an attempt, or return the one already there for this provider order number."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO payments (id, order_id, provider, payment_method, out_trade_no, amount, currency)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (provider, out_trade_no) DO NOTHING RETURNING *
+        """,
+        payment["id"],
+        payment["order_id"],
+        payment["provider"],
+        payment["payment_method"],
+        payment["out_trade_no"],
+        payment["amount"],
+        payment["currency"],
+    )
+    if row is None:
+        row = await get_payment(
+            conn, provider=payment["provider"], out_trade_no=payment["out_trade_no"]
+        )
+    assert row is not None
+    return row
+
+
+async def update_payment(
+    conn: asyncpg.Connection,
+    payment_id: UUID,
+    fields: dict[str, Any],
+    *,
+    expected: list[str] | None = None,
+) -> asyncpg.Record | None:
+    cols = list(fields)
+    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(cols))
+    return await conn.fetchrow(
+        f"""
+        UPDATE payments SET {assignments}, updated_at = now()
+        WHERE id = $1 AND ($2::text[] IS NULL OR status = ANY($2::text[])) RETURNING *
+        """,
+        payment_id,
+        expected,
+        *(fields[c] for c in cols),
+    )
+
+
+async def list_payments(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM payments WHERE order_id = $1 ORDER BY created_at", order_id
+    )
+
+
+async def open_payments(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM payments WHERE order_id = $1 AND status = 'CREATED'", order_id
+    )
+
+
+async def record_notification(
+    conn: asyncpg.Connection,
+    *,
+    provider: str,
+    notification_id: str,
+    event_type: str,
+    reference: str,
+    payload: dict[str, Any],
+    outcome: str,
+) -> bool:
+    """False when this notification id was recorded before (a redelivery)."""
+    return bool(
+        await conn.fetchval(
+            """
+            INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload, outcome)
+            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
+            """,
+            provider,
+            notification_id,
+            event_type,
+            reference,
+            payload,
+            outcome,
+        )
+    )
+
+
+async def add_task(
+    conn: asyncpg.Connection,
+    *,
+    task_id: UUID,
+    kind: str,
+    provider: str,
+    reference: str,
+    payload: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO provider_tasks (id, kind, provider, reference, payload) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (kind, provider, reference) DO NOTHING
+        """,
+        task_id,
+        kind,
+        provider,
+        reference,
+        payload,
+    )
+
+
+async def claim_tasks(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT * FROM provider_tasks WHERE status = 'PENDING' AND next_attempt_at <= now()
+        ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+
+
+async def finish_task(
+    conn: asyncpg.Connection,
+    task_id: UUID,
+    *,
+    status: str,
+    error: str | None = None,
+    retry_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE provider_tasks SET attempts = attempts + 1, last_error = $3,
+            status = CASE WHEN $2 = 'RETRY' THEN 'PENDING' ELSE $2 END,
+            next_attempt_at = COALESCE($4, next_attempt_at),
+            done_at = CASE WHEN $2 = 'RETRY' THEN NULL ELSE now() END
+        WHERE id = $1
+        """,
+        task_id,
+        status,
+        error,
+        retry_at,
+    )

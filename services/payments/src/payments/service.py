@@ -1,0 +1,399 @@
+"""Use cases of the payments service: checkout, provider notifications, order read model, tasks.
+
+Provider calls are never made inside a database transaction: checkout records the attempt,
+calls the provider, then stores its answer; closes (and refunds) are tasks written in the
+transaction that decides them and executed by the worker afterwards, with retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from prometheus_client import Counter
+
+from ticketing_shared import db, outbox
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import OrderCreated, PaymentSucceeded
+from ticketing_shared.errors import Conflict, DomainError, NotFound, Unprocessable
+
+from . import repository as repo
+from .domain import (
+    OpenIdRequired,
+    OrderNotPayable,
+    PaymentMethod,
+    PaymentStatus,
+    fee,
+    out_trade_no,
+    transition,
+    wechat_method,
+)
+from .providers.wechatpay import Notification, WeChatPayClient, WeChatPayError
+
+log = logging.getLogger(__name__)
+SOURCE = "payments"
+
+AMOUNT_MISMATCH = Counter(
+    "payments_amount_mismatch_total",
+    "Provider confirmations whose amount or currency differ from the order (never marked paid)",
+    ["provider"],
+)
+NOTIFICATIONS = Counter(
+    "payments_notifications_total", "Verified provider notifications", ["provider", "outcome"]
+)
+
+
+class ProviderUnavailable(DomainError):
+    status, code, title = 502, "provider_unavailable", "The payment provider could not be reached"
+
+
+def _new_id() -> UUID:
+    return outbox.new_event_id()
+
+
+# ------------------------------------------------------------------------------------ read model
+async def on_order_created(conn: asyncpg.Connection, data: OrderCreated) -> None:
+    """Remember what the order costs: checkout takes amounts from here, never from a request."""
+    await repo.upsert_order(
+        conn,
+        {
+            "order_id": data.order_id,
+            "tenant_id": data.tenant_id,
+            "buyer_id": data.buyer_id,
+            "buyer_email": data.buyer_email,
+            "buyer_locale": data.buyer_locale,
+            "total_amount": data.total_amount,
+            "currency": data.currency,
+            "expires_at": data.expires_at,
+            "event_title": data.event_title,
+        },
+    )
+
+
+async def on_order_paid(conn: asyncpg.Connection, order_id: UUID) -> None:
+    await repo.set_order_status(conn, order_id, "PAID")
+
+
+async def on_order_ended(conn: asyncpg.Connection, order_id: UUID) -> None:
+    """Cancelled or expired: close every open provider transaction so a late scan cannot pay."""
+    await repo.set_order_status(conn, order_id, "CANCELLED")
+    for payment in await repo.open_payments(conn, order_id):
+        await repo.add_task(
+            conn,
+            task_id=_new_id(),
+            kind="close",
+            provider=payment["provider"],
+            reference=payment["out_trade_no"],
+            payload={"payment_id": str(payment["id"])},
+        )
+
+
+# -------------------------------------------------------------------------------------- checkout
+def payment_public(
+    p: asyncpg.Record | dict[str, Any], wechat: WeChatPayClient | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "payment_id": p["id"],
+        "order_id": p["order_id"],
+        "provider": p["provider"],
+        "payment_method": p["payment_method"],
+        "out_trade_no": p["out_trade_no"],
+        "status": p["status"],
+        "amount": p["amount"],
+        "currency": p["currency"].strip(),
+        "transaction_id": p["transaction_id"],
+        "paid_at": p["paid_at"],
+        "created_at": p["created_at"],
+    }
+    if p["code_url"]:
+        out["code_url"] = p["code_url"]
+    if p["prepay_id"] and wechat is not None:
+        out["jsapi"] = wechat.jsapi_params(p["prepay_id"])
+    if p["checkout_url"]:
+        out["checkout_url"] = p["checkout_url"]
+    return out
+
+
+async def checkout(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    order_id: UUID,
+    *,
+    provider: str,
+    openid: str | None,
+    user_agent: str | None,
+    wechat: WeChatPayClient,
+) -> dict[str, Any]:
+    """Start (or resume) paying a PENDING order of the caller's."""
+    if provider != "wechatpay":
+        raise Unprocessable(
+            f"provider {provider!r} is not available", code="provider_not_supported"
+        )
+    method = wechat_method(user_agent)
+    openid = openid or principal.wechat_openid
+    if method is PaymentMethod.JSAPI and not openid:
+        raise OpenIdRequired("paying inside WeChat needs the buyer's openid (body or token claim)")
+    async with db.transaction(pool) as conn:
+        order = await repo.get_order(conn, order_id)
+        if order is None or order["buyer_id"] != principal.sub:
+            raise NotFound("order not found")
+        if order["status"] != "PENDING" or order["expires_at"] <= datetime.now(UTC):
+            raise OrderNotPayable(f"the order is {order['status'].lower()} and cannot be paid")
+        payment = await repo.insert_payment(
+            conn,
+            {
+                "id": _new_id(),
+                "order_id": order_id,
+                "provider": provider,
+                "payment_method": method.value,
+                "out_trade_no": out_trade_no(order_id),
+                "amount": order["total_amount"],
+                "currency": order["currency"],
+            },
+        )
+    if payment["status"] != PaymentStatus.CREATED:
+        raise OrderNotPayable(f"this order's payment is already {payment['status'].lower()}")
+    if payment["payment_method"] != method.value:
+        raise Conflict(
+            f"this order is being paid with {payment['payment_method']}; continue there",
+            code="payment_method_conflict",
+        )
+    if (method is PaymentMethod.NATIVE and payment["code_url"]) or (
+        method is PaymentMethod.JSAPI and payment["prepay_id"]
+    ):
+        return payment_public(payment, wechat)
+    description = (order["event_title"] or "Tickets")[:100]
+    try:
+        if method is PaymentMethod.NATIVE:
+            fields = {
+                "code_url": await wechat.prepay_native(
+                    out_trade_no=payment["out_trade_no"],
+                    description=description,
+                    total=order["total_amount"],
+                    currency=order["currency"].strip(),
+                    time_expire=order["expires_at"],
+                )
+            }
+        else:
+            assert openid is not None
+            fields = {
+                "prepay_id": await wechat.prepay_jsapi(
+                    out_trade_no=payment["out_trade_no"],
+                    description=description,
+                    total=order["total_amount"],
+                    currency=order["currency"].strip(),
+                    time_expire=order["expires_at"],
+                    openid=openid,
+                )
+            }
+    except WeChatPayError as exc:
+        log.warning("payments.prepay_failed", extra={"order_id": str(order_id), "code": exc.code})
+        if exc.code in ("ORDER_PAID", "ORDERPAID"):
+            raise OrderNotPayable("this order has already been paid") from exc
+        if exc.code == "ORDER_CLOSED":
+            raise OrderNotPayable("this order's payment was closed") from exc
+        raise ProviderUnavailable(f"WeChat Pay: {exc.code} {exc.message}") from exc
+    async with db.transaction(pool) as conn:
+        stored = await repo.update_payment(conn, payment["id"], fields)
+    assert stored is not None
+    return payment_public(stored, wechat)
+
+
+async def list_payments(
+    conn: asyncpg.Connection, principal: Principal, order_id: UUID, wechat: WeChatPayClient | None
+) -> list[dict[str, Any]]:
+    """The payment attempts of an order (its buyer, or the tenant's staff)."""
+    order = await repo.get_order(conn, order_id)
+    if order is None or not (
+        order["buyer_id"] == principal.sub or principal.is_staff_of(order["tenant_id"])
+    ):
+        raise NotFound("order not found")
+    return [payment_public(p, wechat) for p in await repo.list_payments(conn, order_id)]
+
+
+# --------------------------------------------------------------------------------- notifications
+async def apply_wechat_payment(
+    conn: asyncpg.Connection,
+    note: Notification,
+    *,
+    mchid: str,
+    appid: str,
+    fee_bps: int,
+    app_fee_bps: int,
+) -> str:
+    """A verified, decrypted TRANSACTION.SUCCESS: mark paid and announce it, once."""
+    tx = note.resource
+    ref = str(tx.get("out_trade_no", ""))
+    if not await repo.record_notification(
+        conn,
+        provider="wechatpay",
+        notification_id=note.id,
+        event_type=note.event_type,
+        reference=ref,
+        payload=tx,
+        outcome="received",
+    ):
+        NOTIFICATIONS.labels("wechatpay", "redelivered").inc()
+        return "redelivered"
+    outcome = await _apply_wechat_payment(
+        conn, tx, mchid=mchid, appid=appid, fee_bps=fee_bps, app_fee_bps=app_fee_bps
+    )
+    await conn.execute(
+        "UPDATE provider_notifications SET outcome = $3 WHERE provider = $1 AND notification_id = $2",
+        "wechatpay",
+        note.id,
+        outcome,
+    )
+    NOTIFICATIONS.labels("wechatpay", outcome).inc()
+    return outcome
+
+
+async def _apply_wechat_payment(
+    conn: asyncpg.Connection,
+    tx: dict[str, Any],
+    *,
+    mchid: str,
+    appid: str,
+    fee_bps: int,
+    app_fee_bps: int,
+) -> str:
+    if tx.get("mchid") != mchid or tx.get("appid") != appid:
+        log.error(
+            "payments.alert_foreign_notification",
+            extra={"mchid": tx.get("mchid"), "appid": tx.get("appid")},
+        )
+        return "foreign_merchant"
+    if tx.get("trade_state") != "SUCCESS":
+        return f"ignored_{str(tx.get('trade_state', '')).lower()}"
+    payment = await repo.get_payment(
+        conn, provider="wechatpay", out_trade_no=str(tx.get("out_trade_no")), for_update=True
+    )
+    if payment is None:
+        log.error("payments.alert_unknown_payment", extra={"out_trade_no": tx.get("out_trade_no")})
+        return "unknown_payment"
+    if payment["status"] == PaymentStatus.SUCCEEDED:
+        return "duplicate"
+    amount = tx.get("amount") or {}
+    if (
+        amount.get("total") != payment["amount"]
+        or amount.get("currency") != payment["currency"].strip()
+    ):
+        AMOUNT_MISMATCH.labels("wechatpay").inc()
+        log.error(
+            "payments.alert_amount_mismatch",
+            extra={
+                "payment_id": str(payment["id"]),
+                "expected": payment["amount"],
+                "got": amount.get("total"),
+                "currency": amount.get("currency"),
+                "transaction_id": tx.get("transaction_id"),
+            },
+        )
+        await repo.update_payment(
+            conn,
+            payment["id"],
+            {
+                "status": transition(
+                    PaymentStatus(payment["status"]), PaymentStatus.REJECTED
+                ).value,
+                "failure_reason": f"amount mismatch: {amount.get('total')} {amount.get('currency')}",
+            },
+        )
+        return "amount_mismatch"
+    paid_at = (
+        datetime.fromisoformat(str(tx.get("success_time")))
+        if tx.get("success_time")
+        else datetime.now(UTC)
+    )
+    transaction_fee, app_fee = fee(payment["amount"], fee_bps), fee(payment["amount"], app_fee_bps)
+    updated = await repo.update_payment(
+        conn,
+        payment["id"],
+        {
+            "status": transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED).value,
+            "transaction_id": str(tx.get("transaction_id")),
+            "paid_at": paid_at,
+            "transaction_fee": transaction_fee,
+            "app_fee": app_fee,
+        },
+    )
+    assert updated is not None
+    await outbox.emit(
+        conn,
+        PaymentSucceeded(
+            order_id=payment["order_id"],
+            payment_id=payment["id"],
+            provider="wechatpay",
+            payment_method=payment["payment_method"],
+            transaction_id=str(tx.get("transaction_id")),
+            amount=payment["amount"],
+            currency=payment["currency"].strip(),
+            paid_at=paid_at,
+            transaction_fee=transaction_fee,
+            app_fee=app_fee,
+        ),
+        subject=payment["order_id"],
+        source=SOURCE,
+    )
+    return "paid"
+
+
+# ------------------------------------------------------------------------------------------ tasks
+async def run_due_tasks(
+    pool: asyncpg.Pool, wechat: WeChatPayClient, *, limit: int, max_attempts: int
+) -> int:
+    """Execute due provider tasks (close…); failures are retried with backoff.
+
+    The claimed rows stay locked (``SKIP LOCKED`` for other workers) while the provider is called,
+    so a batch is small and each call has a timeout."""
+    async with db.transaction(pool) as conn:
+        tasks = await repo.claim_tasks(conn, limit=limit)
+        for task in tasks:
+            try:
+                if task["kind"] == "close":
+                    await _close(conn, task, wechat)
+                await repo.finish_task(conn, task["id"], status="DONE")
+            except WeChatPayError as exc:
+                attempts = task["attempts"] + 1
+                give_up = not exc.retryable or attempts >= max_attempts
+                log.warning(
+                    "payments.task_failed",
+                    extra={
+                        "task": task["kind"],
+                        "reference": task["reference"],
+                        "code": exc.code,
+                        "attempts": attempts,
+                    },
+                )
+                retry_at = (
+                    None
+                    if give_up
+                    else datetime.now(UTC) + timedelta(seconds=min(2**attempts, 300))
+                )
+                await repo.finish_task(
+                    conn,
+                    task["id"],
+                    status="FAILED" if give_up else "RETRY",
+                    error=f"{exc.code}: {exc.message}",
+                    retry_at=retry_at,
+                )
+        return len(tasks)
+
+
+async def _close(conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatPayClient) -> None:
+    try:
+        await wechat.close(task["reference"])
+    except WeChatPayError as exc:
+        if exc.code in ("ORDER_PAID", "ORDERPAID"):
+            # paid at the last moment: the notification brings the money in (late-payment path)
+            log.warning("payments.close_found_paid", extra={"out_trade_no": task["reference"]})
+            return
+        if exc.code != "ORDER_NOT_EXIST":  # never reached the provider: nothing to close
+            raise
+    payment_id = UUID(task["payload"]["payment_id"])
+    await repo.update_payment(
+        conn, payment_id, {"status": PaymentStatus.CLOSED.value}, expected=["CREATED"]
+    )

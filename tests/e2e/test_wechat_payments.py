@@ -1,0 +1,355 @@
+"""WeChat Pay end to end on the running stack: checkout, sandbox payment, webhook, e-mail.
+
+Real processes throughout: gateway, orders, payments (adapter → WeChat Pay sandbox → signed,
+encrypted notification → webhook), notifications (→ SMTP sink).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ticketing_shared.testing import wait_until
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+TENANT = "e2e-pay"
+
+
+class Shop:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.admin = self.client("pay-admin", roles={TENANT: "owner"})
+
+    def client(self, sub: str, **claims: Any) -> httpx.AsyncClient:
+        token = self.stack.token(sub, email=f"{sub}@example.test", **claims)
+        return httpx.AsyncClient(
+            base_url=self.stack.gateway, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    async def event(self, *, require_approval: bool = False) -> tuple[str, str]:
+        ev = await self.admin.post(
+            f"/v1/tenants/{TENANT}/events",
+            json={
+                "title": "Spring gala",
+                "starts_at": (datetime.now(UTC) + timedelta(days=20)).isoformat(),
+                "require_approval": require_approval,
+                "currency": "CNY",
+            },
+        )
+        assert ev.status_code == 201, ev.text
+        tt = await self.admin.post(
+            f"/v1/events/{ev.json()['id']}/ticket-types",
+            json={
+                "name": "Standard",
+                "max_quantity": 50,
+                "price_tiers": [
+                    {"quantity": 1, "total_amount": 9900},
+                    {"quantity": 3, "total_amount": 26700},
+                ],
+            },
+        )
+        assert tt.status_code == 201, tt.text
+        return ev.json()["id"], tt.json()["id"]
+
+    async def order(self, buyer: httpx.AsyncClient, quantity: int = 3, **kw: Any) -> dict[str, Any]:
+        event_id, tt_id = await self.event(**kw)
+        resp = await buyer.post(
+            f"/v1/events/{event_id}/registrations",
+            json={"ticket_type_id": tt_id, "quantity": quantity},
+        )
+        assert resp.status_code == 201, resp.text
+        order = resp.json()["order"]
+
+        # payments learns the order from orders.events: wait until checkout can see it
+        async def known() -> bool:
+            r = await buyer.get(f"/v1/orders/{order['id']}/payments")
+            return r.status_code == 200
+
+        await wait_until(known, timeout=30, message="payments to learn the order")
+        return order
+
+    async def mails(self, to: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=5) as c:
+            return list((await c.get(f"{self.stack.mail}/messages", params={"to": to})).json())
+
+    def sandbox(self) -> str:
+        return f"http://127.0.0.1:{self.stack.port('WECHAT_SANDBOX_PORT')}"
+
+    async def order_status(
+        self, buyer: httpx.AsyncClient, order_id: str, status: str
+    ) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            body = (await buyer.get(f"/v1/orders/{order_id}")).json()
+            return body if body.get("status") == status else None
+
+        return await wait_until(probe, timeout=60, message=f"order {status}")
+
+
+@pytest.fixture
+async def shop(stack: Stack):
+    s = Shop(stack)
+    yield s
+    await s.admin.aclose()
+
+
+def _wx_keys(stack: Stack) -> tuple[dict[str, Any], Any, Any, bytes]:
+    wx = stack.run_dir / "keys" / "wechat"
+    meta = json.loads((wx / "wechat.json").read_text())
+    platform = serialization.load_pem_private_key(
+        (wx / "platform-private.pem").read_bytes(), password=None
+    )
+    merchant_pub = serialization.load_pem_public_key((wx / "merchant-public.pem").read_bytes())
+    return meta, platform, merchant_pub, (wx / "apiv3.key").read_bytes().strip()
+
+
+async def test_native_checkout_paid_in_sandbox_marks_order_paid_and_mails_invites(
+    shop: Shop,
+) -> None:
+    async with shop.client("wx-buyer-1") as buyer:
+        order = await shop.order(buyer)
+        checkout = await buyer.post(
+            f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"}
+        )
+        assert checkout.status_code == 201, checkout.text
+        pay = checkout.json()
+        assert pay["payment_method"] == "NATIVE" and pay["code_url"].startswith("weixin://")
+        assert pay["out_trade_no"] == uuid.UUID(order["id"]).hex
+        again = await buyer.post(
+            f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"}
+        )
+        assert again.json()["code_url"] == pay["code_url"]  # idempotent: the same WeChat order
+        async with httpx.AsyncClient(timeout=10) as c:
+            assert (
+                await c.post(f"{shop.sandbox()}/sandbox/pay/{pay['out_trade_no']}")
+            ).status_code == 200
+        paid = await shop.order_status(buyer, order["id"], "PAID")
+        assert paid["registrations"][0]["status"] == "APPROVED"
+        assert [i["status"] for i in paid["invites"]] == ["OPEN", "OPEN"]
+        assert paid["payment_provider"] == "wechatpay" and paid["payment_method"] == "NATIVE"
+        mails = await wait_until(
+            lambda: shop.mails("wx-buyer-1@"), timeout=60, message="the payment e-mail"
+        )
+        tokens = [i["token"] for i in (await buyer.get(f"/v1/orders/{order['id']}/invites")).json()]
+    assert len(mails) == 1
+    assert all(t in mails[0]["text"] for t in tokens) and len(tokens) == 2
+
+
+async def test_redelivered_notification_sends_no_second_email(shop: Shop) -> None:
+    async with shop.client("wx-buyer-2") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        pay = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
+        ).json()
+        async with httpx.AsyncClient(timeout=10) as c:
+            await c.post(f"{shop.sandbox()}/sandbox/pay/{pay['out_trade_no']}")
+            await shop.order_status(buyer, order["id"], "PAID")
+            notes = (await c.get(f"{shop.sandbox()}/sandbox/notifications")).json()
+            note = next(n for n in notes if n.get("out_trade_no") == pay["out_trade_no"])
+            assert (
+                await c.post(
+                    f"{shop.sandbox()}/sandbox/notifications/redeliver",
+                    json={"id": note["id"], "times": 3},
+                )
+            ).status_code == 200
+
+            async def delivered_four_times() -> bool:
+                notes = (await c.get(f"{shop.sandbox()}/sandbox/notifications")).json()
+                n = next(x for x in notes if x["id"] == note["id"])
+                return sum(1 for a in n["attempts"] if a.get("delivered")) >= 4
+
+            await wait_until(
+                delivered_four_times, timeout=30, message="3 redeliveries acknowledged"
+            )
+        await wait_until(lambda: shop.mails("wx-buyer-2@"), timeout=60, message="the e-mail")
+    assert len(await shop.mails("wx-buyer-2@")) == 1
+
+
+async def test_tampered_signature_is_refused_and_changes_nothing(shop: Shop) -> None:
+    meta, platform, _, apiv3 = _wx_keys(shop.stack)
+    async with shop.client("wx-buyer-3") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        pay = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
+        ).json()
+        tx = {
+            "mchid": meta["mchid"],
+            "appid": meta["appid"],
+            "out_trade_no": pay["out_trade_no"],
+            "transaction_id": "4200000000000000000000000001",
+            "trade_state": "SUCCESS",
+            "trade_type": "NATIVE",
+            "success_time": datetime.now(UTC).isoformat(),
+            "amount": {
+                "total": 9900,
+                "currency": "CNY",
+                "payer_total": 9900,
+                "payer_currency": "CNY",
+            },
+        }
+        nonce = secrets.token_urlsafe(9)[:12]
+        body = json.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "create_time": datetime.now(UTC).isoformat(),
+                "resource_type": "encrypt-resource",
+                "event_type": "TRANSACTION.SUCCESS",
+                "summary": "支付成功",
+                "resource": {
+                    "original_type": "transaction",
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "associated_data": "transaction",
+                    "nonce": nonce,
+                    "ciphertext": base64.b64encode(
+                        AESGCM(apiv3).encrypt(
+                            nonce.encode(), json.dumps(tx).encode(), b"transaction"
+                        )
+                    ).decode(),
+                },
+            }
+        ).encode()
+        ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
+        signature = base64.b64encode(
+            platform.sign(
+                f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
+            )
+        ).decode()
+        headers = {
+            "Wechatpay-Timestamp": ts,
+            "Wechatpay-Nonce": wx_nonce,
+            "Wechatpay-Signature": signature,
+            "Wechatpay-Serial": meta["public_key_id"],
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+            "Content-Type": "application/json",
+        }
+        async with httpx.AsyncClient(base_url=shop.stack.gateway, timeout=10) as anon:
+            tampered = body.replace(b"TRANSACTION.SUCCESS", b"TRANSACTION.SUCCESS ")
+            resp = await anon.post("/v1/webhooks/wechatpay", content=tampered, headers=headers)
+            assert resp.status_code == 401 and resp.json()["code"] == "FAIL"
+            probe = await anon.post(
+                "/v1/webhooks/wechatpay",
+                content=body,
+                headers={**headers, "Wechatpay-Signature": "WECHATPAY/SIGNTEST/" + signature},
+            )
+            assert probe.status_code == 401
+            stale = await anon.post(
+                "/v1/webhooks/wechatpay",
+                content=body,
+                headers={**headers, "Wechatpay-Timestamp": str(int(time.time()) - 600)},
+            )
+            assert stale.status_code == 401
+        assert (await buyer.get(f"/v1/orders/{order['id']}")).json()["status"] == "PENDING"
+        conn = await asyncpg.connect(
+            f"postgresql://postgres@127.0.0.1:{shop.stack.port('POSTGRES_PORT')}/payments"
+        )
+        try:
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM provider_notifications WHERE reference = $1",
+                    pay["out_trade_no"],
+                )
+                == 0
+            )
+        finally:
+            await conn.close()
+
+
+async def test_tampered_amount_is_never_marked_paid(shop: Shop) -> None:
+    async with shop.client("wx-buyer-4") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        pay = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
+        ).json()
+        async with httpx.AsyncClient(timeout=10) as c:
+            await c.post(
+                f"{shop.sandbox()}/sandbox/pay/{pay['out_trade_no']}", json={"amount_total": 1}
+            )
+
+        async def rejected() -> bool:
+            payments = (await buyer.get(f"/v1/orders/{order['id']}/payments")).json()
+            return payments[0]["status"] == "REJECTED"
+
+        await wait_until(rejected, timeout=30, message="the mismatched payment to be rejected")
+        assert (await buyer.get(f"/v1/orders/{order['id']}")).json()["status"] == "PENDING"
+    async with httpx.AsyncClient(timeout=5) as c:
+        metrics = (
+            await c.get(f"http://127.0.0.1:{shop.stack.port('PAYMENTS_API_PORT')}/metrics")
+        ).text
+    assert any(
+        line.startswith('payments_amount_mismatch_total{provider="wechatpay"} ')
+        and not line.endswith(" 0.0")
+        for line in metrics.splitlines()
+    )
+
+
+async def test_wechat_browser_gets_jsapi_parameters_signed_by_the_merchant_key(shop: Shop) -> None:
+    _, _, merchant_pub, _ = _wx_keys(shop.stack)
+    async with shop.client("wx-buyer-5", wechat_openid="o-openid-5") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        ua = {"User-Agent": "Mozilla/5.0 (iPhone) AppleWebKit MicroMessenger/8.0.50"}
+        resp = await buyer.post(
+            f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"}, headers=ua
+        )
+        assert resp.status_code == 201, resp.text
+        pay = resp.json()
+    j = pay["jsapi"]
+    assert (
+        pay["payment_method"] == "JSAPI"
+        and j["signType"] == "RSA"
+        and j["package"].startswith("prepay_id=")
+    )
+    message = f"{j['appId']}\n{j['timeStamp']}\n{j['nonceStr']}\n{j['package']}\n".encode()
+    merchant_pub.verify(
+        base64.b64decode(j["paySign"]), message, padding.PKCS1v15(), hashes.SHA256()
+    )
+    async with shop.client("wx-buyer-6") as no_openid:
+        order2 = await shop.order(no_openid, quantity=1)
+        resp = await no_openid.post(
+            f"/v1/orders/{order2['id']}/payments", json={"provider": "wechatpay"}, headers=ua
+        )
+        assert (resp.status_code, resp.json()["code"]) == (422, "openid_required")
+
+
+async def test_unpaid_order_expires_is_closed_at_the_provider_and_mailed(shop: Shop) -> None:
+    async with shop.client("wx-buyer-7") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        pay = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
+        ).json()
+        conn = await asyncpg.connect(
+            f"postgresql://postgres@127.0.0.1:{shop.stack.port('POSTGRES_PORT')}/orders"
+        )
+        try:  # time passes: the order's hold runs out (the real expiry worker does the rest)
+            await conn.execute(
+                "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+                uuid.UUID(order["id"]),
+            )
+        finally:
+            await conn.close()
+        await shop.order_status(buyer, order["id"], "CANCELLED")
+
+        async def closed() -> bool:
+            payments = (await buyer.get(f"/v1/orders/{order['id']}/payments")).json()
+            return payments[0]["status"] == "CLOSED"
+
+        await wait_until(closed, timeout=60, message="the WeChat order closed")
+    mails = await wait_until(
+        lambda: shop.mails("wx-buyer-7@"), timeout=60, message="the expiry e-mail"
+    )
+    assert "expired" in mails[0]["subject"].lower()
+    async with httpx.AsyncClient(timeout=10) as c:
+        late = await c.post(f"{shop.sandbox()}/sandbox/pay/{pay['out_trade_no']}")
+    assert late.status_code >= 400  # a closed order cannot be paid by a late scan
