@@ -202,7 +202,18 @@ def main() -> None:
     parser.add_argument("--seats", type=int, default=1000)
     parser.add_argument("--buyers", type=int, default=50)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=200,
+        help="seats of a first, unmeasured sale (fresh processes open connections and "
+        "compile plans on their first requests); 0 to measure a cold start",
+    )
     args = parser.parse_args()
+    if args.warmup:
+        print("warm-up sale (not the measurement):")
+        asyncio.run(run(args.warmup, args.buyers))
+        print()
     rate, _ = asyncio.run(run(args.seats, args.buyers))
     print_rss(limit_mb=150)
     tps = pgbench(args.buyers, args.pgbench_seconds)

@@ -17,6 +17,8 @@ class Settings(ServiceSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/orders"
     api_port: int = 8001
     worker_port: int = 8011
+    # all opened at start: a flash sale must not wait for connections to be made
+    db_pool_min: int = 20
     db_pool_max: int = 20
     # how long an unpaid order holds its seats (DESIGN: ORDER_TTL_SECONDS, default 30 min)
     order_ttl_seconds: int = Field(

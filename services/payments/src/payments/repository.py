@@ -8,6 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared.outbox import OUTBOX_COLUMNS
+
 
 async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
     await conn.execute(
@@ -132,6 +134,41 @@ async def record_notification(
             payload,
             outcome,
         )
+    )
+
+
+async def mark_paid(
+    conn: asyncpg.Connection,
+    *,
+    payment_id: UUID,
+    fields: dict[str, Any],
+    outbox_row: tuple[Any, ...],
+    notification: dict[str, Any],
+) -> None:
+    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: one statement."""
+    await conn.execute(
+        f"""
+        WITH p AS (
+            UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3, transaction_fee = $4,
+                                app_fee = $5, updated_at = now()
+            WHERE id = $1 RETURNING id
+        ), ob AS (
+            INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
+        )
+        INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload, outcome)
+        VALUES ($16, $17, $18, $19, $20, 'paid') ON CONFLICT DO NOTHING
+        """,
+        payment_id,
+        fields["transaction_id"],
+        fields["paid_at"],
+        fields["transaction_fee"],
+        fields["app_fee"],
+        *outbox_row,
+        notification["provider"],
+        notification["notification_id"],
+        notification["event_type"],
+        notification["reference"],
+        notification["payload"],
     )
 
 

@@ -224,34 +224,52 @@ async def apply_wechat_payment(
     fee_bps: int,
     app_fee_bps: int,
 ) -> str:
-    """A verified, decrypted TRANSACTION.SUCCESS: mark paid and announce it, once."""
+    """A verified, decrypted TRANSACTION.SUCCESS: mark paid and announce it, once.
+
+    Four round trips: BEGIN, the payment row (locked), one statement writing the outcome (payment,
+    outbox event and notification record together), COMMIT. A redelivery (same notification id,
+    or the same payment told again) finds the payment SUCCEEDED and writes nothing but its record.
+    """
     tx = note.resource
     ref = str(tx.get("out_trade_no", ""))
-    if not await repo.record_notification(
-        conn,
-        provider="wechatpay",
-        notification_id=note.id,
-        event_type=note.event_type,
-        reference=ref,
-        payload=tx,
-        outcome="received",
-    ):
-        NOTIFICATIONS.labels("wechatpay", "redelivered").inc()
-        return "redelivered"
-    outcome = await _apply_wechat_payment(
+    record = {
+        "provider": "wechatpay",
+        "notification_id": note.id,
+        "event_type": note.event_type,
+        "reference": ref,
+        "payload": tx,
+    }
+    outcome, paid = await _wechat_outcome(
         conn, tx, mchid=mchid, appid=appid, fee_bps=fee_bps, app_fee_bps=app_fee_bps
     )
-    await conn.execute(
-        "UPDATE provider_notifications SET outcome = $3 WHERE provider = $1 AND notification_id = $2",
-        "wechatpay",
-        note.id,
-        outcome,
-    )
+    if paid is not None:
+        payment, fields = paid
+        event = PaymentSucceeded(
+            order_id=payment["order_id"],
+            payment_id=payment["id"],
+            provider="wechatpay",
+            payment_method=payment["payment_method"],
+            transaction_id=fields["transaction_id"],
+            amount=payment["amount"],
+            currency=payment["currency"].strip(),
+            paid_at=fields["paid_at"],
+            transaction_fee=fields["transaction_fee"],
+            app_fee=fields["app_fee"],
+        )
+        await repo.mark_paid(
+            conn,
+            payment_id=payment["id"],
+            fields=fields,
+            notification=record,
+            outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
+        )
+    elif not await repo.record_notification(conn, outcome=outcome, **record):
+        outcome = "redelivered"
     NOTIFICATIONS.labels("wechatpay", outcome).inc()
     return outcome
 
 
-async def _apply_wechat_payment(
+async def _wechat_outcome(
     conn: asyncpg.Connection,
     tx: dict[str, Any],
     *,
@@ -259,23 +277,24 @@ async def _apply_wechat_payment(
     appid: str,
     fee_bps: int,
     app_fee_bps: int,
-) -> str:
+) -> tuple[str, tuple[asyncpg.Record, dict[str, Any]] | None]:
+    """(outcome, (payment, fields to mark it paid) when this notification pays it)."""
     if tx.get("mchid") != mchid or tx.get("appid") != appid:
         log.error(
             "payments.alert_foreign_notification",
             extra={"mchid": tx.get("mchid"), "appid": tx.get("appid")},
         )
-        return "foreign_merchant"
+        return "foreign_merchant", None
     if tx.get("trade_state") != "SUCCESS":
-        return f"ignored_{str(tx.get('trade_state', '')).lower()}"
+        return f"ignored_{str(tx.get('trade_state', '')).lower()}", None
     payment = await repo.get_payment(
         conn, provider="wechatpay", out_trade_no=str(tx.get("out_trade_no")), for_update=True
     )
     if payment is None:
         log.error("payments.alert_unknown_payment", extra={"out_trade_no": tx.get("out_trade_no")})
-        return "unknown_payment"
+        return "unknown_payment", None
     if payment["status"] == PaymentStatus.SUCCEEDED:
-        return "duplicate"
+        return "duplicate", None
     amount = tx.get("amount") or {}
     if (
         amount.get("total") != payment["amount"]
@@ -302,43 +321,20 @@ async def _apply_wechat_payment(
                 "failure_reason": f"amount mismatch: {amount.get('total')} {amount.get('currency')}",
             },
         )
-        return "amount_mismatch"
+        return "amount_mismatch", None
+    transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED)
     paid_at = (
         datetime.fromisoformat(str(tx.get("success_time")))
         if tx.get("success_time")
         else datetime.now(UTC)
     )
-    transaction_fee, app_fee = fee(payment["amount"], fee_bps), fee(payment["amount"], app_fee_bps)
-    updated = await repo.update_payment(
-        conn,
-        payment["id"],
-        {
-            "status": transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED).value,
-            "transaction_id": str(tx.get("transaction_id")),
-            "paid_at": paid_at,
-            "transaction_fee": transaction_fee,
-            "app_fee": app_fee,
-        },
-    )
-    assert updated is not None
-    await outbox.emit(
-        conn,
-        PaymentSucceeded(
-            order_id=payment["order_id"],
-            payment_id=payment["id"],
-            provider="wechatpay",
-            payment_method=payment["payment_method"],
-            transaction_id=str(tx.get("transaction_id")),
-            amount=payment["amount"],
-            currency=payment["currency"].strip(),
-            paid_at=paid_at,
-            transaction_fee=transaction_fee,
-            app_fee=app_fee,
-        ),
-        subject=payment["order_id"],
-        source=SOURCE,
-    )
-    return "paid"
+    fields = {
+        "transaction_id": str(tx.get("transaction_id")),
+        "paid_at": paid_at,
+        "transaction_fee": fee(payment["amount"], fee_bps),
+        "app_fee": fee(payment["amount"], app_fee_bps),
+    }
+    return "paid", (payment, fields)
 
 
 # ------------------------------------------------------------------------------------------ tasks
