@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +48,7 @@ from ticketing_local.sandbox.wechat import (
     main,
     serve,
 )
+from ticketing_local.serving import ListeningServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -196,26 +197,12 @@ class Receiver:
         return self.at(path)
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def receiver_server() -> AsyncIterator[ReceiverServer]:
     rec = ReceiverServer()
     app = Starlette(routes=[Route("/{path:path}", rec.handle, methods=["POST"])])
     port = free_port()
-    server = _Server(
+    server = ListeningServer(
         uvicorn.Config(
             app, host=HOST, port=port, log_config=None, lifespan="off", ws="none", access_log=False
         )

@@ -30,13 +30,11 @@ import email
 import email.policy
 import logging
 import os
-import signal
 import socket
-import threading
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -49,6 +47,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 __all__ = ["MailSinkHandler", "MailStore", "create_app", "main", "parse_message", "serve"]
+
+from .serving import ListeningServer, bind, install_signal_handlers, restore_signal_handlers
 
 log = logging.getLogger("ticketing_local.mailsink")
 
@@ -187,66 +187,6 @@ def create_app(store: MailStore) -> Starlette:
     return app
 
 
-class _HTTPServer(uvicorn.Server):
-    """uvicorn server that leaves signals to :func:`serve` and reports when it is listening."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket, so that bind errors surface as plain OSError."""
-    family, _, _, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.create_server(addr[:2], family=family)
-    # create_server leaves the protocol number at 0, so asyncio does not set TCP_NODELAY on the
-    # accepted connections (Nagle + delayed ACK: ~40 ms per response); accepted sockets inherit it
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _install_signal_handlers(
-    loop: asyncio.AbstractEventLoop, http: _HTTPServer
-) -> list[tuple[signal.Signals, Any]]:
-    if threading.current_thread() is not threading.main_thread():
-        return []
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s, shutting down", sig.name)
-        if http.should_exit:
-            http.force_exit = True
-        http.should_exit = True
-
-    installed: list[tuple[signal.Signals, Any]] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append((sig, previous))
-    return installed
-
-
-def _restore_signal_handlers(
-    loop: asyncio.AbstractEventLoop, installed: list[tuple[signal.Signals, Any]]
-) -> None:
-    for sig, previous in installed:
-        loop.remove_signal_handler(sig)
-        if previous is not None:
-            signal.signal(sig, previous)
-
-
 async def serve(
     host: str = DEFAULT_HOST,
     smtp_port: int = DEFAULT_SMTP_PORT,
@@ -276,7 +216,7 @@ async def serve(
 
     smtp_server = await loop.create_server(smtp_factory, host=host, port=smtp_port)
     try:
-        http_sock = _bind(host, http_port)
+        http_sock = bind(host, http_port)
     except BaseException:
         smtp_server.close()
         raise
@@ -288,10 +228,10 @@ async def serve(
         ws="none",
         timeout_graceful_shutdown=5,
     )
-    http = _HTTPServer(config)
+    http = ListeningServer(config)
     http_task = asyncio.create_task(http.serve(sockets=[http_sock]), name="mailsink-http")
     listening = asyncio.create_task(http.listening.wait(), name="mailsink-listening")
-    installed = _install_signal_handlers(loop, http) if handle_signals else []
+    installed = install_signal_handlers(loop, http) if handle_signals else []
     try:
         await asyncio.wait({http_task, listening}, return_when=asyncio.FIRST_COMPLETED)
         if http.listening.is_set():
@@ -314,7 +254,7 @@ async def serve(
             raise
     finally:
         listening.cancel()
-        _restore_signal_handlers(loop, installed)
+        restore_signal_handlers(loop, installed)
         if not http_task.done():
             http.should_exit = True
             with contextlib.suppress(Exception):

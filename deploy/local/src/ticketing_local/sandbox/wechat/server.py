@@ -8,16 +8,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import socket
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
+from ...serving import ListeningServer, bind, install_signal_handlers, restore_signal_handlers
 from .app import create_app
 from .config import (
     DEFAULT_AUTO_SETTLE_MS,
@@ -30,69 +27,6 @@ from .config import (
 from .sandbox import WeChatSandbox
 
 log = logging.getLogger(LOGGER_NAME)
-
-
-class _HTTPServer(uvicorn.Server):
-    """uvicorn server that leaves signals to :func:`serve` and reports when it is listening."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket, so that bind errors surface as plain OSError.
-
-    ``socket.create_server`` leaves ``proto`` 0, so asyncio would not set TCP_NODELAY on the
-    accepted connections (it checks ``proto == IPPROTO_TCP``) and every response would stall
-    ~40 ms on Nagle + delayed ACK; set it on the listener, which accepted sockets inherit.
-    """
-    family, _, _, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.create_server(addr[:2], family=family)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _install_signal_handlers(
-    loop: asyncio.AbstractEventLoop, http: _HTTPServer
-) -> list[tuple[signal.Signals, Any]]:
-    if threading.current_thread() is not threading.main_thread():
-        return []
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s, shutting down", sig.name)
-        if http.should_exit:
-            http.force_exit = True
-        http.should_exit = True
-
-    installed: list[tuple[signal.Signals, Any]] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append((sig, previous))
-    return installed
-
-
-def _restore_signal_handlers(
-    loop: asyncio.AbstractEventLoop, installed: list[tuple[signal.Signals, Any]]
-) -> None:
-    for sig, previous in installed:
-        loop.remove_signal_handler(sig)
-        if previous is not None:
-            signal.signal(sig, previous)
 
 
 async def serve(
@@ -115,7 +49,7 @@ async def serve(
     if on_app is not None:
         on_app(app)
     try:
-        sock = _bind(host, port)
+        sock = bind(host, port)
     except BaseException:
         await sandbox.aclose()
         raise
@@ -128,10 +62,10 @@ async def serve(
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    http = _HTTPServer(uv_config)
+    http = ListeningServer(uv_config)
     http_task = asyncio.create_task(http.serve(sockets=[sock]), name="wechat-sandbox-http")
     listening = asyncio.create_task(http.listening.wait(), name="wechat-sandbox-listening")
-    installed = _install_signal_handlers(loop, http) if handle_signals else []
+    installed = install_signal_handlers(loop, http) if handle_signals else []
     try:
         await asyncio.wait({http_task, listening}, return_when=asyncio.FIRST_COMPLETED)
         if http.listening.is_set():
@@ -153,7 +87,7 @@ async def serve(
             raise
     finally:
         listening.cancel()
-        _restore_signal_handlers(loop, installed)
+        restore_signal_handlers(loop, installed)
         if not http_task.done():
             http.should_exit = True
             with contextlib.suppress(Exception):

@@ -1,0 +1,85 @@
+"""Serving the local stack's own HTTP processes (mail sink, provider sandboxes) on one loop.
+
+Shared by those processes: a uvicorn server that reports when it listens and leaves signals to
+its caller, a listening socket with TCP_NODELAY, and SIGTERM/SIGINT handlers that stop the
+server gracefully (a second signal forces it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+InstalledHandlers = list[tuple[signal.Signals, Any]]
+
+
+class ListeningServer(uvicorn.Server):
+    """uvicorn server that leaves signals to its caller and reports when it is listening."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket, so that bind errors surface as plain OSError.
+
+    ``socket.create_server`` leaves ``proto`` 0, so asyncio would not set TCP_NODELAY on the
+    accepted connections (it checks ``proto == IPPROTO_TCP``) and every response would stall
+    ~40 ms on Nagle + delayed ACK; set it on the listener, which accepted sockets inherit.
+    """
+    family, _, _, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.create_server(addr[:2], family=family)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, http: ListeningServer
+) -> InstalledHandlers:
+    """SIGTERM/SIGINT stop ``http`` gracefully (main thread only); returns what to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s, shutting down", sig.name)
+        if http.should_exit:
+            http.force_exit = True
+        http.should_exit = True
+
+    installed: InstalledHandlers = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append((sig, previous))
+    return installed
+
+
+def restore_signal_handlers(loop: asyncio.AbstractEventLoop, installed: InstalledHandlers) -> None:
+    for sig, previous in installed:
+        loop.remove_signal_handler(sig)
+        if previous is not None:
+            signal.signal(sig, previous)
