@@ -7,6 +7,7 @@ its outbox, the notifications worker consumes and sends e-mail through the SMTP 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter, defaultdict
 
@@ -256,7 +257,7 @@ async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(
         await producer.send_and_wait(
             "orders.events",
             key=str(order_id).encode(),
-            value=__import__("json").dumps(bad).encode(),
+            value=json.dumps(bad).encode(),
             headers=headers,
         )
     finally:
@@ -293,3 +294,64 @@ async def test_poison_message_goes_to_dlq_after_retries_and_partition_moves_on(
     assert h["dlq_original_topic"] == "orders.events"
     assert h["dlq_error"]
     assert await messaging.metric(consumer, "consumer_events_total", outcome="dead_lettered") == 1
+
+
+async def test_a_poison_message_inside_a_fetched_batch_holds_back_none_of_the_others(
+    messaging: Messaging,
+) -> None:
+    """Records fetched together are applied in one transaction; a poison one among them makes the
+    batch fall back to one-by-one: the good ones apply once, in order, the poison one is DLQ'd."""
+    order_id = uuid.uuid4()
+    producer = AIOKafkaProducer(bootstrap_servers=messaging.bootstrap, acks="all")
+    await producer.start()
+    good = [messaging.order_paid(f"batch{i}", order_id) for i in range(5)]
+    poison_id = uuid.uuid4()
+    try:
+        for i, ev in enumerate(good):
+            if i == 2:  # the poison record sits in the middle of the partition
+                bad = ev.model_dump(mode="json") | {"currency": None}
+                await producer.send_and_wait(
+                    "orders.events",
+                    key=str(order_id).encode(),
+                    value=json.dumps(bad).encode(),
+                    headers=_headers(poison_id, order_id),
+                )
+            await producer.send_and_wait(
+                "orders.events",
+                key=str(order_id).encode(),
+                value=json.dumps(ev.model_dump(mode="json")).encode(),
+                headers=_headers(uuid.uuid4(), order_id),
+            )
+    finally:
+        await producer.stop()
+    # started only now: its first fetch holds all six records
+    await messaging.start("notifications", extra_env={"CONSUMER_MAX_ATTEMPTS": "2"})
+
+    async def all_mailed() -> bool:
+        return len(await messaging.mails("-batch")) >= 5
+
+    await wait_until(all_mailed, timeout=60, message="the five good events mailed")
+    assert sorted(m["to"][0] for m in await messaging.mails("-batch")) == sorted(
+        ev.buyer_email for ev in good
+    )
+    notif = messaging.pools["notifications"]
+    assert (
+        await notif.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE event_id = $1", str(poison_id)
+        )
+        == 1
+    )
+    inbox = [
+        r["ce_subject"] for r in await notif.fetch("SELECT ce_subject FROM inbox ORDER BY seq")
+    ]
+    assert inbox == [str(order_id)] * 5
+
+
+def _headers(event_id: uuid.UUID, order_id: uuid.UUID) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_id", str(event_id).encode()),
+        ("ce_type", b"order.paid"),
+        ("ce_source", b"orders"),
+        ("ce_specversion", b"1.0"),
+        ("ce_subject", str(order_id).encode()),
+    ]

@@ -64,19 +64,22 @@ def _subscribe(
 ) -> None:
     async def handle(msg: KafkaMessage) -> None:
         raw = msg.raw_message
-        # records of one partition come in order; each is applied (or skipped) before the next,
-        # and the batch's offsets are committed after all of them (one commit, not one each)
-        for record in raw if isinstance(raw, tuple) else (raw,):
-            await consumer.handle(
+        # records of one partition come in order; the batch is applied in one transaction (one
+        # by one if any record fails) and its offsets are committed after it (one commit)
+        records = raw if isinstance(raw, tuple) else (raw,)
+        await consumer.handle_batch(
+            [
                 Record(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=list(record.headers or ()),
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    key=r.key,
+                    value=r.value,
+                    headers=list(r.headers or ()),
                 )
-            )
+                for r in records
+            ]
+        )
 
     handle.__name__ = f"on_{topic.replace('.', '_')}"
     broker.subscriber(
