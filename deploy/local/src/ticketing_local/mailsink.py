@@ -48,7 +48,14 @@ from starlette.routing import Route
 
 __all__ = ["MailSinkHandler", "MailStore", "create_app", "main", "parse_message", "serve"]
 
-from .serving import ListeningServer, bind, install_signal_handlers, restore_signal_handlers
+from .serving import (
+    ListeningServer,
+    bind,
+    install_signal_handlers,
+    restore_signal_handlers,
+    stop_server,
+    wait_served,
+)
 
 log = logging.getLogger("ticketing_local.mailsink")
 
@@ -246,19 +253,11 @@ async def serve(
             )
             if ready is not None:
                 ready.set()
-        try:
-            await asyncio.shield(http_task)
-        except asyncio.CancelledError:
-            http.should_exit = True
-            await http_task
-            raise
+        await wait_served(http, http_task)
     finally:
         listening.cancel()
         restore_signal_handlers(loop, installed)
-        if not http_task.done():
-            http.should_exit = True
-            with contextlib.suppress(Exception):
-                await http_task
+        await stop_server(http, http_task)
         http_sock.close()
         smtp_server.close()
         for session in list(sessions):

@@ -83,3 +83,21 @@ def restore_signal_handlers(loop: asyncio.AbstractEventLoop, installed: Installe
         loop.remove_signal_handler(sig)
         if previous is not None:
             signal.signal(sig, previous)
+
+
+async def wait_served(http: ListeningServer, http_task: asyncio.Task[None]) -> None:
+    """Wait until the server stops; when cancelled, let it finish its requests first."""
+    try:
+        await asyncio.shield(http_task)
+    except asyncio.CancelledError:
+        http.should_exit = True
+        await http_task
+        raise
+
+
+async def stop_server(http: ListeningServer, http_task: asyncio.Task[None]) -> None:
+    """Ask the server to stop (if it still runs) and wait for it."""
+    if not http_task.done():
+        http.should_exit = True
+        with contextlib.suppress(Exception):
+            await http_task

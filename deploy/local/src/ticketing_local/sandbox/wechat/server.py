@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -14,7 +13,14 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
-from ...serving import ListeningServer, bind, install_signal_handlers, restore_signal_handlers
+from ...serving import (
+    ListeningServer,
+    bind,
+    install_signal_handlers,
+    restore_signal_handlers,
+    stop_server,
+    wait_served,
+)
 from .app import create_app
 from .config import (
     DEFAULT_AUTO_SETTLE_MS,
@@ -79,19 +85,11 @@ async def serve(
             )
             if ready is not None:
                 ready.set()
-        try:
-            await asyncio.shield(http_task)
-        except asyncio.CancelledError:
-            http.should_exit = True
-            await http_task
-            raise
+        await wait_served(http, http_task)
     finally:
         listening.cancel()
         restore_signal_handlers(loop, installed)
-        if not http_task.done():
-            http.should_exit = True
-            with contextlib.suppress(Exception):
-                await http_task
+        await stop_server(http, http_task)
         sock.close()
         await sandbox.aclose()
         log.info("wechat sandbox stopped")
