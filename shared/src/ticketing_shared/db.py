@@ -171,5 +171,15 @@ async def ensure_database(admin_dsn: str, name: str) -> bool:
         await conn.close()
 
 
+def set_clause(fields: dict[str, Any], *, first: int) -> tuple[str, list[Any]]:
+    """``"a = $first, b = $first+1"`` and the values, for an UPDATE of ``fields``.
+
+    Column names come from the code (never from a request); values are always parameters.
+    Each assignment is followed by ``, `` so callers append ``updated_at = now()``.
+    """
+    cols = list(fields)
+    return "".join(f"{c} = ${first + i}, " for i, c in enumerate(cols)), [fields[c] for c in cols]
+
+
 def row_to_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared.db import set_clause
+
 # --------------------------------------------------------------------------------------- tenants
 
 
@@ -103,12 +105,11 @@ async def get_event(
 async def update_event(
     conn: asyncpg.Connection, event_id: UUID, fields: dict[str, Any]
 ) -> asyncpg.Record:
-    cols = list(fields)
-    assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+    assignments, values = set_clause(fields, first=2)
     return await conn.fetchrow(
-        f"UPDATE events SET {assignments}, updated_at = now() WHERE id = $1 RETURNING *",
+        f"UPDATE events SET {assignments}updated_at = now() WHERE id = $1 RETURNING *",
         event_id,
-        *(fields[c] for c in cols),
+        *values,
     )
 
 
@@ -160,17 +161,16 @@ async def update_ticket_type(
     conn: asyncpg.Connection, ticket_type_id: UUID, fields: dict[str, Any]
 ) -> asyncpg.Record | None:
     """Update fields; ``max_quantity`` never below what is sold (None when it would be)."""
-    cols = list(fields)
-    assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+    assignments, values = set_clause(fields, first=2)
     guard = (
-        f" AND current_quantity <= ${cols.index('max_quantity') + 2}"
+        f" AND current_quantity <= ${list(fields).index('max_quantity') + 2}"
         if "max_quantity" in fields
         else ""
     )
     return await conn.fetchrow(
-        f"UPDATE ticket_types SET {assignments}, updated_at = now() WHERE id = $1{guard} RETURNING *",
+        f"UPDATE ticket_types SET {assignments}updated_at = now() WHERE id = $1{guard} RETURNING *",
         ticket_type_id,
-        *(fields[c] for c in cols),
+        *values,
     )
 
 
@@ -399,18 +399,16 @@ async def set_order_status(
     extra: dict[str, Any] | None = None,
 ) -> asyncpg.Record | None:
     """Guarded transition: None when the order is no longer in ``expected`` (handle explicitly)."""
-    extra = extra or {}
-    cols = list(extra)
-    assignments = "".join(f", {c} = ${i + 4}" for i, c in enumerate(cols))
+    assignments, values = set_clause(extra or {}, first=4)
     return await conn.fetchrow(
         f"""
-        UPDATE orders SET status = $3, updated_at = now(){assignments}
+        UPDATE orders SET {assignments}status = $3, updated_at = now()
         WHERE id = $1 AND status = $2 RETURNING *
         """,
         order_id,
         expected,
         status,
-        *(extra[c] for c in cols),
+        *values,
     )
 
 
@@ -572,18 +570,16 @@ async def set_registration_status(
     status: str,
     extra: dict[str, Any] | None = None,
 ) -> asyncpg.Record | None:
-    extra = extra or {}
-    cols = list(extra)
-    assignments = "".join(f", {c} = ${i + 4}" for i, c in enumerate(cols))
+    assignments, values = set_clause(extra or {}, first=4)
     return await conn.fetchrow(
         f"""
-        UPDATE registrations SET status = $3, updated_at = now(){assignments}
+        UPDATE registrations SET {assignments}status = $3, updated_at = now()
         WHERE id = $1 AND status = ANY($2::text[]) RETURNING *
         """,
         registration_id,
         expected,
         status,
-        *(extra[c] for c in cols),
+        *values,
     )
 
 

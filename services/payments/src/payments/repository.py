@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
 
 
@@ -85,16 +86,15 @@ async def update_payment(
     *,
     expected: list[str] | None = None,
 ) -> asyncpg.Record | None:
-    cols = list(fields)
-    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(cols))
+    assignments, values = set_clause(fields, first=3)
     return await conn.fetchrow(
         f"""
-        UPDATE payments SET {assignments}, updated_at = now()
+        UPDATE payments SET {assignments}updated_at = now()
         WHERE id = $1 AND ($2::text[] IS NULL OR status = ANY($2::text[])) RETURNING *
         """,
         payment_id,
         expected,
-        *(fields[c] for c in cols),
+        *values,
     )
 
 
