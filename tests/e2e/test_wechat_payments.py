@@ -11,7 +11,7 @@ import json
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -23,85 +23,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ticketing_shared.testing import wait_until
 
-from .conftest import Stack
+from .conftest import Shop, Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 TENANT = "e2e-pay"
 
 
-class Shop:
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.admin = self.client("pay-admin", roles={TENANT: "owner"})
-
-    def client(self, sub: str, **claims: Any) -> httpx.AsyncClient:
-        token = self.stack.token(sub, email=f"{sub}@example.test", **claims)
-        return httpx.AsyncClient(
-            base_url=self.stack.gateway, timeout=30, headers={"Authorization": f"Bearer {token}"}
-        )
-
-    async def event(self, *, require_approval: bool = False) -> tuple[str, str]:
-        ev = await self.admin.post(
-            f"/v1/tenants/{TENANT}/events",
-            json={
-                "title": "Spring gala",
-                "starts_at": (datetime.now(UTC) + timedelta(days=20)).isoformat(),
-                "require_approval": require_approval,
-                "currency": "CNY",
-            },
-        )
-        assert ev.status_code == 201, ev.text
-        tt = await self.admin.post(
-            f"/v1/events/{ev.json()['id']}/ticket-types",
-            json={
-                "name": "Standard",
-                "max_quantity": 50,
-                "price_tiers": [
-                    {"quantity": 1, "total_amount": 9900},
-                    {"quantity": 3, "total_amount": 26700},
-                ],
-            },
-        )
-        assert tt.status_code == 201, tt.text
-        return ev.json()["id"], tt.json()["id"]
-
-    async def order(self, buyer: httpx.AsyncClient, quantity: int = 3, **kw: Any) -> dict[str, Any]:
-        event_id, tt_id = await self.event(**kw)
-        resp = await buyer.post(
-            f"/v1/events/{event_id}/registrations",
-            json={"ticket_type_id": tt_id, "quantity": quantity},
-        )
-        assert resp.status_code == 201, resp.text
-        order = resp.json()["order"]
-
-        # payments learns the order from orders.events: wait until checkout can see it
-        async def known() -> bool:
-            r = await buyer.get(f"/v1/orders/{order['id']}/payments")
-            return r.status_code == 200
-
-        await wait_until(known, timeout=30, message="payments to learn the order")
-        return order
-
-    async def mails(self, to: str) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=5) as c:
-            return list((await c.get(f"{self.stack.mail}/messages", params={"to": to})).json())
-
-    def sandbox(self) -> str:
-        return f"http://127.0.0.1:{self.stack.port('WECHAT_SANDBOX_PORT')}"
-
-    async def order_status(
-        self, buyer: httpx.AsyncClient, order_id: str, status: str
-    ) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            body = (await buyer.get(f"/v1/orders/{order_id}")).json()
-            return body if body.get("status") == status else None
-
-        return await wait_until(probe, timeout=60, message=f"order {status}")
-
-
 @pytest.fixture
 async def shop(stack: Stack):
-    s = Shop(stack)
+    s = Shop(stack, TENANT)
     yield s
     await s.admin.aclose()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -53,7 +53,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
 
 @asynccontextmanager
 async def transaction(
-    pool: asyncpg.Pool, *, tenant_id: str | None = None
+    pool: asyncpg.Pool, *, tenant_id: str | Iterable[str] | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
     """Acquire a connection and run one transaction; commit on success, roll back on error.
 
@@ -66,9 +66,23 @@ async def transaction(
         yield conn
 
 
-async def set_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
-    """Scope the current transaction to one tenant (row-level security key)."""
-    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+ALL_TENANTS = "*"
+
+
+def tenant_scope(tenants: str | Iterable[str]) -> str:
+    """The value of ``app.tenant_id``: one tenant, several, or ``ALL_TENANTS``."""
+    items = [tenants] if isinstance(tenants, str) else sorted(set(tenants))
+    if items == [ALL_TENANTS]:
+        return ALL_TENANTS
+    for t in items:
+        if not t or "," in t or "*" in t:
+            raise ValueError(f"bad tenant id {t!r}")
+    return ",".join(items)
+
+
+async def set_tenant(conn: asyncpg.Connection, tenants: str | Iterable[str]) -> None:
+    """Scope the current transaction to a tenant, several, or all (row-level security key)."""
+    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant_scope(tenants))
 
 
 @dataclass(frozen=True)
@@ -153,20 +167,79 @@ async def migrate(dsn: str, migrations: list[Migration]) -> list[str]:
     return applied
 
 
-async def ensure_database(admin_dsn: str, name: str) -> bool:
-    """Create database ``name`` if missing (used by the local stack and tests)."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise ValueError(f"bad database name {name!r}")
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def role_dsn(admin_dsn: str, database: str, role: str) -> str:
+    """The DSN of ``database`` as ``role`` on the admin DSN's server (local stack and tests,
+    where authentication is by trust; deployments give each service its own URL)."""
+    scheme, _, rest = admin_dsn.partition("://")
+    hostpart = rest.split("@", 1)[-1].split("/", 1)[0]
+    return f"{scheme}://{role}@{hostpart}/{database}"
+
+
+async def ensure_database(admin_dsn: str, name: str, *, owner: str | None = None) -> bool:
+    """Create database ``name`` if missing (used by the local stack and tests); True if created.
+
+    ``owner``: a login role (created if missing) that owns the database and everything in it.
+    Services connect as that role, never as a superuser: row-level security does not apply to
+    superusers. A database created before by another role is handed over to ``owner``.
+    """
+    for ident in (name, owner or name):
+        if not _NAME_RE.fullmatch(ident):
+            raise ValueError(f"bad database or role name {ident!r}")
     conn = await asyncpg.connect(admin_dsn)
     try:
+        if owner is not None:
+            with suppress(asyncpg.DuplicateObjectError):
+                await conn.execute(
+                    f'CREATE ROLE "{owner}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'
+                )
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if exists:
-            return False
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.DuplicateDatabaseError:
-            return False
-        return True
+        created = False
+        if not exists:
+            clause = f' OWNER "{owner}"' if owner else ""
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+                created = True
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        if owner is not None and not created:
+            await conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{owner}"')
+            await _hand_over(role_dsn(admin_dsn, name, _user_of(admin_dsn)), owner)
+        return created
+    finally:
+        await conn.close()
+
+
+def _user_of(dsn: str) -> str:
+    rest = dsn.partition("://")[2]
+    return rest.split("@", 1)[0].split(":", 1)[0] if "@" in rest else "postgres"
+
+
+async def _hand_over(admin_dsn_of_db: str, owner: str) -> None:
+    """Give ``owner`` the tables, sequences and functions of schema public it does not own yet
+    (a database migrated when services still connected as the superuser)."""
+    conn = await asyncpg.connect(admin_dsn_of_db)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END AS kind,
+                   quote_ident(c.relname) AS name
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v')
+              AND pg_get_userbyid(c.relowner) <> $1
+              AND NOT (c.relkind = 'S' AND EXISTS (
+                  SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+            UNION ALL
+            SELECT 'FUNCTION', p.oid::regprocedure::text
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1
+            """,
+            owner,
+        )
+        for r in rows:
+            await conn.execute(f'ALTER {r["kind"]} {r["name"]} OWNER TO "{owner}"')
     finally:
         await conn.close()
 

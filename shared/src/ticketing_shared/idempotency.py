@@ -21,6 +21,32 @@ MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
+class IdempotentRequest:
+    """A creating request's key, scoped to the caller and the route, and its body's fingerprint."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
+def for_request(
+    request: Any, caller: str, key: str | None, body: Any, *, required: bool = False
+) -> IdempotentRequest | None:
+    """The Idempotency-Key of a creating POST (``request``: the Starlette request; ``body``: its
+    pydantic model or None). None when no key was sent and none is required."""
+    checked = validate_key(key, required=required)
+    if checked is None:
+        return None
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    payload = body.model_dump(mode="json") if body is not None else None
+    return IdempotentRequest(
+        scope=f"{caller}|{request.method} {route}",
+        key=checked,
+        fingerprint=request_hash(request.method, request.url.path, payload),
+    )
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     status: int
     body: Any

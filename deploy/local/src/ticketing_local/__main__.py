@@ -48,11 +48,11 @@ def _supervisor_pid() -> int | None:
 async def _migrate_all() -> None:
     admin = pg_dsn("postgres")
     for svc in SERVICES:
-        await db.ensure_database(admin, svc)
+        await db.ensure_database(admin, svc, owner=svc)
         mig = db.shared_migrations() + db.dir_migrations(
             svc, REPO / "services" / svc / "migrations"
         )
-        applied = await db.migrate(pg_dsn(svc), mig)
+        applied = await db.migrate(pg_dsn(svc, role=svc), mig)
         print(f"  {svc}: {len(applied)} migration(s) applied")
 
 

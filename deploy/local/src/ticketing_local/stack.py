@@ -63,8 +63,9 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def pg_dsn(database: str) -> str:
-    return f"postgresql://postgres@127.0.0.1:{port('POSTGRES_PORT')}/{database}"
+def pg_dsn(database: str, role: str = "postgres") -> str:
+    """A database of the local cluster as ``role`` (services connect as their own role)."""
+    return f"postgresql://{role}@127.0.0.1:{port('POSTGRES_PORT')}/{database}"
 
 
 def bootstrap() -> str:
@@ -88,7 +89,7 @@ def service_env() -> dict[str, str]:
     }
     for svc in SERVICES:
         up = svc.upper()
-        env[f"{up}_DATABASE_URL"] = pg_dsn(svc)
+        env[f"{up}_DATABASE_URL"] = pg_dsn(svc, role=svc)
         env[f"{up}_API_PORT"] = str(port(f"{up}_API_PORT"))
         env[f"{up}_WORKER_PORT"] = str(port(f"{up}_WORKER_PORT"))
     # what the caller set wins (e.g. ORDER_TTL_SECONDS=5 make up)

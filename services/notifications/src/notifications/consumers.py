@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from ticketing_shared.consumer import EventConsumer
-from ticketing_shared.contracts import OrderExpired, OrderPaid
+from ticketing_shared.contracts import OrderExpired, OrderPaid, RefundCompleted
 from ticketing_shared.envelope import CloudEvent
 
 from .service import queue_email
@@ -48,6 +48,23 @@ def build_consumer(settings: Settings) -> EventConsumer:
             conn,
             event_id=event.id,
             template="order_expired",
+            recipient=data.buyer_email,
+            locale=data.buyer_locale,
+            order_id=data.order_id,
+            context=data.model_dump(mode="json"),
+        )
+
+    @consumer.on(RefundCompleted)
+    async def on_refund_completed(
+        conn: asyncpg.Connection, data: RefundCompleted, event: CloudEvent
+    ) -> None:
+        """Tell the buyer a refund was settled: how much, and whether the order is fully refunded."""
+        if not data.buyer_email:
+            return
+        await queue_email(
+            conn,
+            event_id=event.id,
+            template="refund_completed",
             recipient=data.buyer_email,
             locale=data.buyer_locale,
             order_id=data.order_id,

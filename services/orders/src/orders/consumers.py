@@ -1,11 +1,11 @@
-"""Consumers of the orders service: payment outcomes and refund settlements."""
+"""Consumers of the orders service: payment outcomes, refunds in flight and their settlements."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from ticketing_shared.consumer import EventConsumer
-from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted
+from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted, RefundStatusChanged
 from ticketing_shared.envelope import CloudEvent
 
 from .service import lifecycle
@@ -32,5 +32,12 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """A settled refund voids its seats, cancels their registrations and releases them."""
         await lifecycle.apply_refund(conn, data)
+
+    @consumer.on(RefundStatusChanged)
+    async def on_refund_status_changed(
+        conn: asyncpg.Connection, data: RefundStatusChanged, event: CloudEvent
+    ) -> None:
+        """A refund in flight shows the order REFUND_PENDING; a failed or canceled one ends that."""
+        await lifecycle.apply_refund_status(conn, data)
 
     return consumer

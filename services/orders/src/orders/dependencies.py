@@ -12,9 +12,9 @@ from pydantic import BaseModel
 
 from ticketing_shared import idempotency
 from ticketing_shared.auth import CurrentPrincipal, Principal
+from ticketing_shared.idempotency import IdempotentRequest
 from ticketing_shared.web import State
 
-from .service.purchase import IdempotentRequest
 from .settings import Settings
 
 
@@ -75,13 +75,4 @@ def idempotent(
     required: bool = False,
 ) -> IdempotentRequest | None:
     """The Idempotency-Key of a creating POST, scoped to the caller and the route."""
-    checked = idempotency.validate_key(key, required=required)
-    if checked is None:
-        return None
-    route = getattr(request.scope.get("route"), "path", request.url.path)
-    payload = body.model_dump(mode="json") if body is not None else None
-    return IdempotentRequest(
-        scope=f"{principal.sub}|{request.method} {route}",
-        key=checked,
-        fingerprint=idempotency.request_hash(request.method, request.url.path, payload),
-    )
+    return idempotency.for_request(request, principal.sub, key, body, required=required)

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from ticketing_shared.errors import Conflict, Unprocessable
+from ticketing_shared.money import allocate
 
 
 class OrderStatus(StrEnum):
@@ -161,20 +162,6 @@ def tier_price(price_tiers: dict[int, int], quantity: int) -> int:
 
 def is_free(price_tiers: dict[int, int]) -> bool:
     return all(amount == 0 for amount in price_tiers.values())
-
-
-def allocate(total: int, parts: int) -> list[int]:
-    """Split ``total`` minor units into ``parts`` shares by largest remainder; they sum exactly.
-
-    Equal weights: every share gets ``total // parts`` and the first ``total % parts`` shares
-    (seat order) get one unit more.
-    """
-    if parts < 1:
-        raise ValueError("parts must be >= 1")
-    if total < 0:
-        raise ValueError("total must be >= 0")
-    base, remainder = divmod(total, parts)
-    return [base + (1 if i < remainder else 0) for i in range(parts)]
 
 
 # --------------------------------------------------------------------------- cancellation policy

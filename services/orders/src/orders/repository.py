@@ -737,3 +737,44 @@ async def inventory_report(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         FROM ticket_types tt ORDER BY tt.id
         """
     )
+
+
+# ------------------------------------------------------------------------------ refunds in flight
+async def refund_applied(conn: asyncpg.Connection, refund_id: UUID) -> bool:
+    return bool(
+        await conn.fetchval("SELECT true FROM applied_refunds WHERE refund_id = $1", refund_id)
+    )
+
+
+async def refund_in_flight(
+    conn: asyncpg.Connection,
+    refund_id: UUID,
+    *,
+    order_id: UUID,
+    tenant_id: str,
+    status: str,
+    amount: int,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO refunds_in_flight (refund_id, order_id, tenant_id, status, amount)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (refund_id) DO UPDATE SET status = excluded.status
+        """,
+        refund_id,
+        order_id,
+        tenant_id,
+        status,
+        amount,
+    )
+
+
+async def refund_landed(conn: asyncpg.Connection, refund_id: UUID) -> None:
+    """The refund settled, failed or was canceled: no longer in flight."""
+    await conn.execute("DELETE FROM refunds_in_flight WHERE refund_id = $1", refund_id)
+
+
+async def refunds_in_flight(conn: asyncpg.Connection, order_id: UUID) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM refunds_in_flight WHERE order_id = $1", order_id)
+    )

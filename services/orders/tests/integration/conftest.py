@@ -19,8 +19,7 @@ from ticketing_shared import db
 from ticketing_shared.auth import mint_token
 from ticketing_shared.contracts import EventData
 from ticketing_shared.embedded import free_port
-from ticketing_shared.envelope import CloudEvent
-from ticketing_shared.testing import ServiceProcess, wait_until
+from ticketing_shared.testing import ServiceProcess, publish_event, wait_until
 from ticketing_shared.testing.plugin import Infra
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -55,19 +54,7 @@ class OrdersService:
 
     async def publish(self, event: EventData, subject: str | uuid.UUID) -> uuid.UUID:
         """Publish an event as its owning service would (e.g. payments' payment.succeeded)."""
-        ev = CloudEvent(
-            id=uuid.uuid4(),
-            type=event.ce_type,
-            source="test",
-            subject=str(subject),
-            time=datetime.now(UTC),
-            data=event.model_dump(mode="json"),
-            dataschema=event.dataschema(),
-        )
-        await self.producer.send_and_wait(
-            event.topic, value=ev.value(), key=ev.key(), headers=ev.headers()
-        )
-        return ev.id
+        return await publish_event(self.producer, event, subject)
 
     async def outbox(self, ce_type: str, subject: uuid.UUID | str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(

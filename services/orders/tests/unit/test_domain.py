@@ -14,7 +14,6 @@ from orders.domain import (
     OrderStatus,
     QuantityNotAllowed,
     RegistrationStatus,
-    allocate,
     cancel_decision,
     effective_policy,
     order_transition,
@@ -23,6 +22,7 @@ from orders.domain import (
     tier_price,
 )
 from ticketing_shared.errors import Unprocessable
+from ticketing_shared.money import allocate
 
 TIERS = {1: 1500, 2: 2800, 4: 5000}
 

@@ -1,11 +1,19 @@
-"""Consumers of the payments service: the order read model and closing abandoned payments."""
+"""Consumers of the payments service: the order read model, closing abandoned payments, and
+executing (or withdrawing) refunds."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from ticketing_shared.consumer import EventConsumer
-from ticketing_shared.contracts import OrderCancelled, OrderCreated, OrderExpired, OrderPaid
+from ticketing_shared.contracts import (
+    OrderCancelled,
+    OrderCreated,
+    OrderExpired,
+    OrderPaid,
+    RefundCancelRequested,
+    RefundRequested,
+)
 from ticketing_shared.envelope import CloudEvent
 
 from . import service
@@ -44,5 +52,19 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """Close the open provider transaction of an expired order."""
         await service.on_order_ended(conn, data.order_id)
+
+    @consumer.on(RefundRequested)
+    async def on_refund_requested(
+        conn: asyncpg.Connection, data: RefundRequested, event: CloudEvent
+    ) -> None:
+        """Execute a refund at the provider (after the commit, retried with the same number)."""
+        await service.on_refund_requested(conn, data)
+
+    @consumer.on(RefundCancelRequested)
+    async def on_refund_cancel_requested(
+        conn: asyncpg.Connection, data: RefundCancelRequested, event: CloudEvent
+    ) -> None:
+        """Withdraw a refund not sent to the provider yet."""
+        await service.on_refund_cancel_requested(conn, data)
 
     return consumer

@@ -81,3 +81,34 @@ def out_trade_no(order_id: UUID) -> str:
 def fee(amount: int, basis_points: int) -> int:
     """A fee in minor units, rounded half up."""
     return (amount * basis_points + 5000) // 10000
+
+
+# ---------------------------------------------------------------------------------------- refunds
+# WeChat Pay refund status (API object ``status``, notification ``refund_status``) → ours
+WECHAT_REFUND_STATUS = {
+    "PROCESSING": "processing",
+    "SUCCESS": "refunded",
+    "ABNORMAL": "failed",
+    "CLOSED": "failed",
+}
+REFUND_OPEN = ["pending", "queued", "processing"]
+
+_REFUND_ADVICE = {
+    "NOT_ENOUGH": "The merchant balance is too low for this refund. Top up the WeChat Pay "
+    "balance (or wait for settlement), then request the refund again.",
+    "USER_ACCOUNT_ABNORMAL": "The buyer's WeChat account cannot receive money. Refund the buyer "
+    "another way, or use WeChat Pay's abnormal-refund flow in the merchant portal.",
+    "ABNORMAL": "The buyer's card or account could not take the money back. Re-route the refund "
+    "in the WeChat Pay merchant portal (abnormal refund) or refund the buyer offline.",
+    "CLOSED": "WeChat Pay closed the refund without paying it. Request a new refund.",
+    "no_payment": "No paid transaction was found for this order at the provider.",
+}
+
+
+def refund_failure_message(code: str, provider_message: str = "") -> str:
+    """What an organizer should do about a failed refund, in words."""
+    advice = _REFUND_ADVICE.get(code)
+    if advice:
+        return advice
+    detail = f": {provider_message}" if provider_message else ""
+    return f"WeChat Pay refused the refund ({code}){detail}. Check the order at the provider."

@@ -225,3 +225,103 @@ async def finish_task(
         error,
         retry_at,
     )
+
+
+# --------------------------------------------------------------------------------------- refunds
+async def refundable_payment(
+    conn: asyncpg.Connection, order_id: UUID, payment_id: UUID | None
+) -> asyncpg.Record | None:
+    """The payment a refund returns money from: the one named, else the order's paid one."""
+    if payment_id is not None:
+        return await conn.fetchrow(
+            "SELECT * FROM payments WHERE id = $1 AND status IN ('SUCCEEDED', 'REJECTED')",
+            payment_id,
+        )
+    return await conn.fetchrow(
+        """
+        SELECT * FROM payments WHERE order_id = $1 AND status = 'SUCCEEDED'
+        ORDER BY paid_at LIMIT 1
+        """,
+        order_id,
+    )
+
+
+async def insert_refund(conn: asyncpg.Connection, refund: dict[str, Any]) -> bool:
+    """False when this refund is known already (a redelivered request)."""
+    return bool(
+        await conn.fetchval(
+            """
+            INSERT INTO provider_refunds (refund_id, order_id, tenant_id, payment_id, provider,
+                                          out_refund_no, amount, currency, note)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT DO NOTHING RETURNING true
+            """,
+            refund["refund_id"],
+            refund["order_id"],
+            refund["tenant_id"],
+            refund["payment_id"],
+            refund["provider"],
+            refund["out_refund_no"],
+            refund["amount"],
+            refund["currency"],
+            refund["note"],
+        )
+    )
+
+
+async def get_refund(
+    conn: asyncpg.Connection,
+    *,
+    refund_id: UUID | None = None,
+    provider: str | None = None,
+    out_refund_no: str | None = None,
+    for_update: bool = False,
+) -> asyncpg.Record | None:
+    """A refund by our id, or by the provider's reference; with its payment's numbers."""
+    lock = " FOR UPDATE OF r" if for_update else ""
+    return await conn.fetchrow(
+        f"""
+        SELECT r.*, p.out_trade_no, p.amount AS payment_amount, p.transaction_id
+        FROM provider_refunds r JOIN payments p ON p.id = r.payment_id
+        WHERE ($1::uuid IS NULL OR r.refund_id = $1)
+          AND ($2::text IS NULL OR (r.provider = $2 AND r.out_refund_no = $3)){lock}
+        """,
+        refund_id,
+        provider,
+        out_refund_no,
+    )
+
+
+async def update_refund(
+    conn: asyncpg.Connection, refund_id: UUID, fields: dict[str, Any], *, expected: list[str]
+) -> asyncpg.Record | None:
+    """Move a refund on, only from one of the ``expected`` states (None when it was not there)."""
+    assignments, values = set_clause(fields, first=3)
+    return await conn.fetchrow(
+        f"""
+        UPDATE provider_refunds SET {assignments}updated_at = now()
+        WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING *
+        """,
+        refund_id,
+        expected,
+        *values,
+    )
+
+
+async def cancel_task(
+    conn: asyncpg.Connection, *, kind: str, provider: str, reference: str
+) -> bool:
+    """Withdraw a task not yet done (and not being executed right now)."""
+    return bool(
+        await conn.fetchval(
+            """
+            UPDATE provider_tasks SET status = 'CANCELLED', done_at = now()
+            WHERE id = (SELECT id FROM provider_tasks WHERE kind = $1 AND provider = $2 AND reference = $3
+                        AND status = 'PENDING' FOR UPDATE SKIP LOCKED)
+            RETURNING true
+            """,
+            kind,
+            provider,
+            reference,
+        )
+    )

@@ -71,6 +71,9 @@ async def wechatpay_webhook(
                 fee_bps=settings.wechat_fee_bps,
                 app_fee_bps=settings.app_fee_bps,
             )
+    elif note.event_type.startswith("REFUND."):
+        async with db.transaction(pool) as conn:
+            await service.apply_wechat_refund(conn, note, mchid=wechat.config.mchid)
     else:
         log.info("payments.webhook_ignored", extra={"event_type": note.event_type})
     return Response(status_code=204)

@@ -17,17 +17,26 @@ from prometheus_client import Counter
 
 from ticketing_shared import db, outbox
 from ticketing_shared.auth import Principal
-from ticketing_shared.contracts import OrderCreated, PaymentSucceeded
+from ticketing_shared.contracts import (
+    OrderCreated,
+    PaymentRefundUpdated,
+    PaymentSucceeded,
+    RefundCancelRequested,
+    RefundRequested,
+)
 from ticketing_shared.errors import Conflict, DomainError, NotFound, Unprocessable
 
 from . import repository as repo
 from .domain import (
+    REFUND_OPEN,
+    WECHAT_REFUND_STATUS,
     OpenIdRequired,
     OrderNotPayable,
     PaymentMethod,
     PaymentStatus,
     fee,
     out_trade_no,
+    refund_failure_message,
     transition,
     wechat_method,
 )
@@ -351,6 +360,8 @@ async def run_due_tasks(
             try:
                 if task["kind"] == "close":
                     await _close(conn, task, wechat)
+                elif task["kind"] == "refund":
+                    await _refund(conn, task, wechat, give_up=task["attempts"] + 1 >= max_attempts)
                 await repo.finish_task(conn, task["id"], status="DONE")
             except WeChatPayError as exc:
                 attempts = task["attempts"] + 1
@@ -393,3 +404,251 @@ async def _close(conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatP
     await repo.update_payment(
         conn, payment_id, {"status": PaymentStatus.CLOSED.value}, expected=["CREATED"]
     )
+
+
+# ---------------------------------------------------------------------------------------- refunds
+async def on_refund_requested(conn: asyncpg.Connection, data: RefundRequested) -> str:
+    """Queue the provider call for a refund (made after the commit, retried with the same
+    ``out_refund_no``); a refund of an order without a paid transaction fails at once."""
+    payment = await repo.refundable_payment(conn, data.order_id, data.payment_id)
+    if payment is None:
+        log.error("payments.refund_without_payment", extra={"order_id": str(data.order_id)})
+        await _refund_update(
+            conn,
+            data.refund_id,
+            data.order_id,
+            data.tenant_id,
+            provider="unknown",
+            status="failed",
+            failure_code="no_payment",
+            failure_message=refund_failure_message("no_payment"),
+        )
+        return "no_payment"
+    known = not await repo.insert_refund(
+        conn,
+        {
+            "refund_id": data.refund_id,
+            "order_id": data.order_id,
+            "tenant_id": data.tenant_id,
+            "payment_id": payment["id"],
+            "provider": payment["provider"],
+            "out_refund_no": data.refund_id.hex,
+            "amount": data.amount,
+            "currency": data.currency,
+            "note": data.note,
+        },
+    )
+    if known:
+        return "duplicate"
+    await repo.add_task(
+        conn,
+        task_id=_new_id(),
+        kind="refund",
+        provider=payment["provider"],
+        reference=data.refund_id.hex,
+        payload={"refund_id": str(data.refund_id)},
+    )
+    return "queued"
+
+
+async def on_refund_cancel_requested(conn: asyncpg.Connection, data: RefundCancelRequested) -> str:
+    """Withdraw a refund that has not been sent to the provider yet; once sent, WeChat Pay has no
+    way back and the refund carries on."""
+    refund = await repo.get_refund(conn, refund_id=data.refund_id, for_update=True)
+    if refund is None or refund["status"] != "pending":
+        return "too_late"
+    if not await repo.cancel_task(
+        conn, kind="refund", provider=refund["provider"], reference=refund["out_refund_no"]
+    ):
+        return "too_late"  # being executed right now
+    await repo.update_refund(conn, data.refund_id, {"status": "canceled"}, expected=["pending"])
+    await _refund_update(
+        conn,
+        data.refund_id,
+        data.order_id,
+        data.tenant_id,
+        provider=refund["provider"],
+        status="canceled",
+    )
+    return "canceled"
+
+
+async def _refund_update(
+    conn: asyncpg.Connection,
+    refund_id: UUID,
+    order_id: UUID,
+    tenant_id: str,
+    *,
+    provider: str,
+    status: str,
+    provider_refund_id: str | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    await outbox.emit(
+        conn,
+        PaymentRefundUpdated(
+            refund_id=refund_id,
+            order_id=order_id,
+            tenant_id=tenant_id,
+            provider=provider,
+            status=status,
+            provider_refund_id=provider_refund_id,
+            failure_code=failure_code,
+            failure_message=failure_message,
+            at=at or datetime.now(UTC),
+        ),
+        subject=order_id,
+        source=SOURCE,
+    )
+
+
+async def _apply_refund_status(
+    conn: asyncpg.Connection,
+    refund: asyncpg.Record,
+    status: str,
+    *,
+    provider_refund_id: str | None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Record the provider's refund status and announce it, once per change."""
+    fields: dict[str, Any] = {"status": status}
+    if provider_refund_id:
+        fields["provider_refund_id"] = provider_refund_id
+    if status == "failed":
+        fields["failure_code"], fields["failure_message"] = failure_code, failure_message
+    if status == "refunded":
+        fields["settled_at"] = at or datetime.now(UTC)
+    expected = [s for s in REFUND_OPEN if s != status]
+    updated = await repo.update_refund(conn, refund["refund_id"], fields, expected=expected)
+    if updated is None:
+        return False
+    await _refund_update(
+        conn,
+        refund["refund_id"],
+        refund["order_id"],
+        refund["tenant_id"],
+        provider=refund["provider"],
+        status=status,
+        provider_refund_id=updated["provider_refund_id"],
+        failure_code=failure_code,
+        failure_message=failure_message,
+        at=at,
+    )
+    return True
+
+
+async def _refund(
+    conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatPayClient, *, give_up: bool
+) -> None:
+    """Execute a refund at WeChat Pay. A refusal fails it with advice; a transient error is
+    retried with the same ``out_refund_no`` (raised to the task loop), and before giving up the
+    refund is looked up, so a refund WeChat did create is never reported as failed."""
+    refund = await repo.get_refund(
+        conn, refund_id=UUID(task["payload"]["refund_id"]), for_update=True
+    )
+    if refund is None or refund["status"] != "pending":
+        return
+    try:
+        answer = await wechat.refund(
+            out_refund_no=refund["out_refund_no"],
+            out_trade_no=refund["out_trade_no"],
+            refund=refund["amount"],
+            total=refund["payment_amount"],
+            currency=refund["currency"].strip(),
+            reason=refund["note"],
+        )
+    except WeChatPayError as exc:
+        if exc.retryable and not give_up:
+            raise
+        if exc.retryable:
+            answer = await _refund_lookup(wechat, refund["out_refund_no"])
+            if answer is None:
+                await _apply_refund_status(
+                    conn,
+                    refund,
+                    "failed",
+                    provider_refund_id=None,
+                    failure_code=exc.code,
+                    failure_message=refund_failure_message(exc.code, exc.message),
+                )
+                return
+        else:
+            log.warning(
+                "payments.refund_refused",
+                extra={"refund_id": str(refund["refund_id"]), "code": exc.code},
+            )
+            await _apply_refund_status(
+                conn,
+                refund,
+                "failed",
+                provider_refund_id=None,
+                failure_code=exc.code,
+                failure_message=refund_failure_message(exc.code, exc.message),
+            )
+            return
+    await _apply_wechat_refund_object(conn, refund, answer, status_field="status")
+
+
+async def _refund_lookup(wechat: WeChatPayClient, out_refund_no: str) -> dict[str, Any] | None:
+    """The refund as WeChat knows it; None when it never got there. Errors propagate (retry)."""
+    try:
+        return await wechat.query_refund(out_refund_no)
+    except WeChatPayError as exc:
+        if exc.code == "RESOURCE_NOT_EXISTS":
+            return None
+        raise
+
+
+async def _apply_wechat_refund_object(
+    conn: asyncpg.Connection, refund: asyncpg.Record, obj: dict[str, Any], *, status_field: str
+) -> bool:
+    raw = str(obj.get(status_field, ""))
+    status = WECHAT_REFUND_STATUS.get(raw)
+    if status is None:
+        log.error("payments.unknown_refund_status", extra={"status": raw})
+        return False
+    at = datetime.fromisoformat(str(obj["success_time"])) if obj.get("success_time") else None
+    failed = status == "failed"
+    return await _apply_refund_status(
+        conn,
+        refund,
+        status,
+        provider_refund_id=str(obj["refund_id"]) if obj.get("refund_id") else None,
+        failure_code=raw if failed else None,
+        failure_message=refund_failure_message(raw) if failed else None,
+        at=at,
+    )
+
+
+async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, mchid: str) -> str:
+    """A verified, decrypted REFUND.SUCCESS / ABNORMAL / CLOSED: settle or fail the refund, once."""
+    res = note.resource
+    record = {
+        "provider": "wechatpay",
+        "notification_id": note.id,
+        "event_type": note.event_type,
+        "reference": str(res.get("out_refund_no", "")),
+        "payload": res,
+    }
+    if res.get("mchid") != mchid:
+        log.error("payments.alert_foreign_notification", extra={"mchid": res.get("mchid")})
+        outcome = "foreign_merchant"
+    else:
+        refund = await repo.get_refund(
+            conn, provider="wechatpay", out_refund_no=record["reference"], for_update=True
+        )
+        if refund is None:
+            log.error("payments.alert_unknown_refund", extra={"out_refund_no": record["reference"]})
+            outcome = "unknown_refund"
+        elif await _apply_wechat_refund_object(conn, refund, res, status_field="refund_status"):
+            outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
+        else:
+            outcome = "duplicate"
+    if not await repo.record_notification(conn, outcome=outcome, **record):
+        outcome = "redelivered"
+    NOTIFICATIONS.labels("wechatpay", outcome).inc()
+    return outcome

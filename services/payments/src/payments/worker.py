@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
 from starlette.applications import Starlette
 
@@ -17,9 +20,12 @@ from .settings import Settings
 def create_worker(settings: Settings | None = None) -> Starlette:
     """Build the payments worker."""
     settings = settings or Settings()
+    consumer = build_consumer(settings)
+    work_queued = asyncio.Event()  # a consumer committed work: look at the tasks now
+    consumer.after_commit.append(lambda _event: work_queued.set())
 
     async def provider_tasks(ctx: WorkerContext) -> None:
-        """Close abandoned provider orders (and, later, execute refunds), with retries."""
+        """Close abandoned provider orders and execute refunds, with retries."""
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         ) as http:
@@ -28,9 +34,12 @@ def create_worker(settings: Settings | None = None) -> Starlette:
                 done = await service.run_due_tasks(
                     ctx.pool, wechat, limit=10, max_attempts=settings.task_max_attempts
                 )
-                if not done and await ctx.sleep(settings.task_interval_s):
+                if done:
+                    continue
+                work_queued.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(work_queued.wait(), timeout=settings.task_interval_s)
+                if ctx.stopping.is_set():
                     return
 
-    return create_base_worker(
-        settings, consumers=[build_consumer(settings)], schedulers=[provider_tasks]
-    )
+    return create_base_worker(settings, consumers=[consumer], schedulers=[provider_tasks])

@@ -6,10 +6,13 @@ from fastapi import FastAPI
 
 from ticketing_shared.web import create_base_app
 
+from .routes import router
 from .settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the refunds API."""
     settings = settings or Settings()
-    return create_base_app(settings, title="Refunds API")
+    app = create_base_app(settings, title="Refunds API")
+    app.include_router(router)
+    return app

@@ -194,33 +194,81 @@ class PaymentSucceeded(EventData):
     app_fee: int = 0
 
 
-class RefundRequested(EventData):
+class PaymentRefundUpdated(EventData):
+    """The provider's side of a refund moved (accepted, queued, settled, refused, canceled).
+
+    ``status`` uses the refunds service's vocabulary: ``pending``, ``queued``, ``processing``,
+    ``refunded``, ``failed``, ``canceled``. ``failure_code``/``failure_message`` say why a refund
+    failed, in words an organizer can act on."""
+
+    ce_type: ClassVar[str] = "payment.refund_updated"
+    topic: ClassVar[str] = PAYMENTS_EVENTS
+
+    refund_id: UUID
+    order_id: UUID
+    tenant_id: str
+    provider: str
+    status: str
+    provider_refund_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    at: datetime
+
+
+class _RefundEvent(EventData):
+    topic: ClassVar[str] = REFUNDS_EVENTS
+
+    refund_id: UUID
+    order_id: UUID
+    tenant_id: str
+    amount: int
+    currency: str
+    # who asked, in the registrations' cancellation vocabulary: organizer | admin | user | other
+    reason: str
+    note: str | None = None
+    # 'order': the order's own payment; 'rejected_payment': money the order never kept (a late or
+    # duplicate payment), which changes nothing about the order's seats
+    kind: str = "order"
+
+
+class RefundRequested(_RefundEvent):
     """A refund was accepted by the refunds service and must be executed at the provider."""
 
     ce_type: ClassVar[str] = "refund.requested"
-    topic: ClassVar[str] = REFUNDS_EVENTS
 
-    refund_id: UUID
-    order_id: UUID
-    tenant_id: str
-    amount: int
-    currency: str
-    reason: str
     seat_ids: list[UUID] = []
+    # the payment to refund when it is not the order's own (a late or duplicate payment)
+    payment_id: UUID | None = None
 
 
-class RefundCompleted(EventData):
+class RefundCancelRequested(_RefundEvent):
+    """The organizer withdrew a refund that had not reached the provider's processing yet; payments
+    cancels it if it still can and answers with ``payment.refund_updated``."""
+
+    ce_type: ClassVar[str] = "refund.cancel_requested"
+
+
+class RefundStatusChanged(_RefundEvent):
+    """A refund moved to ``queued``, ``processing``, ``failed`` or ``canceled`` (settlement is
+    ``refund.completed``): orders shows ``REFUND_PENDING`` while a refund is in flight."""
+
+    ce_type: ClassVar[str] = "refund.status_changed"
+
+    status: str
+    previous_status: str
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+class RefundCompleted(_RefundEvent):
     """The provider settled a refund: the money went back to the buyer."""
 
     ce_type: ClassVar[str] = "refund.completed"
-    topic: ClassVar[str] = REFUNDS_EVENTS
 
-    refund_id: UUID
-    order_id: UUID
-    tenant_id: str
-    amount: int
-    currency: str
-    reason: str
     voided_seat_ids: list[UUID] = []
     fully_refunded: bool = False
+    refunded_total: int = 0
     refunded_at: datetime
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+    event_title: str = ""

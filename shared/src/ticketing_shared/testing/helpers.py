@@ -9,10 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import httpx
+
+from ..contracts import EventData
+from ..envelope import CloudEvent
 
 T = TypeVar("T")
 
@@ -111,3 +116,21 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+async def publish_event(
+    producer: Any, event: EventData, subject: str | UUID, *, source: str = "test"
+) -> UUID:
+    """Publish ``event`` as its owning service would (CloudEvents binary mode, keyed by subject);
+    ``producer``: a started ``AIOKafkaProducer``. Returns the event id."""
+    ev = CloudEvent(
+        id=uuid4(),
+        type=event.ce_type,
+        source=source,
+        subject=str(subject),
+        time=datetime.now(UTC),
+        data=event.model_dump(mode="json"),
+        dataschema=event.dataschema(),
+    )
+    await producer.send_and_wait(event.topic, value=ev.value(), key=ev.key(), headers=ev.headers())
+    return ev.id

@@ -51,10 +51,12 @@ class Infra:
         return self.pg_admin_dsn.rsplit("/", 1)[0] + f"/{database}"
 
     async def fresh_database(self, prefix: str, migrations: list[db.Migration]) -> str:
-        """Create a new, migrated database; returns its DSN."""
+        """Create a new, migrated database owned by a login role of the same name; returns the
+        DSN of that role, which is what a service connects as (``dsn(name)`` is the superuser's).
+        """
         name = f"{prefix}_{os.getpid()}_{next(self._dbs)}"
-        await db.ensure_database(self.pg_admin_dsn, name)
-        dsn = self.dsn(name)
+        await db.ensure_database(self.pg_admin_dsn, name, owner=name)
+        dsn = db.role_dsn(self.pg_admin_dsn, name, name)
         await db.migrate(dsn, migrations)
         return dsn
 

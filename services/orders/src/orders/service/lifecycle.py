@@ -16,6 +16,7 @@ from ticketing_shared.contracts import (
     OrderRefundApplied,
     PaymentSucceeded,
     RefundCompleted,
+    RefundStatusChanged,
 )
 from ticketing_shared.errors import Conflict, NotFound
 
@@ -355,9 +356,80 @@ async def _reject_payment(
     )
 
 
+def _after_refunds(order: asyncpg.Record, refunded_amount: int, in_flight: int) -> OrderStatus:
+    """Where a paid order stands once its refunds so far are counted."""
+    if refunded_amount >= order["total_amount"]:
+        return OrderStatus.REFUNDED
+    if in_flight:
+        return OrderStatus.REFUND_PENDING
+    return OrderStatus.PARTIALLY_REFUNDED if refunded_amount > 0 else OrderStatus.PAID
+
+
+_REFUNDABLE = (OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.PARTIALLY_REFUNDED)
+
+
+async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChanged) -> str:
+    """A refund was accepted (``queued``/``processing``: the order shows REFUND_PENDING) or
+    failed or was canceled (the order returns to PAID or PARTIALLY_REFUNDED once no other refund
+    is in flight). Seats are untouched: only a settled refund releases them."""
+    if refund.kind != "order":
+        return "ignored_not_the_orders_payment"
+    order = await repo.get_order(conn, refund.order_id, for_update=True)
+    if order is None:
+        raise NotFound(f"refund for unknown order {refund.order_id}")
+    if await repo.refund_applied(conn, refund.refund_id):
+        return "ignored_already_settled"
+    status = OrderStatus(order["status"])
+    if status not in _REFUNDABLE:
+        return "ignored"
+    if refund.status in ("queued", "processing"):
+        await repo.refund_in_flight(
+            conn,
+            refund.refund_id,
+            order_id=order["id"],
+            tenant_id=order["tenant_id"],
+            status=refund.status,
+            amount=refund.amount,
+        )
+    else:
+        await repo.refund_landed(conn, refund.refund_id)
+    target = _after_refunds(
+        order, order["refunded_amount"], await repo.refunds_in_flight(conn, order["id"])
+    )
+    if target == status:
+        return status.value
+    order_transition(status, target)
+    await repo.set_order_status(conn, order["id"], expected=status.value, status=target.value)
+    await repo.audit_many(
+        conn,
+        [
+            (
+                order["tenant_id"],
+                order["id"],
+                "order",
+                str(order["id"]),
+                f"refund:{refund.refund_id}",
+                f"order.refund_{refund.status}",
+                status.value,
+                target.value,
+                {
+                    "refund_id": str(refund.refund_id),
+                    "amount": refund.amount,
+                    "failure_code": refund.failure_code,
+                },
+            )
+        ],
+    )
+    return target.value
+
+
 async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str:
     """A settled refund: void its seats (all when fully refunded), cancel their registrations,
-    release the seats once, and move the order to REFUNDED or PARTIALLY_REFUNDED."""
+    release the seats once, and move the order to REFUNDED, PARTIALLY_REFUNDED, or still
+    REFUND_PENDING while another refund is in flight."""
+    if refund.kind != "order":
+        log.info("orders.refund_of_rejected_payment", extra={"order_id": str(refund.order_id)})
+        return "ignored_not_the_orders_payment"
     order = await repo.get_order(conn, refund.order_id, for_update=True)
     if order is None:
         raise NotFound(f"refund for unknown order {refund.order_id}")
@@ -365,22 +437,28 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         conn, refund.refund_id, order_id=order["id"], amount=refund.amount
     ):
         return "duplicate"
+    await repo.refund_landed(conn, refund.refund_id)
     status = OrderStatus(order["status"])
     refunded_amount = min(order["total_amount"], order["refunded_amount"] + refund.amount)
     fully = refund.fully_refunded or refunded_amount >= order["total_amount"]
-    target = OrderStatus.REFUNDED if fully else OrderStatus.PARTIALLY_REFUNDED
-    if status in (OrderStatus.REFUNDED, OrderStatus.CANCELLED, OrderStatus.PENDING):
+    if status not in _REFUNDABLE:
         # a refund of a payment the order never kept (late/duplicate), or a replay: money only
         log.info(
             "orders.refund_not_applied_to_seats",
             extra={"order_id": str(order["id"]), "status": status.value},
         )
         return "ignored"
-    order_transition(status, target)
+    target = (
+        OrderStatus.REFUNDED
+        if fully
+        else _after_refunds(order, refunded_amount, await repo.refunds_in_flight(conn, order["id"]))
+    )
+    if target != status:
+        order_transition(status, target)
     seat_ids = None if fully else list(refund.voided_seat_ids)
     voided = await repo.void_seats(conn, order["id"], seat_ids) if (fully or seat_ids) else []
     reason = _REFUND_REASONS.get(refund.reason, "other")
-    note = None if reason != "other" else (refund.reason or "refund")
+    note = refund.note or ("refund" if reason == "other" else None)
     regs: list[asyncpg.Record] = []
     invites: list[asyncpg.Record] = []
     if voided:

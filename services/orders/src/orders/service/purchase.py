@@ -14,7 +14,6 @@ plain connection instead of a transaction.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -25,19 +24,13 @@ from ticketing_shared import idempotency, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
 from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.idempotency import IdempotentRequest
 
 from .. import repository as repo
 from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
 from .common import SOURCE, actor, invite_token, new_id, now
-
-
-@dataclass(frozen=True)
-class IdempotentRequest:
-    scope: str
-    key: str
-    fingerprint: str
 
 
 class AlreadyRegistered(Conflict):

@@ -1,0 +1,86 @@
+"""Consumers of the refunds service: the order read model, buyer cancellations, rejected
+payments, and the provider's answers. Each runs in a transaction scoped to the event's tenant."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ticketing_shared import db
+from ticketing_shared.consumer import EventConsumer
+from ticketing_shared.contracts import (
+    OrderCancelled,
+    OrderCreated,
+    OrderExpired,
+    OrderPaid,
+    OrderPaymentRejected,
+    PaymentRefundUpdated,
+    RegistrationCancellationRequested,
+)
+from ticketing_shared.envelope import CloudEvent
+
+from . import service
+from .settings import Settings
+
+
+def build_consumer(settings: Settings) -> EventConsumer:
+    consumer = EventConsumer(
+        "refunds",
+        max_attempts=settings.consumer_max_attempts,
+        backoff_ms=settings.consumer_backoff_ms,
+    )
+
+    @consumer.on(OrderCreated)
+    async def on_order_created(
+        conn: asyncpg.Connection, data: OrderCreated, event: CloudEvent
+    ) -> None:
+        """Remember the order's amount, seats and buyer."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_order_created(conn, data)
+
+    @consumer.on(OrderPaid)
+    async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid, event: CloudEvent) -> None:
+        """The order is paid: it can be refunded."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_order_paid(conn, data)
+
+    @consumer.on(OrderCancelled)
+    async def on_order_cancelled(
+        conn: asyncpg.Connection, data: OrderCancelled, event: CloudEvent
+    ) -> None:
+        """An unpaid order was cancelled."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_order_ended(conn, data.order_id)
+
+    @consumer.on(OrderExpired)
+    async def on_order_expired(
+        conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent
+    ) -> None:
+        """An unpaid order expired."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_order_ended(conn, data.order_id)
+
+    @consumer.on(RegistrationCancellationRequested)
+    async def on_cancellation_requested(
+        conn: asyncpg.Connection, data: RegistrationCancellationRequested, event: CloudEvent
+    ) -> None:
+        """A buyer cancelled a paid seat within the policy: refund the policy amount."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_cancellation_requested(conn, data)
+
+    @consumer.on(OrderPaymentRejected)
+    async def on_payment_rejected(
+        conn: asyncpg.Connection, data: OrderPaymentRejected, event: CloudEvent
+    ) -> None:
+        """Money the order cannot keep goes back in full."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_payment_rejected(conn, data)
+
+    @consumer.on(PaymentRefundUpdated)
+    async def on_provider_update(
+        conn: asyncpg.Connection, data: PaymentRefundUpdated, event: CloudEvent
+    ) -> None:
+        """The provider accepted, queued, settled, refused or canceled a refund."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_provider_update(conn, data)
+
+    return consumer

@@ -1,0 +1,208 @@
+"""All SQL of the refunds service. Every statement runs in a transaction scoped to a tenant
+(``app.tenant_id``); row-level security hides every other tenant's rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ticketing_shared.db import set_clause
+
+from .domain import ACTIVE
+
+_ACTIVE = [s.value for s in ACTIVE]
+
+
+# ------------------------------------------------------------------------------------ read model
+async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO orders_view (order_id, tenant_id, event_id, buyer_id, buyer_email, buyer_locale,
+                                 event_title, quantity, total_amount, currency, seat_ids)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (order_id) DO NOTHING
+        """,
+        order["order_id"],
+        order["tenant_id"],
+        order["event_id"],
+        order["buyer_id"],
+        order["buyer_email"],
+        order["buyer_locale"],
+        order["event_title"],
+        order["quantity"],
+        order["total_amount"],
+        order["currency"],
+        order["seat_ids"],
+    )
+
+
+async def mark_order_paid(
+    conn: asyncpg.Connection, order_id: UUID, *, amount: int, transaction_id: str, paid_at: datetime
+) -> bool:
+    return (
+        await conn.fetchval(
+            """
+            UPDATE orders_view SET status = 'PAID', paid_amount = $2, transaction_id = $3, paid_at = $4,
+                                   updated_at = now()
+            WHERE order_id = $1 AND status <> 'PAID' RETURNING true
+            """,
+            order_id,
+            amount,
+            transaction_id,
+            paid_at,
+        )
+        is not None
+    )
+
+
+async def mark_order_cancelled(conn: asyncpg.Connection, order_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE orders_view SET status = 'CANCELLED', updated_at = now() WHERE order_id = $1 AND status = 'PENDING'",
+        order_id,
+    )
+
+
+async def get_order(
+    conn: asyncpg.Connection, order_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM orders_view WHERE order_id = $1{lock}", order_id)
+
+
+async def order_money(conn: asyncpg.Connection, order_id: UUID) -> tuple[int, list[UUID]]:
+    """(sum of the active refunds of the order's payment, seats in active refunds)."""
+    row = await conn.fetchrow(
+        """
+        SELECT coalesce((SELECT sum(amount) FROM refunds
+                         WHERE order_id = $1 AND kind = 'order' AND status = ANY($2::text[])), 0) AS total,
+               coalesce((SELECT array_agg(i.seat_id) FROM refund_items i JOIN refunds r ON r.id = i.refund_id
+                         WHERE r.order_id = $1 AND r.kind = 'order' AND r.status = ANY($2::text[])),
+                        '{}'::uuid[]) AS seats
+        """,
+        order_id,
+        _ACTIVE,
+    )
+    assert row is not None
+    return int(row["total"]), list(row["seats"])
+
+
+async def refunded_total(conn: asyncpg.Connection, order_id: UUID) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status = 'refunded'",
+            order_id,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------- refunds
+async def insert_refund(
+    conn: asyncpg.Connection, refund: dict[str, Any], items: list[tuple[UUID, int]]
+) -> asyncpg.Record | None:
+    """The refund and its seats; None when a rejected payment already has its refund."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO refunds (id, order_id, tenant_id, kind, payment_id, amount, currency, reason, note,
+                             internal_note, requested_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (payment_id) WHERE kind = 'rejected_payment' DO NOTHING
+        RETURNING *
+        """,
+        refund["id"],
+        refund["order_id"],
+        refund["tenant_id"],
+        refund.get("kind", "order"),
+        refund.get("payment_id"),
+        refund["amount"],
+        refund["currency"],
+        refund["reason"],
+        refund.get("note"),
+        refund.get("internal_note"),
+        refund["requested_by"],
+    )
+    if row is not None and items:
+        await conn.execute(
+            """
+            INSERT INTO refund_items (refund_id, seat_id, tenant_id, amount)
+            SELECT $1, s, $2, a FROM unnest($3::uuid[], $4::bigint[]) AS t (s, a)
+            """,
+            refund["id"],
+            refund["tenant_id"],
+            [s for s, _ in items],
+            [a for _, a in items],
+        )
+    return row
+
+
+async def get_refund(
+    conn: asyncpg.Connection, refund_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM refunds WHERE id = $1{lock}", refund_id)
+
+
+async def list_refunds(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM refunds WHERE order_id = $1 ORDER BY created_at, id", order_id
+    )
+
+
+async def items_of(
+    conn: asyncpg.Connection, refund_ids: list[UUID]
+) -> dict[UUID, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT * FROM refund_items WHERE refund_id = ANY($1::uuid[]) ORDER BY seat_id", refund_ids
+    )
+    out: dict[UUID, list[asyncpg.Record]] = {r: [] for r in refund_ids}
+    for row in rows:
+        out[row["refund_id"]].append(row)
+    return out
+
+
+async def update_refund(
+    conn: asyncpg.Connection, refund_id: UUID, fields: dict[str, Any]
+) -> asyncpg.Record:
+    assignments, values = set_clause(fields, first=2)
+    row = await conn.fetchrow(
+        f"UPDATE refunds SET {assignments}updated_at = now() WHERE id = $1 RETURNING *",
+        refund_id,
+        *values,
+    )
+    assert row is not None
+    return row
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    refund: asyncpg.Record,
+    *,
+    actor: str,
+    action: str,
+    from_status: str | None,
+    to_status: str | None,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO refund_audit (refund_id, order_id, tenant_id, actor, action, from_status, to_status, details)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """,
+        refund["id"],
+        refund["order_id"],
+        refund["tenant_id"],
+        actor,
+        action,
+        from_status,
+        to_status,
+        details,
+    )
+
+
+async def audit_trail(conn: asyncpg.Connection, refund_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT actor, action, from_status, to_status, details, at FROM refund_audit WHERE refund_id = $1 ORDER BY id",
+        refund_id,
+    )

@@ -1,0 +1,61 @@
+"""HTTP routes of the refunds service (tenant owners and admins, and platform admins)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+
+from ticketing_shared import idempotency
+from ticketing_shared.web import FastJSONResponse
+
+from . import service
+from .dependencies import Caller, IdempotencyKey, Pool
+from .schemas import RefundCreate, RefundDetail, RefundPublic
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/orders/{order_id}/refunds", status_code=201, response_model=RefundPublic)
+async def create_refund(
+    order_id: UUID,
+    body: RefundCreate,
+    request: Request,
+    principal: Caller,
+    pool: Pool,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Refund a paid order in full, by seats, or by amount. Requires ``Idempotency-Key``."""
+    idem = idempotency.for_request(request, principal.sub, idempotency_key, body, required=True)
+    assert idem is not None
+    status, payload = await service.request_refund(
+        pool,
+        principal,
+        order_id,
+        amount=body.amount,
+        seat_ids=[i.seat_id for i in body.items] if body.items is not None else None,
+        reason=body.reason,
+        note=body.note,
+        internal_note=body.internal_note,
+        idem=idem,
+    )
+    return FastJSONResponse(payload, status_code=status)
+
+
+@router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
+async def list_refunds(order_id: UUID, principal: Caller, pool: Pool) -> Any:
+    """Every refund of an order, oldest first."""
+    return await service.list_refunds(pool, principal, order_id)
+
+
+@router.get("/refunds/{refund_id}", response_model=RefundDetail)
+async def get_refund(refund_id: UUID, principal: Caller, pool: Pool) -> Any:
+    """One refund with its audit trail."""
+    return await service.get_refund(pool, principal, refund_id)
+
+
+@router.post("/refunds/{refund_id}/cancel", status_code=202, response_model=RefundPublic)
+async def cancel_refund(refund_id: UUID, principal: Caller, pool: Pool) -> Any:
+    """Withdraw a ``pending`` or ``queued`` refund (``cancel_requested``; the provider decides)."""
+    return await service.cancel_refund(pool, principal, refund_id)

@@ -1,0 +1,71 @@
+"""HTTP models of the refunds API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RefundItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seat_id: UUID
+
+
+class RefundCreate(BaseModel):
+    """``{amount?, items?, reason, note?, internal_note?}``: neither amount nor items refunds
+    everything that remains; ``items`` void those seats; ``amount`` alone refunds money only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int | None = Field(None, gt=0, description="minor units")
+    items: list[RefundItemIn] | None = Field(None, min_length=1, max_length=500)
+    # who asks, in the cancellation vocabulary ('user' is reserved for buyers' own cancellations)
+    reason: Literal["organizer", "admin", "other"]
+    note: str | None = Field(
+        None, min_length=1, max_length=80, description="shown to the buyer (and sent to WeChat Pay)"
+    )
+    internal_note: str | None = Field(None, max_length=2000, description="staff only")
+
+
+class RefundItemOut(BaseModel):
+    seat_id: UUID
+    amount: int
+
+
+class RefundPublic(BaseModel):
+    id: UUID
+    order_id: UUID
+    status: str
+    amount: int
+    currency: str
+    reason: str
+    note: str | None = None
+    internal_note: str | None = None
+    kind: str
+    items: list[RefundItemOut]
+    requested_by: str
+    provider: str | None = None
+    provider_refund_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    updated_at: datetime
+    refunded_at: datetime | None = None
+
+
+class AuditEntry(BaseModel):
+    actor: str
+    action: str
+    from_status: str | None = None
+    to_status: str | None = None
+    details: dict[str, object]
+    at: datetime
+
+
+class RefundDetail(RefundPublic):
+    audit: list[AuditEntry] = []

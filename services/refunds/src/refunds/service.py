@@ -1,0 +1,457 @@
+"""Use cases of the refunds service: organizer refunds, buyer cancellations, late payments, and
+the provider's answers turned into refund states and ``refund.*`` events.
+
+Every use case runs in one transaction scoped to a tenant (row-level security): the API's to the
+caller's tenants, a consumer's to the tenant of the event it applies. A refund request locks its
+order's row, so concurrent requests for one order are checked one after the other and can never
+refund more than was paid together.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ticketing_shared import db, idempotency, outbox
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import (
+    OrderCreated,
+    OrderPaid,
+    OrderPaymentRejected,
+    PaymentRefundUpdated,
+    RefundCancelRequested,
+    RefundCompleted,
+    RefundRequested,
+    RefundStatusChanged,
+    RegistrationCancellationRequested,
+)
+from ticketing_shared.errors import DomainError, Forbidden, NotFound
+
+from . import repository as repo
+from .domain import (
+    CANCELABLE,
+    OrderMoney,
+    OrderNotRefundable,
+    RefundNotCancelable,
+    RefundReason,
+    RefundStatus,
+    can_move,
+    plan_refund,
+)
+from .schemas import RefundPublic
+
+log = logging.getLogger(__name__)
+SOURCE = "refunds"
+
+
+def caller_scope(principal: Principal) -> str | list[str]:
+    """The tenants a caller's transaction sees: every tenant they hold a role in, or all for a
+    platform admin. A buyer with no role sees no refund at all."""
+    return db.ALL_TENANTS if principal.platform_admin else list(principal.roles)
+
+
+def _order_for_staff(principal: Principal, order: asyncpg.Record | None) -> asyncpg.Record:
+    if order is None:
+        raise NotFound("order not found")
+    if not principal.is_staff_of(order["tenant_id"]):
+        raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+    return order
+
+
+async def _money(conn: asyncpg.Connection, order: asyncpg.Record) -> OrderMoney:
+    pending_total, seats = await repo.order_money(conn, order["order_id"])
+    return OrderMoney(
+        paid_amount=order["paid_amount"],
+        seat_ids=list(order["seat_ids"]),
+        refunded_or_pending=pending_total,
+        seats_taken=frozenset(seats),
+    )
+
+
+async def _create(
+    conn: asyncpg.Connection,
+    order: asyncpg.Record,
+    *,
+    amount: int,
+    items: list[tuple[UUID, int]],
+    reason: str,
+    note: str | None,
+    internal_note: str | None,
+    actor: str,
+    kind: str = "order",
+    payment_id: UUID | None = None,
+) -> asyncpg.Record | None:
+    """Write the refund (pending), its audit entry and ``refund.requested``."""
+    refund_id = outbox.new_event_id()
+    refund = await repo.insert_refund(
+        conn,
+        {
+            "id": refund_id,
+            "order_id": order["order_id"],
+            "tenant_id": order["tenant_id"],
+            "kind": kind,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": order["currency"].strip(),
+            "reason": reason,
+            "note": note,
+            "internal_note": internal_note,
+            "requested_by": actor,
+        },
+        items,
+    )
+    if refund is None:
+        return None
+    await repo.audit(
+        conn,
+        refund,
+        actor=actor,
+        action="refund.requested",
+        from_status=None,
+        to_status=RefundStatus.PENDING.value,
+        details={
+            "amount": amount,
+            "currency": refund["currency"].strip(),
+            "reason": reason,
+            "note": note,
+            "internal_note": internal_note,
+            "kind": kind,
+            "payment_id": str(payment_id) if payment_id else None,
+            "items": [{"seat_id": str(s), "amount": a} for s, a in items],
+        },
+    )
+    await outbox.emit(
+        conn,
+        RefundRequested(
+            refund_id=refund_id,
+            order_id=order["order_id"],
+            tenant_id=order["tenant_id"],
+            amount=amount,
+            currency=refund["currency"].strip(),
+            reason=reason,
+            note=note,
+            kind=kind,
+            seat_ids=[s for s, _ in items],
+            payment_id=payment_id,
+        ),
+        subject=order["order_id"],
+        source=SOURCE,
+    )
+    return refund
+
+
+# ------------------------------------------------------------------------------------------ API
+async def request_refund(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    order_id: UUID,
+    *,
+    amount: int | None,
+    seat_ids: list[UUID] | None,
+    reason: str,
+    note: str | None,
+    internal_note: str | None,
+    idem: idempotency.IdempotentRequest,
+) -> tuple[int, dict[str, Any]]:
+    """An organizer's refund. Returns (status, body); a replayed key returns the first answer."""
+    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+        order = _order_for_staff(principal, await repo.get_order(conn, order_id, for_update=True))
+        stored = await idempotency.begin(
+            conn, scope=idem.scope, key=idem.key, fingerprint=idem.fingerprint
+        )
+        if stored is not None:
+            return stored.status, stored.body
+        if order["status"] != "PAID":
+            raise OrderNotRefundable(
+                "only a paid order can be refunded"
+                + (" (this one is not paid yet)" if order["status"] == "PENDING" else "")
+            )
+        plan = plan_refund(await _money(conn, order), amount=amount, seat_ids=seat_ids)
+        refund = await _create(
+            conn,
+            order,
+            amount=plan.amount,
+            items=plan.items,
+            reason=reason,
+            note=note,
+            internal_note=internal_note,
+            actor=principal.sub,
+        )
+        assert refund is not None
+        body = await _public(conn, refund)
+        await idempotency.complete(conn, scope=idem.scope, key=idem.key, status=201, body=body)
+        return 201, body
+
+
+async def list_refunds(
+    pool: asyncpg.Pool, principal: Principal, order_id: UUID
+) -> list[dict[str, Any]]:
+    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+        _order_for_staff(principal, await repo.get_order(conn, order_id))
+        refunds = await repo.list_refunds(conn, order_id)
+        items = await repo.items_of(conn, [r["id"] for r in refunds])
+        return [_shape(r, items[r["id"]]) for r in refunds]
+
+
+async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) -> dict[str, Any]:
+    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+        refund = await repo.get_refund(conn, refund_id)
+        if refund is None:
+            raise NotFound("refund not found")
+        if not principal.is_staff_of(refund["tenant_id"]):
+            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+        body = await _public(conn, refund)
+        body["audit"] = [dict(a) for a in await repo.audit_trail(conn, refund_id)]
+        return body
+
+
+async def cancel_refund(
+    pool: asyncpg.Pool, principal: Principal, refund_id: UUID
+) -> dict[str, Any]:
+    """Withdraw a refund still ``pending`` or ``queued``. The provider side decides: payments
+    cancels it if it has not gone through yet and the refund becomes ``canceled``; otherwise it
+    carries on. Answers 202 with ``cancel_requested``."""
+    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+        refund = await repo.get_refund(conn, refund_id, for_update=True)
+        if refund is None:
+            raise NotFound("refund not found")
+        if not principal.is_staff_of(refund["tenant_id"]):
+            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+        status = RefundStatus(refund["status"])
+        if status not in CANCELABLE:
+            raise RefundNotCancelable(f"a {status.value} refund can no longer be canceled")
+        if refund["cancel_requested_at"] is None:
+            refund = await repo.update_refund(
+                conn, refund_id, {"cancel_requested_at": datetime.now(UTC)}
+            )
+            await repo.audit(
+                conn,
+                refund,
+                actor=principal.sub,
+                action="refund.cancel_requested",
+                from_status=status.value,
+                to_status=status.value,
+                details={},
+            )
+            await outbox.emit(
+                conn,
+                RefundCancelRequested(**_event_fields(refund)),
+                subject=refund["order_id"],
+                source=SOURCE,
+            )
+        return await _public(conn, refund)
+
+
+# ------------------------------------------------------------------------------------ consumers
+async def on_order_created(conn: asyncpg.Connection, data: OrderCreated) -> None:
+    await repo.upsert_order(
+        conn,
+        {
+            "order_id": data.order_id,
+            "tenant_id": data.tenant_id,
+            "event_id": data.event_id,
+            "buyer_id": data.buyer_id,
+            "buyer_email": data.buyer_email,
+            "buyer_locale": data.buyer_locale,
+            "event_title": data.event_title,
+            "quantity": data.quantity,
+            "total_amount": data.total_amount,
+            "currency": data.currency,
+            "seat_ids": [s.seat_id for s in data.seats],
+        },
+    )
+
+
+class OrderUnknown(DomainError):
+    """An event about an order this service has not heard of yet: retried, then dead-lettered."""
+
+    status, code, title = 409, "order_unknown", "Order not in the read model yet"
+
+
+async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid) -> None:
+    if await repo.get_order(conn, data.order_id) is None:
+        raise OrderUnknown(f"order.paid before order.created for {data.order_id}")
+    await repo.mark_order_paid(
+        conn,
+        data.order_id,
+        amount=data.total_amount,
+        transaction_id=data.transaction_id,
+        paid_at=data.paid_at,
+    )
+
+
+async def on_order_ended(conn: asyncpg.Connection, order_id: UUID) -> None:
+    await repo.mark_order_cancelled(conn, order_id)
+
+
+async def on_cancellation_requested(
+    conn: asyncpg.Connection, data: RegistrationCancellationRequested
+) -> str:
+    """A buyer cancelled a paid seat within the policy: refund the policy amount, void the seat."""
+    assert data.order_id is not None
+    order = await repo.get_order(conn, data.order_id, for_update=True)
+    if order is None:
+        raise OrderUnknown(f"cancellation for unknown order {data.order_id}")
+    if order["status"] != "PAID":
+        log.warning("refunds.cancellation_for_unpaid_order", extra={"order_id": str(data.order_id)})
+        return "ignored_not_paid"
+    money = await _money(conn, order)
+    if data.seat_id in money.seats_taken:
+        return "ignored_seat_already_refunded"  # asked twice: the first request stands
+    amount = min(data.amount, money.remaining)
+    if amount <= 0:
+        log.warning(
+            "refunds.cancellation_without_money",
+            extra={"order_id": str(data.order_id), "amount": data.amount},
+        )
+        return "ignored_nothing_to_refund"
+    await _create(
+        conn,
+        order,
+        amount=amount,
+        items=[(data.seat_id, amount)],
+        reason=RefundReason.USER.value,
+        note=None,
+        internal_note=f"buyer cancellation of registration {data.registration_id}",
+        actor=data.user_id,
+    )
+    return "created"
+
+
+async def on_payment_rejected(conn: asyncpg.Connection, data: OrderPaymentRejected) -> str:
+    """Money the order could not keep goes back in full, once per payment."""
+    order = await repo.get_order(conn, data.order_id, for_update=True)
+    if order is None:
+        raise OrderUnknown(f"rejected payment for unknown order {data.order_id}")
+    refund = await _create(
+        conn,
+        order,
+        amount=data.amount,
+        items=[],
+        reason=RefundReason.OTHER.value,
+        note=data.note or data.reason.replace("_", " "),
+        internal_note=f"{data.reason}: transaction {data.transaction_id}",
+        actor="system",
+        kind="rejected_payment",
+        payment_id=data.payment_id,
+    )
+    return "created" if refund is not None else "duplicate"
+
+
+async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdated) -> str:
+    """The provider's answer moves the refund along its states; anything else is ignored (a
+    redelivery, or news older than what is known)."""
+    refund = await repo.get_refund(conn, data.refund_id, for_update=True)
+    if refund is None:
+        raise NotFound(f"provider update for unknown refund {data.refund_id}")
+    current, target = RefundStatus(refund["status"]), RefundStatus(data.status)
+    fields: dict[str, Any] = {"provider": data.provider}
+    if data.provider_refund_id:
+        fields["provider_refund_id"] = data.provider_refund_id
+    if current == target or not can_move(current, target):
+        if current == target and fields.keys() - {"provider"}:
+            await repo.update_refund(conn, refund["id"], fields)
+        return "ignored"
+    fields["status"] = target.value
+    if target is RefundStatus.FAILED:
+        fields["failure_code"] = data.failure_code or "failed"
+        fields["failure_message"] = data.failure_message or "the provider could not refund"
+    if target is RefundStatus.REFUNDED:
+        fields["refunded_at"] = data.at
+    refund = await repo.update_refund(conn, refund["id"], fields)
+    await repo.audit(
+        conn,
+        refund,
+        actor=f"provider:{data.provider}",
+        action=f"refund.{target.value}",
+        from_status=current.value,
+        to_status=target.value,
+        details={
+            "provider_refund_id": refund["provider_refund_id"],
+            "amount": refund["amount"],
+            "failure_code": refund["failure_code"],
+            "failure_message": refund["failure_message"],
+        },
+    )
+    order = await repo.get_order(conn, refund["order_id"])
+    assert order is not None
+    if target is RefundStatus.REFUNDED:
+        items = (await repo.items_of(conn, [refund["id"]]))[refund["id"]]
+        total = await repo.refunded_total(conn, refund["order_id"])
+        await outbox.emit(
+            conn,
+            RefundCompleted(
+                **_event_fields(refund),
+                voided_seat_ids=[i["seat_id"] for i in items],
+                fully_refunded=refund["kind"] == "order" and total >= order["paid_amount"],
+                refunded_total=total,
+                refunded_at=data.at,
+                buyer_email=order["buyer_email"],
+                buyer_locale=order["buyer_locale"],
+                event_title=order["event_title"],
+            ),
+            subject=refund["order_id"],
+            source=SOURCE,
+        )
+    else:
+        await outbox.emit(
+            conn,
+            RefundStatusChanged(
+                **_event_fields(refund),
+                status=target.value,
+                previous_status=current.value,
+                failure_code=refund["failure_code"],
+                failure_message=refund["failure_message"],
+            ),
+            subject=refund["order_id"],
+            source=SOURCE,
+        )
+    return target.value
+
+
+# -------------------------------------------------------------------------------------- shapes
+def _event_fields(refund: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "refund_id": refund["id"],
+        "order_id": refund["order_id"],
+        "tenant_id": refund["tenant_id"],
+        "amount": refund["amount"],
+        "currency": refund["currency"].strip(),
+        "reason": refund["reason"],
+        "note": refund["note"],
+        "kind": refund["kind"],
+    }
+
+
+def _shape(refund: asyncpg.Record, items: list[asyncpg.Record]) -> dict[str, Any]:
+    return {
+        "id": refund["id"],
+        "order_id": refund["order_id"],
+        "status": refund["status"],
+        "amount": refund["amount"],
+        "currency": refund["currency"].strip(),
+        "reason": refund["reason"],
+        "note": refund["note"],
+        "internal_note": refund["internal_note"],
+        "kind": refund["kind"],
+        "items": [{"seat_id": i["seat_id"], "amount": i["amount"]} for i in items],
+        "requested_by": refund["requested_by"],
+        "provider": refund["provider"],
+        "provider_refund_id": refund["provider_refund_id"],
+        "failure_code": refund["failure_code"],
+        "failure_message": refund["failure_message"],
+        "cancel_requested": refund["cancel_requested_at"] is not None,
+        "created_at": refund["created_at"],
+        "updated_at": refund["updated_at"],
+        "refunded_at": refund["refunded_at"],
+    }
+
+
+async def _public(conn: asyncpg.Connection, refund: asyncpg.Record) -> dict[str, Any]:
+    """The refund as the API shows it, in JSON types (it is also the stored idempotent reply)."""
+    items = (await repo.items_of(conn, [refund["id"]]))[refund["id"]]
+    return RefundPublic.model_validate(_shape(refund, items)).model_dump(mode="json")
