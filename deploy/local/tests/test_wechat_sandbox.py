@@ -1211,7 +1211,7 @@ async def test_unreachable_receiver_is_retried(sandbox: Sandbox) -> None:
 
         [note] = await eventually(two_attempts)
     assert note["attempts"][0]["status_code"] is None
-    assert "ConnectError" in note["attempts"][0]["error"]
+    assert "connect" in note["attempts"][0]["error"].lower()
 
 
 async def test_redeliver_resends_same_id_with_fresh_signature(

@@ -53,6 +53,11 @@ class ServiceSettings(BaseSettings):
     # records per fetch, committed together; how long an idle fetch waits (bounds added latency)
     consumer_batch_max: int = Field(200, validation_alias=_shared("CONSUMER_BATCH_MAX"))
     consumer_batch_wait_ms: int = Field(20, validation_alias=_shared("CONSUMER_BATCH_WAIT_MS"))
+    # how long the broker may hold a fetch that found nothing (Kafka's fetch.max.wait.ms); a
+    # broker that does not answer early when records arrive adds up to this much to every hop
+    consumer_fetch_max_wait_ms: int = Field(
+        500, validation_alias=_shared("CONSUMER_FETCH_MAX_WAIT_MS")
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_host: str = "127.0.0.1"

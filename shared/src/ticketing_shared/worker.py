@@ -90,6 +90,7 @@ def _subscribe(
         batch=True,
         max_records=settings.consumer_batch_max,
         batch_timeout_ms=settings.consumer_batch_wait_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         title=f"{consumer.name}:{topic}",

@@ -42,7 +42,7 @@ class SmtpMailer:
         self.username, self.password = username, password
         self.start_tls, self.timeout = start_tls, timeout
 
-    async def send(self, mail: Mail) -> None:
+    def _message(self, mail: Mail) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = mail.to
@@ -53,19 +53,54 @@ class SmtpMailer:
         msg.set_content(mail.text)
         if mail.html:
             msg.add_alternative(mail.html, subtype="html")
+        return msg
+
+    async def send(self, mail: Mail) -> None:
+        (result,) = await self.send_many([mail])
+        if result is not None:
+            raise result
+
+    async def send_many(self, mails: list[Mail]) -> list[DeliveryError | None]:
+        """Send over ONE SMTP session (connect, EHLO, a transaction per mail, QUIT): a burst of
+        mail costs one handshake, not one each. Returns each mail's outcome (None = accepted); a
+        refusal fails only its mail, a broken session fails the mails not yet accepted."""
+        results: list[DeliveryError | None] = [
+            DeliveryError("not attempted: the SMTP session failed") for _ in mails
+        ]
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self.timeout, start_tls=self.start_tls
+        )
         try:
-            await aiosmtplib.send(
-                msg,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.start_tls,
-                timeout=self.timeout,
-            )
+            await client.connect()
+            if self.username and self.password:
+                await client.login(self.username, self.password)
+            for i, mail in enumerate(mails):
+                try:
+                    await client.send_message(self._message(mail))
+                    results[i] = None
+                except aiosmtplib.SMTPResponseException as exc:
+                    results[i] = DeliveryError(
+                        f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600
+                    )
+                    if exc.code in (421, 451) or not client.is_connected:
+                        break
+                    await client.rset()
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    codes = [r.code for r in exc.recipients]
+                    results[i] = DeliveryError(
+                        repr(exc), permanent=all(500 <= c < 600 for c in codes)
+                    )
+                    await client.rset()
         except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(
-                f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600
-            ) from exc
+            failure = DeliveryError(f"{exc.code} {exc.message}", permanent=False)
+            results = [r if r is None else failure for r in results]
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(repr(exc)) from exc
+            failure = DeliveryError(repr(exc))
+            results = [r if r is None else failure for r in results]
+        finally:
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+        return results

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 
-import httpx
+import aiohttp
 
 from .config import LOGGER_NAME
 from .crypto import seal_resource, sign_headers
@@ -95,14 +95,18 @@ class Notifications(SandboxState):
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.notify_timeout_s):
-                response = await self._client.post(note.url, content=note.body, headers=headers)
+                async with self.http().post(
+                    note.url, data=note.body, headers=headers, allow_redirects=False
+                ) as response:
+                    await response.read()
+                    status = response.status
         except TimeoutError:
             record["error"] = f"no answer within {self.config.notify_timeout_s:g} s"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
         else:
-            record["status_code"] = response.status_code
-            record["delivered"] = response.status_code in (200, 204)
+            record["status_code"] = status
+            record["delivered"] = status in (200, 204)
         record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
         note.attempts.append(record)
         if record["delivered"]:
