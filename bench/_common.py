@@ -1,4 +1,5 @@
-"""Helpers of the benchmarks: the running local stack's addresses, tokens, latency figures, RSS."""
+"""Helpers of the benchmarks: the running local stack's addresses, tokens, latency figures, RSS and
+CPU time per process."""
 
 from __future__ import annotations
 
@@ -81,3 +82,38 @@ def print_rss(limit_mb: float | None = None) -> None:
     for name, (cur, peak) in sorted(service_rss().items()):
         flag = "" if limit_mb is None or peak <= limit_mb else f"  over {limit_mb:.0f} MB"
         print(f"  {name:<22} {cur:7.1f} / {peak:7.1f}{flag}")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by every service process of the local stack, and by PostgreSQL (all
+    its processes together)."""
+    state = json.loads((RUN / "stack.json").read_text())
+    out = {}
+    for name, child in state["children"].items():
+        if child.get("pid"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                out[name] = _cpu_s(child["pid"])
+    pg = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if (proc / "comm").read_text().strip() == "postgres":
+                    pg += _cpu_s(int(proc.name))
+    out["postgresql (all)"] = pg
+    return out
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], per: int, what: str) -> None:
+    """CPU time each process spent between two snapshots, in total and per unit of work."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    total = sum(used.values())
+    print(f"CPU time during the timed phase (s, and ms per {what}):")
+    for name, s in sorted(used.items(), key=lambda kv: -kv[1]):
+        if s > 0:
+            print(f"  {name:<22} {s:7.2f}  {s * 1000 / per:7.2f}")
+    print(f"  {'all':<22} {total:7.2f}  {total * 1000 / per:7.2f}")

@@ -59,9 +59,10 @@ class WorkerContext:
         return True
 
 
-def _subscribe(
-    broker: KafkaBroker, consumer: EventConsumer, topic: str, settings: ServiceSettings
-) -> None:
+def _subscribe(broker: KafkaBroker, consumer: EventConsumer, settings: ServiceSettings) -> None:
+    """ONE Kafka consumer (group = the consumer's inbox name) for all of the consumer's topics:
+    one fetch covers every assigned partition, so an idle worker polls the broker once per fetch
+    wait rather than once per topic."""
     async def handle(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         # records of one partition come in order; the batch is applied in one transaction (one
@@ -81,10 +82,10 @@ def _subscribe(
             ]
         )
 
-    handle.__name__ = f"on_{topic.replace('.', '_')}"
+    handle.__name__ = f"on_{consumer.name}_events"
     broker.subscriber(
-        topic,
-        group_id=f"{consumer.name}.{topic}",
+        *consumer.topics,
+        group_id=consumer.name,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         batch=True,
@@ -93,7 +94,7 @@ def _subscribe(
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
-        title=f"{consumer.name}:{topic}",
+        title=f"{consumer.name}:{','.join(consumer.topics)}",
         description=f"{consumer.name} consumes {', '.join(sorted(consumer.routes))}",
     )(handle)
 
@@ -115,8 +116,7 @@ def create_worker(
         logger=logging.getLogger("faststream"),
     )
     for consumer in consumers:
-        for topic in consumer.topics:
-            _subscribe(broker, consumer, topic, settings)
+        _subscribe(broker, consumer, settings)
 
     state: dict[str, Any] = {}
 

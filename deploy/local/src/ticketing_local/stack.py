@@ -86,6 +86,9 @@ def service_env() -> dict[str, str]:
         "PAYMENTS_WECHAT_BASE_URL": f"http://127.0.0.1:{port('WECHAT_SANDBOX_PORT')}",
         "PAYMENTS_WECHAT_KEYS_DIR": str(PATHS.keys),
         "PAYMENTS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",
+        # the embedded broker does not answer a waiting fetch when records arrive; it looks again
+        # only after part of the fetch's max wait, so a short wait keeps each hop's latency low
+        "CONSUMER_FETCH_MAX_WAIT_MS": "25",
     }
     for svc in SERVICES:
         up = svc.upper()

@@ -64,9 +64,11 @@ class Sender:
         max_attempts: int = 8,
         backoff_s: float = 1.0,
         idle_poll_s: float = 0.05,
+        concurrency: int = 1,
     ) -> None:
         self.mailer = mailer
         self.batch = batch
+        self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.idle_poll_s = idle_poll_s
@@ -76,11 +78,16 @@ class Sender:
         self._wake.set()
 
     async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+        """``concurrency`` loops, each claiming its own batch (``SKIP LOCKED``): one SMTP session
+        waiting on the server does not hold back the next batch."""
+        await asyncio.gather(*(self._loop(pool, stopping) for _ in range(self.concurrency)))
+
+    async def _loop(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            sent = await self.send_due(pool)
-            if sent:
-                continue
+            # cleared before looking, so a wake-up during the claim is not lost
             self._wake.clear()
+            if await self.send_due(pool):
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
 

@@ -27,5 +27,7 @@ class Settings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8080"
     delivery_max_attempts: int = 8
     delivery_backoff_s: float = 1.0
-    sender_batch: int = 20
+    # mails per SMTP session, and how many sessions run at once
+    sender_batch: int = 10
+    sender_concurrency: int = 4
     sender_idle_poll_s: float = 0.05

@@ -31,6 +31,7 @@ def create_worker(settings: Settings | None = None) -> Starlette:
         max_attempts=settings.delivery_max_attempts,
         backoff_s=settings.delivery_backoff_s,
         idle_poll_s=settings.sender_idle_poll_s,
+        concurrency=settings.sender_concurrency,
     )
     consumer.after_commit.append(sender.wake)
 
