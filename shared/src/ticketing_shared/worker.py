@@ -63,6 +63,7 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, settings: ServiceSe
     """ONE Kafka consumer (group = the consumer's inbox name) for all of the consumer's topics:
     one fetch covers every assigned partition, so an idle worker polls the broker once per fetch
     wait rather than once per topic."""
+
     async def handle(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         # records of one partition come in order; the batch is applied in one transaction (one
