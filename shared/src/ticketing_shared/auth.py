@@ -45,6 +45,12 @@ class Principal:
         if not self.is_staff_of(tenant_id):
             raise Forbidden("tenant owner or admin role required", code="forbidden")
 
+    def tenant_scope(self) -> str | list[str]:
+        """The row-level security scope of this caller's staff transactions: every tenant they
+        hold a role in, or all (``"*"``, ``db.ALL_TENANTS``) for a platform admin. Someone with no
+        role sees no tenant's rows."""
+        return "*" if self.platform_admin else list(self.roles)
+
 
 class TokenVerifier:
     def __init__(

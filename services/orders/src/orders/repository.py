@@ -332,21 +332,6 @@ async def stored_response(
     )
 
 
-async def active_free_registration(
-    conn: asyncpg.Connection, *, ticket_type_id: UUID, user_id: str
-) -> UUID | None:
-    return await conn.fetchval(
-        """
-        SELECT id FROM registrations
-        WHERE ticket_type_id = $1 AND user_id = $2 AND order_id IS NULL
-          AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')
-        LIMIT 1
-        """,
-        ticket_type_id,
-        user_id,
-    )
-
-
 # ---------------------------------------------------------------------------------------- orders
 
 
@@ -424,17 +409,19 @@ async def due_expired_orders(conn: asyncpg.Connection, *, limit: int) -> list[as
 
 
 async def record_applied_refund(
-    conn: asyncpg.Connection, refund_id: UUID, *, order_id: UUID, amount: int
+    conn: asyncpg.Connection, refund_id: UUID, *, order_id: UUID, tenant_id: str, amount: int
 ) -> bool:
     """False when this refund was applied before (under any event id)."""
     return bool(
         await conn.fetchval(
             """
-            INSERT INTO applied_refunds (refund_id, order_id, amount) VALUES ($1, $2, $3)
+            INSERT INTO applied_refunds (refund_id, order_id, tenant_id, amount)
+            VALUES ($1, $2, $3, $4)
             ON CONFLICT (refund_id) DO NOTHING RETURNING true
             """,
             refund_id,
             order_id,
+            tenant_id,
             amount,
         )
     )

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/v1")
 @router.get("/tenants/{tenant_id}/cancellation-policies")
 async def get_cancellation_policies(tenant_id: str, principal: Caller, db: Db) -> dict[str, Any]:
     """The tenant's cancellation policy variants (owner/admin)."""
-    async with db.read() as conn:
+    async with db.read(tenants=principal.tenant_scope()) as conn:
         return await catalog.get_policies(conn, principal, tenant_id)
 
 
@@ -48,7 +48,7 @@ async def put_cancellation_policies(
     tenant_id: str, body: CancellationPoliciesIn, principal: Caller, db: Db
 ) -> dict[str, Any]:
     """Replace the tenant's cancellation policy variants (owner/admin)."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return await catalog.put_policies(conn, principal, tenant_id, body)
 
 
@@ -57,7 +57,7 @@ async def create_event_template(
     tenant_id: str, body: TemplateCreate, principal: Caller, db: Db
 ) -> Any:
     """Create an event template with its ticket types (owner/admin)."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return dict(await catalog.create_template(conn, principal, tenant_id, body))
 
 
@@ -66,7 +66,7 @@ async def create_event_from_template(
     template_id: UUID, body: EventFromTemplate, principal: Caller, db: Db
 ) -> Any:
     """Create an event (and its ticket types) from a template, overriding any field."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         event, ticket_types = await catalog.create_event_from_template(
             conn, principal, template_id, body
         )
@@ -76,14 +76,14 @@ async def create_event_from_template(
 @router.post("/tenants/{tenant_id}/events", status_code=201, response_model=EventPublic)
 async def create_event(tenant_id: str, body: EventCreate, principal: Caller, db: Db) -> Any:
     """Create a published event (owner/admin)."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return views.event_public(await catalog.create_event(conn, principal, tenant_id, body))
 
 
 @router.get("/events/{event_id}", response_model=EventPublic)
 async def get_event(event_id: UUID, principal: Caller, db: Db) -> Any:
     """An event with its ticket types and their inventory."""
-    async with db.read() as conn:
+    async with db.read(tenants=principal.tenant_scope()) as conn:
         event, ticket_types = await catalog.get_event(conn, principal, event_id)
         return views.event_public(event, ticket_types)
 
@@ -91,7 +91,7 @@ async def get_event(event_id: UUID, principal: Caller, db: Db) -> Any:
 @router.patch("/events/{event_id}", response_model=EventPublic)
 async def update_event(event_id: UUID, body: EventUpdate, principal: Caller, db: Db) -> Any:
     """Change an event (e.g. reschedule it); cancellation windows follow its new start."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return views.event_public(await catalog.update_event(conn, principal, event_id, body))
 
 
@@ -100,7 +100,7 @@ async def create_ticket_type(
     event_id: UUID, body: TicketTypeCreate, principal: Caller, db: Db
 ) -> Any:
     """Add a ticket type with its price tiers (owner/admin)."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return views.ticket_type_public(
             await catalog.create_ticket_type(conn, principal, event_id, body)
         )
@@ -111,7 +111,7 @@ async def update_ticket_type(
     ticket_type_id: UUID, body: TicketTypeUpdate, principal: Caller, db: Db
 ) -> Any:
     """Change a ticket type; max_quantity never below the seats already taken."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return views.ticket_type_public(
             await catalog.update_ticket_type(conn, principal, ticket_type_id, body)
         )
@@ -149,21 +149,21 @@ async def create_registration(
 @router.get("/orders/{order_id}", response_model=OrderPublic)
 async def get_order(order_id: UUID, principal: Caller, db: Db) -> Any:
     """An order: status, amounts, seats, registrations, invites, refund summary."""
-    async with db.read() as conn:
+    async with db.read(of=("order", order_id)) as conn:
         return await views.get_order(conn, principal, order_id)
 
 
 @router.get("/me/orders", response_model=list[OrderPublic])
 async def my_orders(principal: Caller, db: Db, event_id: UUID | None = None) -> Any:
     """The caller's orders, optionally for one event."""
-    async with db.read() as conn:
+    async with db.read(user=principal.sub) as conn:
         return await views.my_orders(conn, principal, event_id)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic)
 async def cancel_order(order_id: UUID, principal: Caller, db: Db) -> Any:
     """The buyer cancels a PENDING order; its seats are released at once."""
-    async with db.transaction() as conn:
+    async with db.transaction(of=("order", order_id)) as conn:
         await lifecycle.cancel_pending_order(conn, principal, order_id)
         return await views.load_order(conn, order_id)
 
@@ -171,7 +171,7 @@ async def cancel_order(order_id: UUID, principal: Caller, db: Db) -> Any:
 @router.get("/orders/{order_id}/audit", response_model=list[AuditEntry])
 async def order_audit(order_id: UUID, principal: Caller, db: Db) -> Any:
     """Every change of the order, its seats, registrations and invites (tenant staff)."""
-    async with db.read() as conn:
+    async with db.read(tenants=principal.tenant_scope()) as conn:
         return await views.order_audit(conn, principal, order_id)
 
 
@@ -179,14 +179,14 @@ async def order_audit(order_id: UUID, principal: Caller, db: Db) -> Any:
 @router.get("/orders/{order_id}/invites", response_model=list[InvitePublic])
 async def order_invites(order_id: UUID, principal: Caller, db: Db) -> Any:
     """The buyer's invite links for the extra seats."""
-    async with db.read() as conn:
+    async with db.read(of=("order", order_id)) as conn:
         return await views.order_invites(conn, principal, order_id)
 
 
 @router.post("/invites/{token}/redeem", status_code=201)
 async def redeem_invite(token: str, principal: Caller, db: Db) -> dict[str, Any]:
     """Redeem an open invite: the caller gets a registration on its seat (once)."""
-    async with db.transaction() as conn:
+    async with db.transaction(of=("invite", token)) as conn:
         return {"registration": RegistrationPublic(**await invites.redeem(conn, principal, token))}
 
 
@@ -200,7 +200,7 @@ async def event_registrations(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """All registrations of an event with each one's order status (tenant staff)."""
-    async with db.read() as conn:
+    async with db.read(tenants=principal.tenant_scope()) as conn:
         return await views.event_registrations(
             conn, principal, event_id, limit=limit, offset=offset
         )
@@ -209,14 +209,14 @@ async def event_registrations(
 @router.get("/registrations/{registration_id}", response_model=RegistrationPublic)
 async def get_registration(registration_id: UUID, principal: Caller, db: Db) -> Any:
     """A registration with ``can_cancel`` and the refund its cancellation would give."""
-    async with db.read() as conn:
+    async with db.read(of=("registration", registration_id)) as conn:
         return await views.get_registration(conn, principal, registration_id)
 
 
 @router.post("/registrations/{registration_id}/approve", response_model=RegistrationPublic)
 async def approve_registration(registration_id: UUID, principal: Caller, db: Db) -> Any:
     """Approve a PENDING registration (tenant staff)."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return await registrations.approve(conn, principal, registration_id)
 
 
@@ -225,7 +225,7 @@ async def reject_registration(
     registration_id: UUID, principal: Caller, db: Db, body: StaffAction | None = None
 ) -> Any:
     """Reject a PENDING registration (tenant staff); paid seats need a refund first."""
-    async with db.transaction() as conn:
+    async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return await registrations.reject(conn, principal, registration_id, body or StaffAction())
 
 
@@ -238,7 +238,7 @@ async def cancel_registration(
     body: StaffAction | None = None,
 ) -> Any:
     """The registrant cancels per policy (paid: 202, refund requested); staff cancel free seats."""
-    async with db.transaction() as conn:
+    async with db.transaction(of=("registration", registration_id)) as conn:
         status, payload = await registrations.cancel(
             conn, principal, registration_id, body or StaffAction()
         )

@@ -24,7 +24,7 @@ def create_worker(settings: Settings | None = None) -> Starlette:
     async def expire_orders(ctx: WorkerContext) -> None:
         """Cancel unpaid orders past their expiry, releasing their seats (SKIP LOCKED: any number of workers)."""
         while not ctx.stopping.is_set():
-            async with db.transaction(ctx.pool) as conn:
+            async with db.transaction(ctx.pool, tenant_id=db.ALL_TENANTS) as conn:
                 expired = await lifecycle.expire_due_orders(conn, limit=settings.expiry_batch)
             if expired:
                 log.info("orders.expired", extra={"count": expired})

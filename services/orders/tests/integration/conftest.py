@@ -33,6 +33,7 @@ class OrdersService:
     bootstrap: str
     private_key: str
     producer: AIOKafkaProducer
+    role_dsn: str  # what the service connects as (row-level security applies)
     tenant: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
 
     def token(
@@ -161,7 +162,8 @@ async def orders_service(
         log_dir=logs,
         name=f"orders-worker-{worker_port}",
     ).start()
-    pool = await db.create_pool(dsn, min_size=1, max_size=5)
+    # the tests' own reads (outbox, inventory checks, time travel) go past row-level security
+    pool = await db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=5)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", value_serializer=None, key_serializer=None
     )
@@ -169,7 +171,9 @@ async def orders_service(
         await api.wait_ready()
         await worker.wait_ready()
         await producer.start()
-        yield OrdersService(api, worker, pool, bootstrap, jwt_keys["private_pem"], producer)
+        yield OrdersService(
+            api, worker, pool, bootstrap, jwt_keys["private_pem"], producer, role_dsn=dsn
+        )
     finally:
         await producer.stop()
         api.stop()

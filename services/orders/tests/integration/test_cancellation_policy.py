@@ -47,6 +47,7 @@ async def _paid_order(
         ).json()["order"]
     payment = PaymentSucceeded(
         order_id=order["id"],
+        tenant_id=svc.tenant,
         payment_id=uuid.uuid4(),
         provider="mollie",
         payment_method="REDIRECT",

@@ -25,9 +25,10 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
         "orders_expiry", db.shared_migrations() + db.dir_migrations("orders", MIGRATIONS)
     )
     pool = await db.create_pool(dsn, min_size=4, max_size=8)
+    peek = await db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=2)
     admin = Principal(sub="admin", roles={TENANT: "admin"})
     try:
-        async with db.transaction(pool) as conn:
+        async with db.transaction(pool, tenant_id=TENANT) as conn:
             event = await catalog.create_event(
                 conn,
                 admin,
@@ -54,12 +55,12 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
                     order_ttl=timedelta(minutes=5),
                     max_quantity_per_order=10,
                 )
-        await pool.execute("UPDATE orders SET expires_at = now() - interval '1 second'")
+        await peek.execute("UPDATE orders SET expires_at = now() - interval '1 second'")
 
         async def expire_until_done() -> int:
             total = 0
             while True:
-                async with db.transaction(pool) as conn:
+                async with db.transaction(pool, tenant_id=db.ALL_TENANTS) as conn:
                     n = await lifecycle.expire_due_orders(conn, limit=7)
                 if n == 0:
                     return total
@@ -69,19 +70,20 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
         assert sum(counts) == 120
         assert sum(1 for c in counts if c > 0) >= 2  # the work really was shared
         assert (
-            await pool.fetchval("SELECT count(*) FROM outbox WHERE ce_type = 'order.expired'")
+            await peek.fetchval("SELECT count(*) FROM outbox WHERE ce_type = 'order.expired'")
             == 120
         )
         assert (
-            await pool.fetchval("SELECT current_quantity FROM ticket_types WHERE id = $1", tt["id"])
+            await peek.fetchval("SELECT current_quantity FROM ticket_types WHERE id = $1", tt["id"])
             == 0
         )
-        async with pool.acquire() as conn:
+        async with peek.acquire() as conn:
             for row in await repo.inventory_report(conn):
                 assert row["current_quantity"] == row["expected"]
-        per_order = await pool.fetch(
+        per_order = await peek.fetch(
             "SELECT ce_subject, count(*) FROM outbox WHERE ce_type = 'order.expired' GROUP BY 1 HAVING count(*) > 1"
         )
         assert per_order == []
     finally:
         await pool.close()
+        await peek.close()

@@ -34,7 +34,8 @@ ADMIN = Principal(sub="admin", roles={TENANT: "admin"})
 
 class InventoryMachine(RuleBasedStateMachine):
     loop: asyncio.AbstractEventLoop
-    pool: asyncpg.Pool
+    pool: asyncpg.Pool  # as the service's role: each use case scoped to the tenant, as the API does
+    admin: asyncpg.Pool  # the test's own peeks and time travel, past row-level security
 
     def __init__(self) -> None:
         super().__init__()
@@ -48,13 +49,13 @@ class InventoryMachine(RuleBasedStateMachine):
 
     async def _tx(self, fn, *args, **kwargs):
         try:
-            async with db.transaction(self.pool) as conn:
+            async with db.transaction(self.pool, tenant_id=TENANT) as conn:
                 return await fn(conn, *args, **kwargs)
         except DomainError:
             return None
 
     async def _catalog(self):
-        async with db.transaction(self.pool) as conn:
+        async with db.transaction(self.pool, tenant_id=TENANT) as conn:
             event = await catalog.create_event(
                 conn,
                 ADMIN,
@@ -138,6 +139,7 @@ class InventoryMachine(RuleBasedStateMachine):
         order_id = data.draw(st.sampled_from(self.orders))
         payment = PaymentSucceeded(
             order_id=order_id,
+            tenant_id=TENANT,
             payment_id=uuid.uuid4(),
             provider="wechatpay",
             payment_method="NATIVE",
@@ -150,7 +152,7 @@ class InventoryMachine(RuleBasedStateMachine):
 
     async def _amount(self, order_id: str) -> int:
         return int(
-            await self.pool.fetchval(
+            await self.admin.fetchval(
                 "SELECT total_amount FROM orders WHERE id = $1", uuid.UUID(order_id)
             )
         )
@@ -160,7 +162,7 @@ class InventoryMachine(RuleBasedStateMachine):
     def expire(self, data: st.DataObject) -> None:
         order_id = data.draw(st.sampled_from(self.orders))
         self._run(
-            self.pool.execute(
+            self.admin.execute(
                 "UPDATE orders SET expires_at = now() - interval '1 second' "
                 "WHERE id = $1 AND status = 'PENDING'",
                 uuid.UUID(order_id),
@@ -173,7 +175,7 @@ class InventoryMachine(RuleBasedStateMachine):
     def buyer_cancels(self, data: st.DataObject) -> None:
         order_id = data.draw(st.sampled_from(self.orders))
         buyer = self._run(
-            self.pool.fetchval("SELECT buyer_id FROM orders WHERE id = $1", uuid.UUID(order_id))
+            self.admin.fetchval("SELECT buyer_id FROM orders WHERE id = $1", uuid.UUID(order_id))
         )
         self._run(
             self._tx(lifecycle.cancel_pending_order, Principal(sub=buyer), uuid.UUID(order_id))
@@ -184,7 +186,7 @@ class InventoryMachine(RuleBasedStateMachine):
     def redeem(self, data: st.DataObject) -> None:
         order_id = data.draw(st.sampled_from(self.orders))
         token = self._run(
-            self.pool.fetchval(
+            self.admin.fetchval(
                 "SELECT token FROM invites WHERE order_id = $1 ORDER BY status DESC LIMIT 1",
                 uuid.UUID(order_id),
             )
@@ -197,7 +199,7 @@ class InventoryMachine(RuleBasedStateMachine):
     def refund_settled(self, data: st.DataObject, full: bool, twice: bool) -> None:
         order_id = data.draw(st.sampled_from(self.orders))
         seats = self._run(
-            self.pool.fetch(
+            self.admin.fetch(
                 "SELECT id FROM seats WHERE order_id = $1 AND status = 'ACTIVE' ORDER BY position",
                 uuid.UUID(order_id),
             )
@@ -227,7 +229,7 @@ class InventoryMachine(RuleBasedStateMachine):
     @invariant()
     def inventory_matches_seats_and_registrations(self) -> None:
         async def check() -> None:
-            async with self.pool.acquire() as conn:
+            async with self.admin.acquire() as conn:
                 for row in await repo.inventory_report(conn):
                     if row["id"] in (self.tt_id, self.free_tt_id):
                         assert row["current_quantity"] == row["expected"], dict(row)
@@ -245,7 +247,10 @@ def test_inventory_invariant_holds_under_random_interleavings(infra: Infra) -> N
             )
         )
         pool = loop.run_until_complete(db.create_pool(dsn, min_size=1, max_size=2))
-        InventoryMachine.loop, InventoryMachine.pool = loop, pool
+        admin = loop.run_until_complete(
+            db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=2)
+        )
+        InventoryMachine.loop, InventoryMachine.pool, InventoryMachine.admin = loop, pool, admin
         machine = InventoryMachine.TestCase
         machine.settings = settings(
             max_examples=40,
@@ -255,5 +260,6 @@ def test_inventory_invariant_holds_under_random_interleavings(infra: Infra) -> N
         )
         machine().runTest()
         loop.run_until_complete(pool.close())
+        loop.run_until_complete(admin.close())
     finally:
         loop.close()

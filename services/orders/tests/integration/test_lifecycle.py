@@ -39,9 +39,12 @@ async def _buy(
     return event, resp.json()["order"]
 
 
-def _payment(order: dict[str, Any], tx: str = "tx-1", **kw: Any) -> PaymentSucceeded:
+def _payment(
+    svc: OrdersService, order: dict[str, Any], tx: str = "tx-1", **kw: Any
+) -> PaymentSucceeded:
     return PaymentSucceeded(
         order_id=order["id"],
+        tenant_id=svc.tenant,
         payment_id=uuid.uuid4(),
         provider="wechatpay",
         payment_method="NATIVE",
@@ -66,7 +69,7 @@ async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(
     orders_service: OrdersService,
 ) -> None:
     _, order = await _buy(orders_service, "pay-1")
-    payment = _payment(order)
+    payment = _payment(orders_service, order)
     await orders_service.publish(payment, order["id"])
     async with orders_service.client("pay-1") as buyer:
         paid = await orders_service.wait_order_status(buyer, order["id"], "PAID")
@@ -100,7 +103,7 @@ async def test_payment_with_approval_leaves_registration_pending(
     orders_service: OrdersService,
 ) -> None:
     _, order = await _buy(orders_service, "pay-2", quantity=1, require_approval=True)
-    await orders_service.publish(_payment(order), order["id"])
+    await orders_service.publish(_payment(orders_service, order), order["id"])
     async with orders_service.client("pay-2") as buyer:
         paid = await orders_service.wait_order_status(buyer, order["id"], "PAID")
     assert paid["registrations"][0]["status"] == "PENDING"
@@ -131,7 +134,7 @@ async def test_late_payment_revives_the_order_when_seats_remain(
     async with orders_service.client("late-1") as buyer:
         await buyer.post(f"/v1/orders/{order['id']}/cancel")
         assert await _current(orders_service, event["id"]) == 0
-        await orders_service.publish(_payment(order, "tx-late"), order["id"])
+        await orders_service.publish(_payment(orders_service, order, "tx-late"), order["id"])
         revived = await orders_service.wait_order_status(buyer, order["id"], "PAID")
     assert revived["registrations"][0]["status"] == "APPROVED"
     assert {s["status"] for s in revived["seats"]} == {"ACTIVE"}
@@ -152,7 +155,7 @@ async def test_late_payment_without_seats_keeps_order_cancelled_and_asks_for_a_r
             f"/v1/events/{event['id']}/registrations", json={"ticket_type_id": tt_id, "quantity": 1}
         )
         assert resp.status_code == 201
-    await orders_service.publish(_payment(order, "tx-too-late"), order["id"])
+    await orders_service.publish(_payment(orders_service, order, "tx-too-late"), order["id"])
     rejected = await wait_until(
         lambda: orders_service.outbox("order.payment_rejected", order["id"]),
         timeout=30,
@@ -178,7 +181,7 @@ async def test_invites_open_on_payment_and_redeem_exactly_once(
         async with orders_service.client("early-guest") as guest:
             resp = await guest.post(f"/v1/invites/{locked[0]['token']}/redeem")
             assert (resp.status_code, resp.json()["code"]) == (409, "invite_not_open")
-        await orders_service.publish(_payment(order, "tx-inv"), order["id"])
+        await orders_service.publish(_payment(orders_service, order, "tx-inv"), order["id"])
         await orders_service.wait_order_status(giver, order["id"], "PAID")
         tokens = [i["token"] for i in (await giver.get(f"/v1/orders/{order['id']}/invites")).json()]
         own = await giver.post(f"/v1/invites/{tokens[0]}/redeem")
@@ -207,7 +210,7 @@ async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_
     orders_service: OrdersService,
 ) -> None:
     event, order = await _buy(orders_service, "refund-buyer")
-    await orders_service.publish(_payment(order, "tx-r"), order["id"])
+    await orders_service.publish(_payment(orders_service, order, "tx-r"), order["id"])
     async with orders_service.client("refund-buyer") as buyer:
         await orders_service.wait_order_status(buyer, order["id"], "PAID")
         seats = [s["id"] for s in (await buyer.get(f"/v1/orders/{order['id']}")).json()["seats"]]
@@ -253,7 +256,7 @@ async def test_staff_cannot_cancel_or_reject_a_paid_registration(
     orders_service: OrdersService,
 ) -> None:
     _, order = await _buy(orders_service, "paid-reg", quantity=1, require_approval=True)
-    await orders_service.publish(_payment(order, "tx-p"), order["id"])
+    await orders_service.publish(_payment(orders_service, order, "tx-p"), order["id"])
     async with orders_service.client("paid-reg") as buyer:
         paid = await orders_service.wait_order_status(buyer, order["id"], "PAID")
     reg_id = paid["registrations"][0]["id"]

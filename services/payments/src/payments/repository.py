@@ -47,9 +47,12 @@ async def get_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record 
 async def get_payment(
     conn: asyncpg.Connection, *, provider: str, out_trade_no: str, for_update: bool = False
 ) -> asyncpg.Record | None:
-    lock = " FOR UPDATE" if for_update else ""
+    lock = " FOR UPDATE OF p" if for_update else ""
     return await conn.fetchrow(
-        f"SELECT * FROM payments WHERE provider = $1 AND out_trade_no = $2{lock}",
+        f"""
+        SELECT p.*, o.tenant_id FROM payments p JOIN orders_view o ON o.order_id = p.order_id
+        WHERE p.provider = $1 AND p.out_trade_no = $2{lock}
+        """,
         provider,
         out_trade_no,
     )

@@ -255,6 +255,7 @@ async def apply_wechat_payment(
         payment, fields = paid
         event = PaymentSucceeded(
             order_id=payment["order_id"],
+            tenant_id=payment["tenant_id"],
             payment_id=payment["id"],
             provider="wechatpay",
             payment_method=payment["payment_method"],

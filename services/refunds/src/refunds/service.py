@@ -48,12 +48,6 @@ log = logging.getLogger(__name__)
 SOURCE = "refunds"
 
 
-def caller_scope(principal: Principal) -> str | list[str]:
-    """The tenants a caller's transaction sees: every tenant they hold a role in, or all for a
-    platform admin. A buyer with no role sees no refund at all."""
-    return db.ALL_TENANTS if principal.platform_admin else list(principal.roles)
-
-
 def _order_for_staff(principal: Principal, order: asyncpg.Record | None) -> asyncpg.Record:
     if order is None:
         raise NotFound("order not found")
@@ -158,7 +152,7 @@ async def request_refund(
     idem: idempotency.IdempotentRequest,
 ) -> tuple[int, dict[str, Any]]:
     """An organizer's refund. Returns (status, body); a replayed key returns the first answer."""
-    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         order = _order_for_staff(principal, await repo.get_order(conn, order_id, for_update=True))
         stored = await idempotency.begin(
             conn, scope=idem.scope, key=idem.key, fingerprint=idem.fingerprint
@@ -190,7 +184,7 @@ async def request_refund(
 async def list_refunds(
     pool: asyncpg.Pool, principal: Principal, order_id: UUID
 ) -> list[dict[str, Any]]:
-    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         _order_for_staff(principal, await repo.get_order(conn, order_id))
         refunds = await repo.list_refunds(conn, order_id)
         items = await repo.items_of(conn, [r["id"] for r in refunds])
@@ -198,7 +192,7 @@ async def list_refunds(
 
 
 async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) -> dict[str, Any]:
-    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         refund = await repo.get_refund(conn, refund_id)
         if refund is None:
             raise NotFound("refund not found")
@@ -215,7 +209,7 @@ async def cancel_refund(
     """Withdraw a refund still ``pending`` or ``queued``. The provider side decides: payments
     cancels it if it has not gone through yet and the refund becomes ``canceled``; otherwise it
     carries on. Answers 202 with ``cancel_requested``."""
-    async with db.transaction(pool, tenant_id=caller_scope(principal)) as conn:
+    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         refund = await repo.get_refund(conn, refund_id, for_update=True)
         if refund is None:
             raise NotFound("refund not found")

@@ -183,6 +183,7 @@ class PaymentSucceeded(EventData):
     topic: ClassVar[str] = PAYMENTS_EVENTS
 
     order_id: UUID
+    tenant_id: str
     payment_id: UUID
     provider: str
     payment_method: str

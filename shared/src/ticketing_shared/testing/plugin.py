@@ -50,6 +50,11 @@ class Infra:
     def dsn(self, database: str) -> str:
         return self.pg_admin_dsn.rsplit("/", 1)[0] + f"/{database}"
 
+    def admin_dsn(self, dsn: str) -> str:
+        """The superuser's DSN of the database another DSN points at: test-side peeks and time
+        travel that row-level security would (rightly) hide from the service's own role."""
+        return self.dsn(dsn.rsplit("/", 1)[1].split("?", 1)[0])
+
     async def fresh_database(self, prefix: str, migrations: list[db.Migration]) -> str:
         """Create a new, migrated database owned by a login role of the same name; returns the
         DSN of that role, which is what a service connects as (``dsn(name)`` is the superuser's).

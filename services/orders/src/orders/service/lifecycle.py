@@ -434,7 +434,11 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
     if order is None:
         raise NotFound(f"refund for unknown order {refund.order_id}")
     if not await repo.record_applied_refund(
-        conn, refund.refund_id, order_id=order["id"], amount=refund.amount
+        conn,
+        refund.refund_id,
+        order_id=order["id"],
+        tenant_id=order["tenant_id"],
+        amount=refund.amount,
     ):
         return "duplicate"
     await repo.refund_landed(conn, refund.refund_id)

@@ -129,8 +129,8 @@ async def _register_free(
 ) -> tuple[int, dict[str, Any], bool]:
     if (stored := await _replay(conn, idem)) is not None:
         return stored.status, stored.body, True
-    if await repo.active_free_registration(conn, ticket_type_id=ctx["id"], user_id=principal.sub):
-        raise AlreadyRegistered("you already hold a registration for this ticket type")
+    # a second live free registration of the same person is refused by a unique index inside the
+    # write (AlreadyRegistered): no read before it, and no race between two double clicks
     reg = {
         "id": new_id(),
         "tenant_id": ctx["tenant_id"],
