@@ -7,7 +7,9 @@
 - ``wechat/``: the WeChat Pay merchant pair (our API key: we sign requests and JSAPI paySign with
   the private half; the sandbox verifies with the public half), the platform pair (the sandbox
   signs responses and notifications; we verify with the public half), the 32-character APIv3 key
-  (AES-256-GCM of notifications) and ``wechat.json`` (mchid, appid, merchant serial, public key id).
+  (AES-256-GCM of notifications) and ``wechat.json`` (mchid, appid, merchant serial, public key id);
+- ``mollie/mollie.json``: the Mollie test API key (``test_`` + 30 alphanumerics; the sandbox accepts
+  only it, our adapter sends it as ``Authorization: Bearer …``) and the profile id (``pfl_…``).
 """
 
 from __future__ import annotations
@@ -79,12 +81,38 @@ def ensure_wechat_keys(out: Path) -> dict[str, Path]:
     return paths
 
 
+def _random_alnum(n: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def ensure_mollie_keys(out: Path) -> dict[str, Path]:
+    """The Mollie credentials of the local stack (sandbox and adapter), made once.
+
+    ``out/mollie/mollie.json`` holds ``{"api_key": "test_…", "profile_id": "pfl_…"}`` (mode 0600).
+    """
+    mollie = out / "mollie"
+    mollie.mkdir(parents=True, exist_ok=True)
+    paths = {"config": mollie / "mollie.json"}
+    if not paths["config"].exists():
+        content = json.dumps(
+            {"api_key": "test_" + _random_alnum(30), "profile_id": "pfl_" + _random_alnum(10)},
+            indent=2,
+        )
+        fd = os.open(paths["config"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(content)
+        os.chmod(paths["config"], 0o600)
+    return paths
+
+
 def ensure_keys(out: Path) -> dict[str, Path]:
     """Generate whatever key files are missing in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jwt_private": out / "jwt-private.pem", "jwt_public": out / "jwt-public.pem"}
     _ensure_pair(paths["jwt_private"], paths["jwt_public"])
     paths.update({f"wechat_{k}": v for k, v in ensure_wechat_keys(out).items()})
+    paths.update({f"mollie_{k}": v for k, v in ensure_mollie_keys(out).items()})
     return paths
 
 

@@ -1,8 +1,9 @@
 """Serving the local stack's own HTTP processes (mail sink, provider sandboxes) on one loop.
 
 Shared by those processes: a uvicorn server that reports when it listens and leaves signals to
-its caller, a listening socket with TCP_NODELAY, and SIGTERM/SIGINT handlers that stop the
-server gracefully (a second signal forces it).
+its caller, a listening socket with TCP_NODELAY, SIGTERM/SIGINT handlers that stop the server
+gracefully (a second signal forces it), :func:`serve_app` that puts them together for one ASGI
+app, and the ``env_int``/``env_float`` helpers of the command lines.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +104,73 @@ async def stop_server(http: ListeningServer, http_task: asyncio.Task[None]) -> N
         http.should_exit = True
         with contextlib.suppress(Exception):
             await http_task
+
+
+def env_int(name: str, default: int) -> int:
+    """``int(os.environ[name])``, or ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def env_float(name: str, default: float) -> float:
+    """``float(os.environ[name])``, or ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    return default if value in (None, "") else float(value)
+
+
+async def serve_app(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    logger: logging.Logger,
+    ready: asyncio.Event | None = None,
+    handle_signals: bool = True,
+    listening_note: str = "",
+    aclose: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` with uvicorn on a pre-bound socket until signalled or cancelled.
+
+    ``ready`` is set once the port listens. ``logger`` gets ``"{name} listening on
+    http://HOST:PORT{listening_note}"`` then ``"{name} stopped"``. ``aclose`` (the app's own
+    clean-up: background deliveries, HTTP clients) runs last, also when binding fails. When
+    cancelled, in-flight requests are finished first (``timeout_graceful_shutdown`` 5 s).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        sock = bind(host, port)
+    except BaseException:
+        if aclose is not None:
+            await aclose()
+        raise
+    uv_config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    http = ListeningServer(uv_config)
+    task_name = name.replace(" ", "-")
+    http_task = asyncio.create_task(http.serve(sockets=[sock]), name=f"{task_name}-http")
+    listening = asyncio.create_task(http.listening.wait(), name=f"{task_name}-listening")
+    installed = install_signal_handlers(loop, http) if handle_signals else []
+    try:
+        await asyncio.wait({http_task, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if http.listening.is_set():
+            addr = sock.getsockname()
+            logger.info("%s listening on http://%s:%d%s", name, addr[0], addr[1], listening_note)
+            if ready is not None:
+                ready.set()
+        await wait_served(http, http_task)
+    finally:
+        listening.cancel()
+        restore_signal_handlers(loop, installed)
+        await stop_server(http, http_task)
+        sock.close()
+        if aclose is not None:
+            await aclose()
+        logger.info("%s stopped", name)

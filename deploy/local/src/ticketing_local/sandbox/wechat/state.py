@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..common import Background
 from .config import LOGGER_NAME, SandboxConfig
 from .errors import ErrorSpec
 from .wire import CST, Json
@@ -97,12 +98,9 @@ class SandboxState:
         self._notifications: dict[str, Notification] = {}
         self._faults: list[Fault] = []
         self._clock_offset = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
-        # notifications go out through aiohttp: under a burst of deliveries (a hundred refunds
-        # settling per second) its client costs a fraction of httpx's CPU per request, and the
-        # sandbox must never be the slowest part of what a benchmark measures
-        self._session: aiohttp.ClientSession | None = None
+        self._background = Background(
+            log, timeout_s=config.notify_timeout_s, user_agent="Mozilla/4.0"
+        )
 
     # ---- clocks and background tasks -------------------------------------------------------
 
@@ -117,39 +115,15 @@ class SandboxState:
         self._clock_offset += seconds
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        if self._closing:
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        self._background.spawn(coro, name)
 
     async def aclose(self) -> None:
         """Cancel pending deliveries and settlements and close the HTTP client (idempotent)."""
-        self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        await self._background.aclose()
 
     def http(self) -> aiohttp.ClientSession:
         """The session notifications are POSTed with (made on first use, inside the loop)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.notify_timeout_s),
-                headers={"User-Agent": "Mozilla/4.0"},
-                trust_env=False,
-                connector=aiohttp.TCPConnector(limit=200),
-            )
-        return self._session
+        return self._background.http()
 
     # ---- faults ----------------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""What every provider sandbox shares: background tasks with one pooled aiohttp session for the
+outgoing deliveries (notifications, webhooks), and the common command-line options."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..serving import env_float, env_int
+
+
+class Background:
+    """Background tasks (deliveries, settlements) and the HTTP session they send with.
+
+    Deliveries go out through aiohttp: under a burst (a hundred refunds settling per second) its
+    client costs a fraction of httpx's CPU per request, and a sandbox must never be the slowest
+    part of what a benchmark measures.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, *, timeout_s: float, user_agent: str, limit: int = 200
+    ) -> None:
+        self._log = logger
+        self._timeout_s = timeout_s
+        self._user_agent = user_agent
+        self._limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self.closing = False
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in the background (dropped once closing); failures are logged."""
+        if self.closing:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def http(self) -> aiohttp.ClientSession:
+        """The shared session (made on first use, inside the running loop)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                headers={"User-Agent": self._user_agent},
+                trust_env=False,
+                connector=aiohttp.TCPConnector(limit=self._limit),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Cancel what is still pending and close the session (idempotent)."""
+        self.closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+def sandbox_parser(
+    *,
+    prog: str,
+    description: str,
+    port_env: str,
+    default_port: int,
+    keys_help: str,
+    default_time_scale: float,
+    default_auto_settle_ms: int,
+    auto_settle_help: str,
+) -> argparse.ArgumentParser:
+    """The options every sandbox takes: ``--host``, ``--port`` (env ``port_env``), ``--keys``
+    (env ``TICKETING_KEYS_DIR``), ``--time-scale`` (env ``SANDBOX_TIME_SCALE``) and
+    ``--auto-settle-ms`` (env ``SANDBOX_AUTO_SETTLE_MS``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=env_int(port_env, default_port),
+        help=f"port (env {port_env}, default %(default)s)",
+    )
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=os.environ.get("TICKETING_KEYS_DIR") or None,
+        help=keys_help,
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=env_float("SANDBOX_TIME_SCALE", default_time_scale),
+        help="factor on delivery retry delays (env SANDBOX_TIME_SCALE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--auto-settle-ms",
+        type=int,
+        default=env_int("SANDBOX_AUTO_SETTLE_MS", default_auto_settle_ms),
+        help=f"{auto_settle_help} (env SANDBOX_AUTO_SETTLE_MS, default %(default)s)",
+    )
+    return parser
+
+
+def configure_logging() -> None:
+    """Log lines as the local stack's processes print them."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
