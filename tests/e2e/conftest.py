@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -31,6 +33,7 @@ PORT_NAMES = (
     "NOTIFICATIONS_WORKER_PORT",
     "MAIL_HTTP_PORT",
     "WECHAT_SANDBOX_PORT",
+    "MOLLIE_SANDBOX_PORT",
     "MAIL_SMTP_PORT",
     "POSTGRES_PORT",
     "KAFKA_PORT",
@@ -104,7 +107,11 @@ class Shop:
         )
 
     async def event(
-        self, *, require_approval: bool = False, starts_in: timedelta = timedelta(days=20)
+        self,
+        *,
+        require_approval: bool = False,
+        starts_in: timedelta = timedelta(days=20),
+        currency: str = "CNY",
     ) -> tuple[str, str]:
         ev = await self.admin.post(
             f"/v1/tenants/{self.tenant}/events",
@@ -112,7 +119,7 @@ class Shop:
                 "title": "Spring gala",
                 "starts_at": (datetime.now(UTC) + starts_in).isoformat(),
                 "require_approval": require_approval,
-                "currency": "CNY",
+                "currency": currency,
             },
         )
         assert ev.status_code == 201, ev.text
@@ -154,6 +161,13 @@ class Shop:
     def sandbox(self) -> str:
         return f"http://127.0.0.1:{self.stack.port('WECHAT_SANDBOX_PORT')}"
 
+    def mollie(self) -> str:
+        return f"http://127.0.0.1:{self.stack.port('MOLLIE_SANDBOX_PORT')}"
+
+    def mollie_key(self) -> str:
+        config = json.loads((self.stack.run_dir / "keys" / "mollie" / "mollie.json").read_text())
+        return str(config["api_key"])
+
     async def order_status(
         self, buyer: httpx.AsyncClient, order_id: str, status: str
     ) -> dict[str, Any]:
@@ -162,3 +176,71 @@ class Shop:
             return body if body.get("status") == status else None
 
         return await wait_until(probe, timeout=60, message=f"order {status}")
+
+
+class RefundShop(Shop):
+    async def paid_order(
+        self, buyer: httpx.AsyncClient, quantity: int = 3, **kw: Any
+    ) -> dict[str, Any]:
+        """An order paid with WeChat Pay (CNY) or, given ``currency="EUR"``, with Mollie (the
+        buyer pays on the sandbox's checkout page)."""
+        mollie = kw.get("currency", "CNY") != "CNY"
+        order = await self.order(buyer, quantity, **kw)
+        checkout = await buyer.post(
+            f"/v1/orders/{order['id']}/payments",
+            json={"provider": "mollie" if mollie else "wechatpay"},
+        )
+        assert checkout.status_code == 201, checkout.text
+        async with httpx.AsyncClient(timeout=10) as c:
+            if mollie:
+                paid = await c.post(checkout.json()["checkout_url"], data={"action": "paid"})
+                assert paid.status_code == 303, paid.text
+            else:
+                no = checkout.json()["out_trade_no"]
+                paid = await c.post(f"{self.sandbox()}/sandbox/pay/{no}")
+                assert paid.status_code == 200, paid.text
+        body = await self.order_status(buyer, order["id"], "PAID")
+
+        # the refunds service learns the payment from orders.events a moment later
+        dsn = f"postgresql://postgres@127.0.0.1:{self.stack.port('POSTGRES_PORT')}/refunds"
+        conn = await asyncpg.connect(dsn)
+        try:
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT status = 'PAID' FROM orders_view WHERE order_id = $1",
+                    uuid.UUID(order["id"]),
+                ),
+                timeout=30,
+                message="refunds to learn the payment",
+            )
+        finally:
+            await conn.close()
+        return body
+
+    async def refund(
+        self,
+        order_id: str,
+        body: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> httpx.Response:
+        return await (client or self.admin).post(
+            f"/v1/orders/{order_id}/refunds",
+            json={"reason": "organizer", **(body or {})},
+            headers={"Idempotency-Key": key or uuid.uuid4().hex},
+        )
+
+    async def refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            body = (await self.admin.get(f"/v1/refunds/{refund_id}")).json()
+            return body if body.get("status") == status else None
+
+        return await wait_until(probe, timeout=60, message=f"refund {refund_id} {status}")
+
+    async def sold(self, event_id: str) -> int:
+        body = (await self.admin.get(f"/v1/events/{event_id}")).json()
+        return int(body["ticket_types"][0]["current_quantity"])
+
+    async def refund_mails(self, to: str) -> list[dict[str, Any]]:
+        return [m for m in await self.mails(to) if "refund" in m["subject"].lower()]

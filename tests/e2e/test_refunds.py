@@ -14,75 +14,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from ticketing_shared.testing import wait_until
 
-from .conftest import Shop, Stack
+from .conftest import RefundShop, Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 TENANT = "e2e-refunds"
-
-
-class RefundShop(Shop):
-    async def paid_order(
-        self, buyer: httpx.AsyncClient, quantity: int = 3, **kw: Any
-    ) -> dict[str, Any]:
-        order = await self.order(buyer, quantity, **kw)
-        checkout = await buyer.post(
-            f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"}
-        )
-        assert checkout.status_code == 201, checkout.text
-        async with httpx.AsyncClient(timeout=10) as c:
-            paid = await c.post(f"{self.sandbox()}/sandbox/pay/{checkout.json()['out_trade_no']}")
-            assert paid.status_code == 200, paid.text
-        body = await self.order_status(buyer, order["id"], "PAID")
-
-        # the refunds service learns the payment from orders.events a moment later
-        dsn = f"postgresql://postgres@127.0.0.1:{self.stack.port('POSTGRES_PORT')}/refunds"
-        conn = await asyncpg.connect(dsn)
-        try:
-            await wait_until(
-                lambda: conn.fetchval(
-                    "SELECT status = 'PAID' FROM orders_view WHERE order_id = $1",
-                    uuid.UUID(order["id"]),
-                ),
-                timeout=30,
-                message="refunds to learn the payment",
-            )
-        finally:
-            await conn.close()
-        return body
-
-    async def refund(
-        self,
-        order_id: str,
-        body: dict[str, Any] | None = None,
-        *,
-        key: str | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> httpx.Response:
-        return await (client or self.admin).post(
-            f"/v1/orders/{order_id}/refunds",
-            json={"reason": "organizer", **(body or {})},
-            headers={"Idempotency-Key": key or uuid.uuid4().hex},
-        )
-
-    async def refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            body = (await self.admin.get(f"/v1/refunds/{refund_id}")).json()
-            return body if body.get("status") == status else None
-
-        return await wait_until(probe, timeout=60, message=f"refund {refund_id} {status}")
-
-    async def sold(self, event_id: str) -> int:
-        body = (await self.admin.get(f"/v1/events/{event_id}")).json()
-        return int(body["ticket_types"][0]["current_quantity"])
-
-    async def refund_mails(self, to: str) -> list[dict[str, Any]]:
-        return [m for m in await self.mails(to) if "refund" in m["subject"].lower()]
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ DEFAULT_PORTS = {
     "REFUNDS_WORKER_PORT": 8013,
     "NOTIFICATIONS_WORKER_PORT": 8014,
     "WECHAT_SANDBOX_PORT": 8101,
+    "MOLLIE_SANDBOX_PORT": 8102,
     "MAIL_HTTP_PORT": 8103,
     "MAIL_SMTP_PORT": 1025,
     "POSTGRES_PORT": 55432,
@@ -85,6 +86,9 @@ def service_env() -> dict[str, str]:
         # through the gateway, as they would in production
         "PAYMENTS_WECHAT_BASE_URL": f"http://127.0.0.1:{port('WECHAT_SANDBOX_PORT')}",
         "PAYMENTS_WECHAT_KEYS_DIR": str(PATHS.keys),
+        "PAYMENTS_MOLLIE_BASE_URL": f"http://127.0.0.1:{port('MOLLIE_SANDBOX_PORT')}",
+        "PAYMENTS_MOLLIE_KEYS_DIR": str(PATHS.keys),
+        "PAYMENTS_MOLLIE_REDIRECT_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}/orders/{{order_id}}",
         "PAYMENTS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",
         # the embedded broker does not answer a waiting fetch when records arrive; it looks again
         # only after about half the fetch's max wait (measured), so a short wait keeps each hop fast
@@ -128,6 +132,19 @@ def components(broker_argv: list[str]) -> list[Component]:
                 str(PATHS.keys),
             ],
             health_url=f"http://127.0.0.1:{port('WECHAT_SANDBOX_PORT')}/healthz",
+        ),
+        Component(
+            "mollie-sandbox",
+            [
+                py,
+                "-m",
+                "ticketing_local.sandbox.mollie",
+                "--port",
+                str(port("MOLLIE_SANDBOX_PORT")),
+                "--keys",
+                str(PATHS.keys),
+            ],
+            health_url=f"http://127.0.0.1:{port('MOLLIE_SANDBOX_PORT')}/healthz",
         ),
     ]
     for svc in SERVICES:

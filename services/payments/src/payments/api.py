@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from ticketing_shared.web import State, create_base_app
 
-from .providers.wechatpay import WeChatPayClient
+from .providers import Providers
 from .routes import router
 from .settings import Settings
 
@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         )
         state.extra["provider_http"] = provider_http
-        state.extra["wechat"] = WeChatPayClient(settings.wechat_config(), provider_http)
+        state.extra["providers"] = Providers.from_settings(settings, provider_http)
 
     async def shutdown(state: State) -> None:
         await state.extra["provider_http"].aclose()

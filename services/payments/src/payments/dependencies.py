@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from ticketing_shared.auth import CurrentPrincipal
 from ticketing_shared.web import State
 
+from .providers import Providers
 from .providers.wechatpay import WeChatPayClient
 from .settings import Settings
 
@@ -23,9 +24,14 @@ async def get_pool(request: Request) -> asyncpg.Pool:
     return _state(request).pool
 
 
+async def get_providers(request: Request) -> Providers:
+    providers: Providers = _state(request).extra["providers"]
+    return providers
+
+
 async def get_wechat(request: Request) -> WeChatPayClient:
-    client: WeChatPayClient = _state(request).extra["wechat"]
-    return client
+    providers: Providers = _state(request).extra["providers"]
+    return providers.wechat
 
 
 async def get_settings(request: Request) -> Settings:
@@ -36,5 +42,6 @@ async def get_settings(request: Request) -> Settings:
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 WeChat = Annotated[WeChatPayClient, Depends(get_wechat)]
+ProviderSet = Annotated[Providers, Depends(get_providers)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Caller = CurrentPrincipal

@@ -102,13 +102,38 @@ _REFUND_ADVICE = {
     "in the WeChat Pay merchant portal (abnormal refund) or refund the buyer offline.",
     "CLOSED": "WeChat Pay closed the refund without paying it. Request a new refund.",
     "no_payment": "No paid transaction was found for this order at the provider.",
+    # Mollie (its errors carry words, mapped to these codes by the adapter)
+    "amount_not_refundable": "Mollie will not refund this amount: it is more than what remains "
+    "refundable on the payment, or the payment cannot be refunded. Check the payment in the "
+    "Mollie dashboard.",
+    "duplicate_refund": "Mollie refuses a second refund of the same amount on one payment within "
+    "an hour. Request it again after an hour, or for a different amount.",
+    "mollie_failed": "Mollie could not pay the refund out (the buyer's bank refused it) and the "
+    "money went back to your Mollie balance. Refund the buyer another way, or request a new "
+    "refund.",
+    "unauthorized": "The provider refused our API credentials. Check the payments service's "
+    "provider key configuration, then request the refund again.",
 }
 
+PROVIDER_NAMES = {"wechatpay": "WeChat Pay", "mollie": "Mollie"}
 
-def refund_failure_message(code: str, provider_message: str = "") -> str:
+
+def refund_failure_message(code: str, provider_message: str = "", provider: str = "") -> str:
     """What an organizer should do about a failed refund, in words."""
     advice = _REFUND_ADVICE.get(code)
     if advice:
         return advice
     detail = f": {provider_message}" if provider_message else ""
-    return f"WeChat Pay refused the refund ({code}){detail}. Check the order at the provider."
+    name = PROVIDER_NAMES.get(provider, "The payment provider")
+    return f"{name} refused the refund ({code}){detail}. Check the order at the provider."
+
+
+# Mollie's refund statuses are ours, one to one
+MOLLIE_REFUND_STATUS = {
+    s: s for s in ("pending", "queued", "processing", "refunded", "failed", "canceled")
+}
+
+
+def provider_for_currency(currency: str) -> str:
+    """WeChat Pay (mainland direct merchant) settles CNY only; every other currency is Mollie's."""
+    return "wechatpay" if currency.strip().upper() == "CNY" else "mollie"

@@ -40,8 +40,11 @@ async def set_order_status(conn: asyncpg.Connection, order_id: UUID, status: str
     )
 
 
-async def get_order(conn: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM orders_view WHERE order_id = $1", order_id)
+async def get_order(
+    conn: asyncpg.Connection, order_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM orders_view WHERE order_id = $1{lock}", order_id)
 
 
 async def get_payment(
@@ -55,6 +58,44 @@ async def get_payment(
         """,
         provider,
         out_trade_no,
+    )
+
+
+async def get_payment_by_provider_id(
+    conn: asyncpg.Connection, *, provider: str, provider_payment_id: str, for_update: bool = False
+) -> asyncpg.Record | None:
+    """A payment by the provider's own id (Mollie's ``tr_…``), with its order's tenant."""
+    lock = " FOR UPDATE OF p" if for_update else ""
+    return await conn.fetchrow(
+        f"""
+        SELECT p.*, o.tenant_id FROM payments p JOIN orders_view o ON o.order_id = p.order_id
+        WHERE p.provider = $1 AND p.provider_payment_id = $2{lock}
+        """,
+        provider,
+        provider_payment_id,
+    )
+
+
+async def current_attempt(
+    conn: asyncpg.Connection, order_id: UUID, provider: str
+) -> asyncpg.Record | None:
+    """The order's newest attempt with this provider that can still be paid."""
+    return await conn.fetchrow(
+        """
+        SELECT * FROM payments WHERE order_id = $1 AND provider = $2 AND status = 'CREATED'
+        ORDER BY created_at DESC LIMIT 1
+        """,
+        order_id,
+        provider,
+    )
+
+
+async def order_paid(conn: asyncpg.Connection, order_id: UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM payments WHERE order_id = $1 AND status = 'SUCCEEDED' LIMIT 1",
+            order_id,
+        )
     )
 
 
@@ -153,7 +194,7 @@ async def mark_paid(
         f"""
         WITH p AS (
             UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3, transaction_fee = $4,
-                                app_fee = $5, updated_at = now()
+                                app_fee = $5, payment_method = COALESCE($21, payment_method), updated_at = now()
             WHERE id = $1 RETURNING id
         ), ob AS (
             INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
@@ -172,6 +213,7 @@ async def mark_paid(
         notification["event_type"],
         notification["reference"],
         notification["payload"],
+        fields.get("payment_method"),
     )
 
 
@@ -284,7 +326,8 @@ async def get_refund(
     lock = " FOR UPDATE OF r" if for_update else ""
     return await conn.fetchrow(
         f"""
-        SELECT r.*, p.out_trade_no, p.amount AS payment_amount, p.transaction_id
+        SELECT r.*, p.out_trade_no, p.amount AS payment_amount, p.transaction_id,
+               p.provider_payment_id
         FROM provider_refunds r JOIN payments p ON p.id = r.payment_id
         WHERE ($1::uuid IS NULL OR r.refund_id = $1)
           AND ($2::text IS NULL OR (r.provider = $2 AND r.out_refund_no = $3)){lock}
@@ -327,4 +370,21 @@ async def cancel_task(
             provider,
             reference,
         )
+    )
+
+
+async def open_refunds(
+    conn: asyncpg.Connection, payment_id: UUID, *, lock: bool = True
+) -> list[asyncpg.Record]:
+    """A payment's refunds the provider may still move on (locked unless ``lock`` is False),
+    with the payment's numbers."""
+    return await conn.fetch(
+        f"""
+        SELECT r.*, p.out_trade_no, p.amount AS payment_amount, p.transaction_id,
+               p.provider_payment_id
+        FROM provider_refunds r JOIN payments p ON p.id = r.payment_id
+        WHERE r.payment_id = $1 AND r.status IN ('pending', 'queued', 'processing')
+        ORDER BY r.created_at{" FOR UPDATE OF r" if lock else ""}
+        """,
+        payment_id,
     )

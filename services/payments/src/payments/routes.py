@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Request, Response
@@ -11,8 +12,9 @@ from fastapi import APIRouter, Header, Request, Response
 from ticketing_shared import db
 from ticketing_shared.web import FastJSONResponse
 
-from . import service
-from .dependencies import AppSettings, Caller, Pool, WeChat
+from . import mollie_flow, service
+from .dependencies import AppSettings, Caller, Pool, ProviderSet, WeChat
+from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic
 
@@ -26,18 +28,20 @@ async def create_payment(
     body: CheckoutCreate,
     principal: Caller,
     pool: Pool,
-    wechat: WeChat,
+    providers: ProviderSet,
     user_agent: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Checkout: WeChat Pay Native (QR) or JSAPI (inside WeChat), amounts from the order itself."""
+    """Checkout, amounts from the order itself: WeChat Pay (CNY) Native (QR) or JSAPI (inside
+    WeChat); Mollie (other currencies) a ``checkout_url`` to send the buyer to."""
+    if body.provider == "mollie":
+        return await mollie_flow.checkout(pool, principal, order_id, mollie=providers.mollie)
     return await service.checkout(
         pool,
         principal,
         order_id,
-        provider=body.provider,
         openid=body.openid,
         user_agent=user_agent,
-        wechat=wechat,
+        wechat=providers.wechat,
     )
 
 
@@ -77,3 +81,34 @@ async def wechatpay_webhook(
     else:
         log.info("payments.webhook_ignored", extra={"event_type": note.event_type})
     return Response(status_code=204)
+
+
+@router.post("/webhooks/mollie", include_in_schema=True)
+async def mollie_webhook(
+    request: Request, pool: Pool, providers: ProviderSet, settings: AppSettings
+) -> Response:
+    """Mollie's classic webhook: ``id=tr_…`` and nothing else. The payment (and its refunds) is
+    fetched from Mollie and only real changes are applied. Answers 200 to anything, known or not
+    (nothing leaks), except when Mollie could not be asked: then 503, and Mollie calls again."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    mollie_id = (form.get("id") or [""])[0]
+    if not PAYMENT_ID.match(mollie_id):
+        log.warning("payments.webhook_rejected", extra={"provider": "mollie", "reason": "no id"})
+        return Response(status_code=200)
+    try:
+        await mollie_flow.on_webhook(
+            pool,
+            providers.mollie,
+            mollie_id,
+            fee_bps=settings.mollie_fee_bps,
+            fee_fixed=settings.mollie_fee_fixed,
+            app_fee_bps=settings.app_fee_bps,
+        )
+    except MollieError as exc:
+        if exc.retryable:
+            log.warning(
+                "payments.mollie_unreachable", extra={"mollie_id": mollie_id, "code": exc.code}
+            )
+            return Response(status_code=503)
+        log.error("payments.mollie_fetch_refused", extra={"mollie_id": mollie_id, "code": exc.code})
+    return Response(status_code=200)

@@ -40,3 +40,5 @@ class PaymentPublic(BaseModel):
     code_url: str | None = None
     jsapi: JsapiParams | None = None
     checkout_url: str | None = None
+    # the provider's own id of this attempt (Mollie's tr_…), for support conversations
+    provider_payment_id: str | None = None

@@ -8,7 +8,7 @@ transaction that decides them and executed by the worker afterwards, with retrie
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +36,7 @@ from .domain import (
     PaymentStatus,
     fee,
     out_trade_no,
+    provider_for_currency,
     refund_failure_message,
     transition,
     wechat_method,
@@ -123,7 +124,26 @@ def payment_public(
         out["jsapi"] = wechat.jsapi_params(p["prepay_id"])
     if p["checkout_url"]:
         out["checkout_url"] = p["checkout_url"]
+    if p["provider_payment_id"]:
+        out["provider_payment_id"] = p["provider_payment_id"]
     return out
+
+
+def check_provider(
+    order: asyncpg.Record | None, principal: Principal, provider: str
+) -> asyncpg.Record:
+    """The caller's own order, paid with the provider of its currency."""
+    if order is None or order["buyer_id"] != principal.sub:
+        raise NotFound("order not found")
+    expected = provider_for_currency(order["currency"])
+    if provider != expected:
+        raise Unprocessable(
+            f"this order is priced in {order['currency'].strip()}, which is paid with {expected}",
+            code="provider_not_supported",
+        )
+    if order["status"] != "PENDING" or order["expires_at"] <= datetime.now(UTC):
+        raise OrderNotPayable(f"the order is {order['status'].lower()} and cannot be paid")
+    return order
 
 
 async def checkout(
@@ -131,32 +151,23 @@ async def checkout(
     principal: Principal,
     order_id: UUID,
     *,
-    provider: str,
     openid: str | None,
     user_agent: str | None,
     wechat: WeChatPayClient,
 ) -> dict[str, Any]:
-    """Start (or resume) paying a PENDING order of the caller's."""
-    if provider != "wechatpay":
-        raise Unprocessable(
-            f"provider {provider!r} is not available", code="provider_not_supported"
-        )
+    """Start (or resume) paying a PENDING CNY order of the caller's with WeChat Pay."""
     method = wechat_method(user_agent)
     openid = openid or principal.wechat_openid
     if method is PaymentMethod.JSAPI and not openid:
         raise OpenIdRequired("paying inside WeChat needs the buyer's openid (body or token claim)")
     async with db.transaction(pool) as conn:
-        order = await repo.get_order(conn, order_id)
-        if order is None or order["buyer_id"] != principal.sub:
-            raise NotFound("order not found")
-        if order["status"] != "PENDING" or order["expires_at"] <= datetime.now(UTC):
-            raise OrderNotPayable(f"the order is {order['status'].lower()} and cannot be paid")
+        order = check_provider(await repo.get_order(conn, order_id), principal, "wechatpay")
         payment = await repo.insert_payment(
             conn,
             {
                 "id": _new_id(),
                 "order_id": order_id,
-                "provider": provider,
+                "provider": "wechatpay",
                 "payment_method": method.value,
                 "out_trade_no": out_trade_no(order_id),
                 "amount": order["total_amount"],
@@ -348,50 +359,10 @@ async def _wechat_outcome(
 
 
 # ------------------------------------------------------------------------------------------ tasks
-async def run_due_tasks(
-    pool: asyncpg.Pool, wechat: WeChatPayClient, *, limit: int, max_attempts: int
-) -> int:
-    """Execute due provider tasks (close…); failures are retried with backoff.
-
-    The claimed rows stay locked (``SKIP LOCKED`` for other workers) while the provider is called,
-    so a batch is small and each call has a timeout."""
-    async with db.transaction(pool) as conn:
-        tasks = await repo.claim_tasks(conn, limit=limit)
-        for task in tasks:
-            try:
-                if task["kind"] == "close":
-                    await _close(conn, task, wechat)
-                elif task["kind"] == "refund":
-                    await _refund(conn, task, wechat, give_up=task["attempts"] + 1 >= max_attempts)
-                await repo.finish_task(conn, task["id"], status="DONE")
-            except WeChatPayError as exc:
-                attempts = task["attempts"] + 1
-                give_up = not exc.retryable or attempts >= max_attempts
-                log.warning(
-                    "payments.task_failed",
-                    extra={
-                        "task": task["kind"],
-                        "reference": task["reference"],
-                        "code": exc.code,
-                        "attempts": attempts,
-                    },
-                )
-                retry_at = (
-                    None
-                    if give_up
-                    else datetime.now(UTC) + timedelta(seconds=min(2**attempts, 300))
-                )
-                await repo.finish_task(
-                    conn,
-                    task["id"],
-                    status="FAILED" if give_up else "RETRY",
-                    error=f"{exc.code}: {exc.message}",
-                    retry_at=retry_at,
-                )
-        return len(tasks)
-
-
-async def _close(conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatPayClient) -> None:
+async def close_wechat(
+    conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatPayClient
+) -> None:
+    """Close an unpaid WeChat Pay order so a late scan cannot pay it."""
     try:
         await wechat.close(task["reference"])
     except WeChatPayError as exc:
@@ -414,7 +385,7 @@ async def on_refund_requested(conn: asyncpg.Connection, data: RefundRequested) -
     payment = await repo.refundable_payment(conn, data.order_id, data.payment_id)
     if payment is None:
         log.error("payments.refund_without_payment", extra={"order_id": str(data.order_id)})
-        await _refund_update(
+        await refund_update(
             conn,
             data.refund_id,
             data.order_id,
@@ -453,28 +424,40 @@ async def on_refund_requested(conn: asyncpg.Connection, data: RefundRequested) -
 
 
 async def on_refund_cancel_requested(conn: asyncpg.Connection, data: RefundCancelRequested) -> str:
-    """Withdraw a refund that has not been sent to the provider yet; once sent, WeChat Pay has no
-    way back and the refund carries on."""
+    """Withdraw a refund. Not sent to the provider yet: the task is withdrawn and the refund is
+    ``canceled`` now. Sent to Mollie and still ``pending``/``queued`` there (or being sent right
+    now): Mollie is asked to cancel it, after this commit. WeChat Pay has no way back: once sent,
+    the refund carries on."""
     refund = await repo.get_refund(conn, refund_id=data.refund_id, for_update=True)
-    if refund is None or refund["status"] != "pending":
+    if refund is None or refund["status"] not in ("pending", "queued"):
         return "too_late"
-    if not await repo.cancel_task(
+    if refund["provider_refund_id"] is None and await repo.cancel_task(
         conn, kind="refund", provider=refund["provider"], reference=refund["out_refund_no"]
     ):
-        return "too_late"  # being executed right now
-    await repo.update_refund(conn, data.refund_id, {"status": "canceled"}, expected=["pending"])
-    await _refund_update(
+        await repo.update_refund(conn, data.refund_id, {"status": "canceled"}, expected=["pending"])
+        await refund_update(
+            conn,
+            data.refund_id,
+            data.order_id,
+            data.tenant_id,
+            provider=refund["provider"],
+            status="canceled",
+        )
+        return "canceled"
+    if refund["provider"] != "mollie":
+        return "too_late"
+    await repo.add_task(
         conn,
-        data.refund_id,
-        data.order_id,
-        data.tenant_id,
-        provider=refund["provider"],
-        status="canceled",
+        task_id=_new_id(),
+        kind="cancel_refund",
+        provider="mollie",
+        reference=refund["out_refund_no"],
+        payload={"refund_id": str(data.refund_id)},
     )
-    return "canceled"
+    return "cancel_queued"
 
 
-async def _refund_update(
+async def refund_update(
     conn: asyncpg.Connection,
     refund_id: UUID,
     order_id: UUID,
@@ -505,7 +488,7 @@ async def _refund_update(
     )
 
 
-async def _apply_refund_status(
+async def apply_refund_status(
     conn: asyncpg.Connection,
     refund: asyncpg.Record,
     status: str,
@@ -527,7 +510,7 @@ async def _apply_refund_status(
     updated = await repo.update_refund(conn, refund["refund_id"], fields, expected=expected)
     if updated is None:
         return False
-    await _refund_update(
+    await refund_update(
         conn,
         refund["refund_id"],
         refund["order_id"],
@@ -542,7 +525,7 @@ async def _apply_refund_status(
     return True
 
 
-async def _refund(
+async def refund_wechat(
     conn: asyncpg.Connection, task: asyncpg.Record, wechat: WeChatPayClient, *, give_up: bool
 ) -> None:
     """Execute a refund at WeChat Pay. A refusal fails it with advice; a transient error is
@@ -568,13 +551,13 @@ async def _refund(
         if exc.retryable:
             answer = await _refund_lookup(wechat, refund["out_refund_no"])
             if answer is None:
-                await _apply_refund_status(
+                await apply_refund_status(
                     conn,
                     refund,
                     "failed",
                     provider_refund_id=None,
                     failure_code=exc.code,
-                    failure_message=refund_failure_message(exc.code, exc.message),
+                    failure_message=refund_failure_message(exc.code, exc.message, "wechatpay"),
                 )
                 return
         else:
@@ -582,13 +565,13 @@ async def _refund(
                 "payments.refund_refused",
                 extra={"refund_id": str(refund["refund_id"]), "code": exc.code},
             )
-            await _apply_refund_status(
+            await apply_refund_status(
                 conn,
                 refund,
                 "failed",
                 provider_refund_id=None,
                 failure_code=exc.code,
-                failure_message=refund_failure_message(exc.code, exc.message),
+                failure_message=refund_failure_message(exc.code, exc.message, "wechatpay"),
             )
             return
     await _apply_wechat_refund_object(conn, refund, answer, status_field="status")
@@ -614,13 +597,13 @@ async def _apply_wechat_refund_object(
         return False
     at = datetime.fromisoformat(str(obj["success_time"])) if obj.get("success_time") else None
     failed = status == "failed"
-    return await _apply_refund_status(
+    return await apply_refund_status(
         conn,
         refund,
         status,
         provider_refund_id=str(obj["refund_id"]) if obj.get("refund_id") else None,
         failure_code=raw if failed else None,
-        failure_message=refund_failure_message(raw) if failed else None,
+        failure_message=refund_failure_message(raw, provider="wechatpay") if failed else None,
         at=at,
     )
 

@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from ticketing_shared.settings import ServiceSettings
 
+from .providers.mollie import MollieConfig
 from .providers.wechatpay import WeChatPayConfig
 
 
@@ -33,8 +34,17 @@ class Settings(ServiceSettings):
     wechat_merchant_key_file: Path | None = None
     wechat_platform_public_key_file: Path | None = None
     wechat_apiv3_key_file: Path | None = None
-    # fees recorded with each payment, in basis points of the amount
+    # Mollie: base URL (the local sandbox by default; https://api.mollie.com in production) and
+    # the API key, from the keys folder (mollie/mollie.json) or given directly; where the buyer
+    # returns after checkout ({order_id} is replaced)
+    mollie_base_url: str = "http://127.0.0.1:8102"
+    mollie_keys_dir: Path | None = None
+    mollie_api_key: str | None = None
+    mollie_redirect_url: str = "http://127.0.0.1:8080/orders/{order_id}"
+    # fees recorded with each payment, in basis points of the amount (plus a fixed part for Mollie)
     wechat_fee_bps: int = 60
+    mollie_fee_bps: int = 0
+    mollie_fee_fixed: int = 29
     app_fee_bps: int = 100
     provider_timeout_s: float = 10.0
     task_interval_s: float = 0.2
@@ -62,4 +72,21 @@ class Settings(ServiceSettings):
             platform_public_key_id=self.wechat_public_key_id or meta["public_key_id"],
             apiv3_key=pick(self.wechat_apiv3_key_file, "apiv3.key").decode(),
             notify_url=f"{self.public_base_url.rstrip('/')}/v1/webhooks/wechatpay",
+        )
+
+    def mollie_config(self) -> MollieConfig:
+        key = self.mollie_api_key
+        if key is None and self.mollie_keys_dir is not None:
+            key = json.loads((self.mollie_keys_dir / "mollie" / "mollie.json").read_text())[
+                "api_key"
+            ]
+        if not key:
+            raise RuntimeError(
+                "Mollie API key not configured (PAYMENTS_MOLLIE_API_KEY or PAYMENTS_MOLLIE_KEYS_DIR)"
+            )
+        return MollieConfig(
+            base_url=self.mollie_base_url,
+            api_key=key,
+            webhook_url=f"{self.public_base_url.rstrip('/')}/v1/webhooks/mollie",
+            redirect_url=self.mollie_redirect_url,
         )

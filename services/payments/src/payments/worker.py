@@ -11,9 +11,9 @@ from starlette.applications import Starlette
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
-from . import service
+from . import tasks
 from .consumers import build_consumer
-from .providers.wechatpay import WeChatPayClient
+from .providers import Providers
 from .settings import Settings
 
 
@@ -25,14 +25,14 @@ def create_worker(settings: Settings | None = None) -> Starlette:
     consumer.after_commit.append(lambda _event: work_queued.set())
 
     async def provider_tasks(ctx: WorkerContext) -> None:
-        """Close abandoned provider orders and execute refunds, with retries."""
+        """Close abandoned provider payments, execute and withdraw refunds, with retries."""
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         ) as http:
-            wechat = WeChatPayClient(settings.wechat_config(), http)
+            providers = Providers.from_settings(settings, http)
             while not ctx.stopping.is_set():
-                done = await service.run_due_tasks(
-                    ctx.pool, wechat, limit=10, max_attempts=settings.task_max_attempts
+                done = await tasks.run_due_tasks(
+                    ctx.pool, providers, limit=10, max_attempts=settings.task_max_attempts
                 )
                 if done:
                     continue

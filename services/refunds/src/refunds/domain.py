@@ -32,7 +32,8 @@ class RefundStatus(StrEnum):
 S = RefundStatus
 TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.PROCESSING, S.REFUNDED, S.FAILED, S.CANCELED}),
-    S.QUEUED: frozenset({S.PROCESSING, S.REFUNDED, S.FAILED, S.CANCELED}),
+    # Mollie: a queued refund becomes pending when the balance allows it
+    S.QUEUED: frozenset({S.PENDING, S.PROCESSING, S.REFUNDED, S.FAILED, S.CANCELED}),
     S.PROCESSING: frozenset({S.REFUNDED, S.FAILED}),
     S.REFUNDED: frozenset(),
     S.FAILED: frozenset(),

@@ -369,9 +369,10 @@ _REFUNDABLE = (OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.PARTIAL
 
 
 async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChanged) -> str:
-    """A refund was accepted (``queued``/``processing``: the order shows REFUND_PENDING) or
-    failed or was canceled (the order returns to PAID or PARTIALLY_REFUNDED once no other refund
-    is in flight). Seats are untouched: only a settled refund releases them."""
+    """A refund was accepted (``pending``/``queued``/``processing`` at the provider: the order
+    shows REFUND_PENDING) or failed or was canceled (the order returns to PAID or
+    PARTIALLY_REFUNDED once no other refund is in flight). Seats are untouched: only a settled
+    refund releases them."""
     if refund.kind != "order":
         return "ignored_not_the_orders_payment"
     order = await repo.get_order(conn, refund.order_id, for_update=True)
@@ -382,7 +383,7 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
     status = OrderStatus(order["status"])
     if status not in _REFUNDABLE:
         return "ignored"
-    if refund.status in ("queued", "processing"):
+    if refund.status in ("pending", "queued", "processing"):
         await repo.refund_in_flight(
             conn,
             refund.refund_id,

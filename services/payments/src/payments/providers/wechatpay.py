@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .base import ProviderError
+
 __all__ = ["Notification", "SignatureError", "WeChatPayClient", "WeChatPayConfig", "WeChatPayError"]
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -44,21 +46,14 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-class WeChatPayError(Exception):
+class WeChatPayError(ProviderError):
     """WeChat Pay answered with an error (or could not be reached)."""
 
-    def __init__(self, code: str, message: str, *, status: int = 0, detail: Any = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.code, self.message, self.status, self.detail = code, message, status, detail
+    provider = "wechatpay"
 
     @property
     def retryable(self) -> bool:
-        return (
-            self.status == 0
-            or self.status >= 500
-            or self.status == 429
-            or self.code in RETRYABLE_CODES
-        )
+        return super().retryable or self.code in RETRYABLE_CODES
 
 
 class SignatureError(WeChatPayError):

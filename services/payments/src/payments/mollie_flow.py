@@ -1,0 +1,487 @@
+"""Mollie: checkout, the fetch-on-webhook receiver, and the provider tasks (close, refund,
+cancel a refund).
+
+Mollie's webhook says only *which* payment changed (``id=tr_…``). The receiver fetches the payment
+and its refunds with our API key and compares them with what we recorded; only a real change is
+applied, once (row locks plus state-guarded updates), so repeated, late or forged calls do
+nothing. Provider calls are never made inside a database transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ticketing_shared import db, outbox
+from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import PaymentSucceeded
+
+from . import repository as repo
+from .domain import (
+    MOLLIE_REFUND_STATUS,
+    OrderNotPayable,
+    PaymentMethod,
+    PaymentStatus,
+    fee,
+    refund_failure_message,
+    transition,
+)
+from .providers.mollie import MollieClient, MollieError, from_value
+from .service import (
+    AMOUNT_MISMATCH,
+    NOTIFICATIONS,
+    SOURCE,
+    ProviderUnavailable,
+    apply_refund_status,
+    check_provider,
+    payment_public,
+    refund_update,
+)
+
+log = logging.getLogger(__name__)
+PROVIDER = "mollie"
+# a Mollie payment that ended without money: our attempt becomes…
+_ENDED = {
+    "canceled": PaymentStatus.FAILED,
+    "failed": PaymentStatus.FAILED,
+    "expired": PaymentStatus.CLOSED,
+}
+
+
+# -------------------------------------------------------------------------------------- checkout
+async def checkout(
+    pool: asyncpg.Pool, principal: Principal, order_id: UUID, *, mollie: MollieClient
+) -> dict[str, Any]:
+    """Start (or resume) paying a PENDING order with Mollie: the buyer goes to ``checkout_url``.
+
+    A Mollie payment is one attempt: once canceled, failed or expired the buyer starts a new one
+    (a new attempt id, hence a new Idempotency-Key). An attempt still open is resumed, so a
+    double click creates one Mollie payment."""
+    async with db.transaction(pool) as conn:
+        order = check_provider(
+            await repo.get_order(conn, order_id, for_update=True), principal, PROVIDER
+        )
+        if await repo.order_paid(conn, order_id):
+            raise OrderNotPayable("this order has already been paid")
+        payment = await repo.current_attempt(conn, order_id, PROVIDER)
+        if payment is None:
+            attempt = outbox.new_event_id()
+            payment = await repo.insert_payment(
+                conn,
+                {
+                    "id": attempt,
+                    "order_id": order_id,
+                    "provider": PROVIDER,
+                    "payment_method": PaymentMethod.REDIRECT.value,
+                    "out_trade_no": attempt.hex,
+                    "amount": order["total_amount"],
+                    "currency": order["currency"],
+                },
+            )
+    if payment["checkout_url"]:
+        return payment_public(payment)
+    try:
+        created = await mollie.create_payment(
+            amount=payment["amount"],
+            currency=payment["currency"].strip(),
+            description=(order["event_title"] or "Tickets"),
+            order_id=str(order_id),
+            payment_id=str(payment["id"]),
+        )
+    except MollieError as exc:
+        log.warning(
+            "payments.mollie_create_failed", extra={"order_id": str(order_id), "code": exc.code}
+        )
+        raise ProviderUnavailable(f"Mollie: {exc.message}") from exc
+    href = ((created.get("_links") or {}).get("checkout") or {}).get("href")
+    if not href:
+        raise ProviderUnavailable("Mollie returned a payment without a checkout link")
+    async with db.transaction(pool) as conn:
+        stored = await repo.update_payment(
+            conn,
+            payment["id"],
+            {"provider_payment_id": str(created["id"]), "checkout_url": str(href)},
+        )
+    assert stored is not None
+    return payment_public(stored)
+
+
+# --------------------------------------------------------------------------------------- webhook
+async def on_webhook(
+    pool: asyncpg.Pool,
+    mollie: MollieClient,
+    mollie_id: str,
+    *,
+    fee_bps: int,
+    fee_fixed: int,
+    app_fee_bps: int,
+) -> str:
+    """``id=tr_…`` arrived: fetch the truth and apply what changed. Unknown ids are not even
+    fetched (nothing of ours can change). Mollie errors propagate: the route answers non-200
+    only when it could not learn the truth, so Mollie's retries bring the news again."""
+    async with db.transaction(pool) as conn:
+        known = await repo.get_payment_by_provider_id(
+            conn, provider=PROVIDER, provider_payment_id=mollie_id
+        )
+        has_refunds = known is not None and bool(
+            await repo.open_refunds(conn, known["id"], lock=False)
+        )
+    if known is None:
+        log.warning("payments.mollie_webhook_unknown", extra={"mollie_id": mollie_id})
+        NOTIFICATIONS.labels(PROVIDER, "unknown_payment").inc()
+        return "unknown_payment"
+    obj = await mollie.get_payment(mollie_id)
+    refunds = await mollie.list_refunds(mollie_id) if has_refunds else []
+    missing = (
+        await _missing_refunds(mollie, known["id"], mollie_id, pool, refunds)
+        if has_refunds
+        else set()
+    )
+    async with db.transaction(pool) as conn:
+        payment = await repo.get_payment_by_provider_id(
+            conn, provider=PROVIDER, provider_payment_id=mollie_id, for_update=True
+        )
+        assert payment is not None
+        outcomes = [await _apply_payment(conn, payment, obj, fee_bps, fee_fixed, app_fee_bps)]
+        by_id = {str(r.get("id")): r for r in refunds}
+        for refund in await repo.open_refunds(conn, payment["id"]):
+            ref = refund["provider_refund_id"]
+            if ref in by_id:
+                outcomes.append(await _apply_refund_object(conn, refund, by_id[ref]))
+            elif ref in missing:
+                outcomes.append(
+                    await _apply_refund_object(conn, refund, {"id": ref, "status": "canceled"})
+                )
+        changed = [o for o in outcomes if o not in ("unchanged", "duplicate")]
+        outcome = ",".join(changed) or "unchanged"
+        snapshot = {"payment": obj, "refunds": refunds}
+        digest = hashlib.sha256(
+            json.dumps(
+                [
+                    obj.get("status"),
+                    sorted((str(r.get("id")), str(r.get("status"))) for r in refunds),
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        fresh = await repo.record_notification(
+            conn,
+            provider=PROVIDER,
+            notification_id=f"{mollie_id}:{digest}",
+            event_type=f"payment.{obj.get('status')}",
+            reference=mollie_id,
+            payload=snapshot,
+            outcome=outcome,
+        )
+    NOTIFICATIONS.labels(PROVIDER, outcome if fresh or changed else "redelivered").inc()
+    return outcome
+
+
+async def _missing_refunds(
+    mollie: MollieClient,
+    payment_id: UUID,
+    mollie_id: str,
+    pool: asyncpg.Pool,
+    listed: list[dict[str, Any]],
+) -> set[str]:
+    """Our open refunds Mollie no longer lists and answers 404 for: canceled (a canceled refund
+    is gone from Mollie's API, e.g. when canceled from the dashboard)."""
+    async with db.transaction(pool) as conn:
+        ours = [
+            r["provider_refund_id"] for r in await repo.open_refunds(conn, payment_id, lock=False)
+        ]
+    seen = {str(r.get("id")) for r in listed}
+    gone = set()
+    for ref in ours:
+        if ref and ref not in seen:
+            try:
+                await mollie.get_refund(mollie_id, ref)
+            except MollieError as exc:
+                if exc.status != 404:
+                    raise
+                gone.add(ref)
+    return gone
+
+
+async def _apply_payment(
+    conn: asyncpg.Connection,
+    payment: asyncpg.Record,
+    obj: dict[str, Any],
+    fee_bps: int,
+    fee_fixed: int,
+    app_fee_bps: int,
+) -> str:
+    """Mollie's payment status onto our attempt: paid (amount checked) → SUCCEEDED and
+    ``payment.succeeded`` once; canceled/failed/expired → FAILED/CLOSED; open/pending → nothing."""
+    status = str(obj.get("status", ""))
+    current = PaymentStatus(payment["status"])
+    metadata = obj.get("metadata") or {}
+    if isinstance(metadata, dict) and metadata.get("payment_id") not in (None, str(payment["id"])):
+        log.error("payments.alert_foreign_payment", extra={"mollie_id": obj.get("id")})
+        return "foreign_payment"
+    if status in _ENDED:
+        if current is not PaymentStatus.CREATED:
+            return "unchanged"
+        await repo.update_payment(
+            conn,
+            payment["id"],
+            {
+                "status": transition(current, _ENDED[status]).value,
+                "failure_reason": f"mollie: {status}",
+            },
+            expected=[PaymentStatus.CREATED.value],
+        )
+        return f"payment_{status}"
+    if status != "paid":
+        return "unchanged"
+    if current in (PaymentStatus.SUCCEEDED, PaymentStatus.REJECTED):
+        return "duplicate"
+    amount = obj.get("amount") or {}
+    currency = payment["currency"].strip()
+    try:
+        paid_amount = from_value(str(amount.get("value")), currency)
+    except ValueError:
+        paid_amount = -1
+    if paid_amount != payment["amount"] or amount.get("currency") != currency:
+        AMOUNT_MISMATCH.labels(PROVIDER).inc()
+        log.error(
+            "payments.alert_amount_mismatch",
+            extra={
+                "payment_id": str(payment["id"]),
+                "expected": payment["amount"],
+                "got": amount.get("value"),
+                "currency": amount.get("currency"),
+                "transaction_id": obj.get("id"),
+            },
+        )
+        await repo.update_payment(
+            conn,
+            payment["id"],
+            {
+                "status": transition(current, PaymentStatus.REJECTED).value,
+                "failure_reason": f"amount mismatch: {amount.get('value')} {amount.get('currency')}",
+            },
+        )
+        return "amount_mismatch"
+    transition(current, PaymentStatus.SUCCEEDED)
+    paid_at = datetime.fromisoformat(str(obj["paidAt"])) if obj.get("paidAt") else datetime.now(UTC)
+    method = str(obj.get("method") or PaymentMethod.REDIRECT.value)
+    fields: dict[str, Any] = {
+        "transaction_id": str(obj["id"]),
+        "paid_at": paid_at,
+        "transaction_fee": fee(payment["amount"], fee_bps) + fee_fixed,
+        "app_fee": fee(payment["amount"], app_fee_bps),
+        "payment_method": method,
+    }
+    event = PaymentSucceeded(
+        order_id=payment["order_id"],
+        tenant_id=payment["tenant_id"],
+        payment_id=payment["id"],
+        provider=PROVIDER,
+        payment_method=method,
+        transaction_id=fields["transaction_id"],
+        amount=payment["amount"],
+        currency=currency,
+        paid_at=paid_at,
+        transaction_fee=fields["transaction_fee"],
+        app_fee=fields["app_fee"],
+    )
+    await repo.mark_paid(
+        conn,
+        payment_id=payment["id"],
+        fields=fields,
+        notification={
+            "provider": PROVIDER,
+            "notification_id": f"{obj['id']}:paid",
+            "event_type": "payment.paid",
+            "reference": str(obj["id"]),
+            "payload": obj,
+        },
+        outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
+    )
+    return "paid"
+
+
+async def _apply_refund_object(
+    conn: asyncpg.Connection, refund: asyncpg.Record, obj: dict[str, Any]
+) -> str:
+    """Mollie's refund status, one to one onto ours; announced once per change."""
+    raw = str(obj.get("status", ""))
+    status = MOLLIE_REFUND_STATUS.get(raw)
+    if status is None:
+        log.error("payments.unknown_refund_status", extra={"provider": PROVIDER, "status": raw})
+        return "unchanged"
+    if status == refund["status"]:
+        return "unchanged"
+    failed = status == "failed"
+    moved = await apply_refund_status(
+        conn,
+        refund,
+        status,
+        provider_refund_id=str(obj["id"]) if obj.get("id") else None,
+        failure_code="mollie_failed" if failed else None,
+        failure_message=refund_failure_message("mollie_failed") if failed else None,
+    )
+    return f"refund_{status}" if moved else "unchanged"
+
+
+# ------------------------------------------------------------------------------------------ tasks
+async def close(conn: asyncpg.Connection, task: asyncpg.Record, mollie: MollieClient) -> None:
+    """Cancel the open Mollie payment of a cancelled or expired order, so it cannot be paid late.
+    Mollie allows that only while ``isCancelable``; a payment paid meanwhile is left to the
+    webhook (the late-payment path)."""
+    payment_id = UUID(task["payload"]["payment_id"])
+    payment = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
+    if payment is None or payment["status"] != PaymentStatus.CREATED:
+        return
+    if payment["provider_payment_id"]:
+        try:
+            await mollie.cancel_payment(payment["provider_payment_id"])
+        except MollieError as exc:
+            if exc.retryable:
+                raise
+            current = await mollie.get_payment(payment["provider_payment_id"])
+            if current.get("status") == "paid":
+                log.warning("payments.close_found_paid", extra={"mollie_id": current.get("id")})
+                return
+            if current.get("status") not in _ENDED:
+                log.warning(
+                    "payments.mollie_not_cancelable",
+                    extra={"mollie_id": current.get("id"), "status": current.get("status")},
+                )
+                return
+    await repo.update_payment(
+        conn, payment_id, {"status": PaymentStatus.CLOSED.value}, expected=["CREATED"]
+    )
+
+
+async def refund(
+    conn: asyncpg.Connection, task: asyncpg.Record, mollie: MollieClient, *, give_up: bool
+) -> None:
+    """Execute a refund at Mollie, keyed on our refund id. A refusal fails it with advice; a
+    transient error is retried with the same key (raised to the task loop). Before a retry and
+    before giving up, Mollie's refunds of the payment are searched for ours (Mollie forgets keys
+    after an hour), so a refund Mollie did create is never created twice nor reported failed."""
+    refund_row = await repo.get_refund(
+        conn, refund_id=UUID(task["payload"]["refund_id"]), for_update=True
+    )
+    if refund_row is None or refund_row["status"] != "pending" or refund_row["provider_refund_id"]:
+        return
+    mollie_id = refund_row["provider_payment_id"]
+    if not mollie_id:
+        await _fail(conn, refund_row, "no_payment")
+        return
+    answer = (
+        await _find_refund(mollie, mollie_id, refund_row["refund_id"]) if task["attempts"] else None
+    )
+    if answer is None:
+        try:
+            answer = await mollie.create_refund(
+                mollie_id,
+                amount=refund_row["amount"],
+                currency=refund_row["currency"].strip(),
+                refund_id=str(refund_row["refund_id"]),
+                description=refund_row["note"],
+            )
+        except MollieError as exc:
+            if exc.retryable and not give_up:
+                raise
+            found = (
+                await _find_refund(mollie, mollie_id, refund_row["refund_id"])
+                if exc.retryable
+                else None
+            )
+            if found is None:
+                log.warning(
+                    "payments.refund_refused",
+                    extra={"refund_id": str(refund_row["refund_id"]), "code": exc.code},
+                )
+                await _fail(conn, refund_row, exc.code, exc.message)
+                return
+            answer = found
+    await _accepted(conn, refund_row, answer)
+
+
+async def _accepted(
+    conn: asyncpg.Connection, refund_row: asyncpg.Record, answer: dict[str, Any]
+) -> None:
+    """Mollie took the refund: remember its ``re_…`` id, then its status (``pending`` is ours
+    already, so only the id is announced)."""
+    provider_refund_id = str(answer["id"])
+    await repo.update_refund(
+        conn,
+        refund_row["refund_id"],
+        {"provider_refund_id": provider_refund_id},
+        expected=["pending"],
+    )
+    if answer.get("status") == "pending":
+        await refund_update(
+            conn,
+            refund_row["refund_id"],
+            refund_row["order_id"],
+            refund_row["tenant_id"],
+            provider=PROVIDER,
+            status="pending",
+            provider_refund_id=provider_refund_id,
+        )
+        return
+    await _apply_refund_object(conn, refund_row, answer)
+
+
+async def _fail(
+    conn: asyncpg.Connection, refund_row: asyncpg.Record, code: str, message: str = ""
+) -> None:
+    await apply_refund_status(
+        conn,
+        refund_row,
+        "failed",
+        provider_refund_id=None,
+        failure_code=code,
+        failure_message=refund_failure_message(code, message, PROVIDER),
+    )
+
+
+async def _find_refund(
+    mollie: MollieClient, mollie_id: str, refund_id: UUID
+) -> dict[str, Any] | None:
+    for candidate in await mollie.list_refunds(mollie_id):
+        if (candidate.get("metadata") or {}).get("refund_id") == str(refund_id):
+            return candidate
+    return None
+
+
+async def cancel_refund(
+    conn: asyncpg.Connection, task: asyncpg.Record, mollie: MollieClient
+) -> None:
+    """Withdraw a refund Mollie holds as ``queued``/``pending``. Once it is ``processing`` Mollie
+    refuses, and the refund carries on (its webhook will tell how it ends)."""
+    refund_row = await repo.get_refund(
+        conn, refund_id=UUID(task["payload"]["refund_id"]), for_update=True
+    )
+    if (
+        refund_row is None
+        or refund_row["status"] not in ("pending", "queued")
+        or not refund_row["provider_refund_id"]
+    ):
+        return
+    try:
+        await mollie.cancel_refund(
+            refund_row["provider_payment_id"], refund_row["provider_refund_id"]
+        )
+    except MollieError as exc:
+        if exc.retryable:
+            raise
+        if exc.status != 404:  # 404: canceled already (Mollie forgets canceled refunds)
+            log.warning(
+                "payments.refund_not_cancelable",
+                extra={"refund_id": str(refund_row["refund_id"]), "code": exc.code},
+            )
+            return
+    await apply_refund_status(
+        conn, refund_row, "canceled", provider_refund_id=refund_row["provider_refund_id"]
+    )

@@ -1,0 +1,75 @@
+"""Provider tasks: calls decided in a transaction (close a payment, execute or withdraw a refund)
+and made by the worker after it committed, with retries and backoff."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from ticketing_shared import db
+
+from . import mollie_flow, service
+from . import repository as repo
+from .providers import ProviderError, Providers
+
+log = logging.getLogger(__name__)
+
+
+async def _execute(
+    conn: asyncpg.Connection, task: asyncpg.Record, providers: Providers, *, give_up: bool
+) -> None:
+    kind, provider = task["kind"], task["provider"]
+    if provider == "mollie":
+        if kind == "close":
+            await mollie_flow.close(conn, task, providers.mollie)
+        elif kind == "refund":
+            await mollie_flow.refund(conn, task, providers.mollie, give_up=give_up)
+        elif kind == "cancel_refund":
+            await mollie_flow.cancel_refund(conn, task, providers.mollie)
+    elif kind == "close":
+        await service.close_wechat(conn, task, providers.wechat)
+    elif kind == "refund":
+        await service.refund_wechat(conn, task, providers.wechat, give_up=give_up)
+
+
+async def run_due_tasks(
+    pool: asyncpg.Pool, providers: Providers, *, limit: int, max_attempts: int
+) -> int:
+    """Execute due provider tasks; failures are retried with backoff, then given up.
+
+    The claimed rows stay locked (``SKIP LOCKED`` for other workers) while the provider is called,
+    so a batch is small and each call has a timeout."""
+    async with db.transaction(pool) as conn:
+        tasks = await repo.claim_tasks(conn, limit=limit)
+        for task in tasks:
+            attempts = task["attempts"] + 1
+            try:
+                await _execute(conn, task, providers, give_up=attempts >= max_attempts)
+                await repo.finish_task(conn, task["id"], status="DONE")
+            except ProviderError as exc:
+                give_up = not exc.retryable or attempts >= max_attempts
+                log.warning(
+                    "payments.task_failed",
+                    extra={
+                        "task": task["kind"],
+                        "provider": task["provider"],
+                        "reference": task["reference"],
+                        "code": exc.code,
+                        "attempts": attempts,
+                    },
+                )
+                retry_at = (
+                    None
+                    if give_up
+                    else datetime.now(UTC) + timedelta(seconds=min(2**attempts, 300))
+                )
+                await repo.finish_task(
+                    conn,
+                    task["id"],
+                    status="FAILED" if give_up else "RETRY",
+                    error=f"{exc.code}: {exc.message}",
+                    retry_at=retry_at,
+                )
+        return len(tasks)

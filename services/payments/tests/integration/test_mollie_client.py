@@ -1,0 +1,151 @@
+"""The Mollie adapter against the Mollie sandbox (served in-process on a free port, real HTTP):
+idempotency keys from our ids, retries only where Mollie may not have acted, errors mapped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+
+from payments.providers.mollie import MollieClient, MollieConfig, MollieError
+from ticketing_local.sandbox.mollie import SandboxConfig, serve
+from ticketing_shared.embedded import free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+KEY = "test_" + "a1" * 16
+
+
+class Bench:
+    def __init__(self, url: str, client: MollieClient, control: httpx.AsyncClient) -> None:
+        self.url, self.client, self.control = url, client, control
+
+    async def paid(self, value: int = 3000) -> str:
+        created = await self.client.create_payment(
+            amount=value,
+            currency="EUR",
+            description="adapter test",
+            order_id=str(uuid.uuid4()),
+            payment_id=str(uuid.uuid4()),
+        )
+        assert created["status"] == "open" and created["_links"]["checkout"]["href"]
+        paid = await self.control.post(f"/sandbox/payments/{created['id']}/pay")
+        assert paid.status_code == 200, paid.text
+        return str(created["id"])
+
+    async def fault(self, endpoint: str, status: int, times: int) -> None:
+        resp = await self.control.post(
+            "/sandbox/faults", json={"endpoint": endpoint, "status": status, "times": times}
+        )
+        assert resp.status_code in (200, 201), resp.text
+
+    async def faults_left(self) -> int:
+        faults: list[dict[str, Any]] = (await self.control.get("/sandbox/faults")).json()["faults"]
+        return sum(int(f["times"]) for f in faults)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def bench() -> AsyncIterator[Bench]:
+    port = free_port()
+    ready = asyncio.Event()
+    apps: list[Starlette] = []
+    config = SandboxConfig(api_keys=frozenset({KEY}), auto_settle_ms=-1)
+    task = asyncio.create_task(
+        serve(config, "127.0.0.1", port, ready, handle_signals=False, on_app=apps.append)
+    )
+    await asyncio.wait_for(ready.wait(), timeout=20)
+    url = f"http://127.0.0.1:{port}"
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        httpx.AsyncClient(base_url=url, timeout=10) as control,
+    ):
+        client = MollieClient(
+            MollieConfig(
+                base_url=url,
+                api_key=KEY,
+                webhook_url="http://127.0.0.1:9/v1/webhooks/mollie",
+                redirect_url="http://127.0.0.1:9/orders/{order_id}",
+            ),
+            http,
+            backoff_s=0.01,
+        )
+        yield Bench(url, client, control)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_retried_refund_is_the_same_refund(bench: Bench) -> None:
+    tr = await bench.paid()
+    refund_id = str(uuid.uuid4())
+    first = await bench.client.create_refund(tr, amount=1000, currency="EUR", refund_id=refund_id)
+    again = await bench.client.create_refund(tr, amount=1000, currency="EUR", refund_id=refund_id)
+    assert first["id"] == again["id"] and first["status"] == "pending"
+    assert first["amount"] == {"currency": "EUR", "value": "10.00"}
+    assert first["metadata"] == {"refund_id": refund_id}
+    assert [r["id"] for r in await bench.client.list_refunds(tr)] == [first["id"]]
+
+
+async def test_5xx_is_retried_with_the_same_key_and_refunds_once(bench: Bench) -> None:
+    tr = await bench.paid()
+    await bench.fault("create_refund", 503, 2)
+    made = await bench.client.create_refund(tr, amount=700, currency="EUR", refund_id="r-503")
+    assert made["status"] == "pending" and await bench.faults_left() == 0
+    assert [r["id"] for r in await bench.client.list_refunds(tr)] == [made["id"]]
+
+
+async def test_other_4xx_are_never_retried(bench: Bench) -> None:
+    tr = await bench.paid()
+    await bench.fault("create_refund", 422, 3)
+    with pytest.raises(MollieError) as caught:
+        await bench.client.create_refund(tr, amount=700, currency="EUR", refund_id="r-422")
+    assert caught.value.status == 422 and not caught.value.retryable
+    assert await bench.faults_left() == 2  # one call made, not four
+    await bench.control.delete("/sandbox/faults")
+    assert await bench.client.list_refunds(tr) == []
+
+
+async def test_mollie_refusals_map_to_codes(bench: Bench) -> None:
+    tr = await bench.paid(2000)
+    await bench.client.create_refund(tr, amount=500, currency="EUR", refund_id="r-1")
+    with pytest.raises(MollieError) as duplicate:
+        await bench.client.create_refund(tr, amount=500, currency="EUR", refund_id="r-2")
+    assert duplicate.value.code == "duplicate_refund" and not duplicate.value.retryable
+    with pytest.raises(MollieError) as over:
+        await bench.client.create_refund(tr, amount=1600, currency="EUR", refund_id="r-3")
+    assert over.value.code == "amount_not_refundable" and over.value.field == "amount.value"
+    with pytest.raises(MollieError) as unknown:
+        await bench.client.get_payment("tr_Unknown123")
+    assert unknown.value.code == "not_found"
+
+
+async def test_cancel_a_pending_refund_then_it_is_gone(bench: Bench) -> None:
+    tr = await bench.paid()
+    made = await bench.client.create_refund(tr, amount=300, currency="EUR", refund_id="r-c")
+    await bench.client.cancel_refund(tr, made["id"])
+    with pytest.raises(MollieError) as gone:
+        await bench.client.get_refund(tr, made["id"])
+    assert gone.value.status == 404
+    payment = await bench.client.get_payment(tr)
+    assert payment["status"] == "paid" and payment["amountRemaining"]["value"] == "30.00"
+
+
+async def test_cancel_an_open_payment(bench: Bench) -> None:
+    created = await bench.client.create_payment(
+        amount=1234,
+        currency="EUR",
+        description="to be closed",
+        order_id=str(uuid.uuid4()),
+        payment_id=str(uuid.uuid4()),
+    )
+    canceled = await bench.client.cancel_payment(created["id"])
+    assert canceled["status"] == "canceled"
+    with pytest.raises(MollieError) as refused:
+        await bench.client.cancel_payment(created["id"])
+    assert refused.value.status == 422 and not refused.value.retryable
