@@ -3,9 +3,16 @@
 Creates K real orders through the gateway, registers a payment attempt for each in the payments
 database (as checkout would), then posts K signed, encrypted TRANSACTION.SUCCESS notifications
 straight to one payments api process (not through the gateway), C at a time, and prints
-notifications/s, p50/p99 latency and the peak RSS of the processes.
+notifications/s, p50/p99 latency, the CPU each process spent and the peak RSS of the processes.
 
     make up && uv run python bench/webhooks.py --orders 3000 --concurrency 32
+
+By default everything else of the stack runs meanwhile on the same cores (the workers consume
+the resulting ``payment.succeeded`` events, orders are marked paid, e-mails are sent).
+``--workers-elsewhere`` measures the api process as it would run beside workers deployed on
+other machines: the four workers and the broker are paused (SIGSTOP) while the notifications
+are posted, then resumed, and the bench waits until every order is PAID (nothing was lost, only
+deferred).
 """
 
 from __future__ import annotations
@@ -14,14 +21,26 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import secrets
+import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
-from _common import RUN, gateway, latency_line, pg_dsn, port, print_rss, token
+from _common import (
+    RUN,
+    cpu_seconds,
+    gateway,
+    latency_line,
+    pg_dsn,
+    port,
+    print_cpu,
+    print_rss,
+    token,
+)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -157,7 +176,34 @@ def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
-async def run(count: int, concurrency: int) -> None:
+PAUSED = ("orders-worker", "payments-worker", "refunds-worker", "notifications-worker", "broker")
+
+
+def signal_parts(names: tuple[str, ...], sig: signal.Signals) -> None:
+    children = json.loads((RUN / "stack.json").read_text())["children"]
+    for name in names:
+        os.killpg(children[name]["pid"], sig)
+
+
+async def wait_all_paid(order_ids: list[str], timeout: float = 300) -> float:
+    """Seconds until orders shows every order PAID."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(pg_dsn("orders"))
+    try:
+        while time.perf_counter() - started < timeout:
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]) AND status <> 'PAID'",
+                order_ids,
+            )
+            if pending == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise SystemExit(f"orders not all PAID after {timeout} s")
+
+
+async def run(count: int, concurrency: int, workers_elsewhere: bool) -> None:
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency * 2)
     ) as session:
@@ -177,9 +223,17 @@ async def run(count: int, concurrency: int) -> None:
                 latencies.append(time.perf_counter() - started)
                 statuses[resp.status] = statuses.get(resp.status, 0) + 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        if workers_elsewhere:
+            signal_parts(PAUSED, signal.SIGSTOP)
+        try:
+            cpu_before = {**cpu_seconds(), "bench client": time.process_time()}
+            started = time.perf_counter()
+            await asyncio.gather(*(sender() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            cpu_after = {**cpu_seconds(), "bench client": time.process_time()}
+        finally:
+            if workers_elsewhere:
+                signal_parts(PAUSED, signal.SIGCONT)
     conn = await asyncpg.connect(pg_dsn("payments"))
     try:
         paid = await conn.fetchval(
@@ -188,12 +242,17 @@ async def run(count: int, concurrency: int) -> None:
         )
     finally:
         await conn.close()
+    where = "workers and broker paused" if workers_elsewhere else "whole stack running"
     print(
-        f"webhooks: {count} signed notifications, {concurrency} at a time, to one payments api process"
+        f"webhooks: {count} signed notifications, {concurrency} at a time, to one payments api"
+        f" process ({where})"
     )
     print(f"  responses {dict(sorted(statuses.items()))}; payments recorded as paid: {paid}")
     print(f"  {count / elapsed:.0f} notifications/s over {elapsed:.2f} s")
     print(f"  latency: {latency_line(latencies)}")
+    print_cpu(cpu_before, cpu_after, count, "notification (while posting)")
+    if workers_elsewhere:
+        print(f"  workers resumed: every order PAID {await wait_all_paid(order_ids):.1f} s later")
 
 
 def main() -> None:
@@ -202,8 +261,13 @@ def main() -> None:
     )
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--workers-elsewhere",
+        action="store_true",
+        help="pause the workers and the broker while posting (as if they ran on other machines)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.orders, args.concurrency))
+    asyncio.run(run(args.orders, args.concurrency, args.workers_elsewhere))
     print_rss()
 
 

@@ -6,6 +6,7 @@ encrypted notification → webhook), notifications (→ SMTP sink).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -44,6 +45,97 @@ def _wx_keys(stack: Stack) -> tuple[dict[str, Any], Any, Any, bytes]:
     )
     merchant_pub = serialization.load_pem_public_key((wx / "merchant-public.pem").read_bytes())
     return meta, platform, merchant_pub, (wx / "apiv3.key").read_bytes().strip()
+
+
+def _signed_notification(
+    stack: Stack, out_trade_no: str, *, total: int = 9900
+) -> tuple[bytes, dict[str, str]]:
+    """A TRANSACTION.SUCCESS notification as WeChat Pay sends it: encrypted, signed, fresh id."""
+    meta, platform, _, apiv3 = _wx_keys(stack)
+    tx = {
+        "mchid": meta["mchid"],
+        "appid": meta["appid"],
+        "out_trade_no": out_trade_no,
+        "transaction_id": "4200000000000000000000000001",
+        "trade_state": "SUCCESS",
+        "trade_type": "NATIVE",
+        "success_time": datetime.now(UTC).isoformat(),
+        "amount": {
+            "total": total,
+            "currency": "CNY",
+            "payer_total": total,
+            "payer_currency": "CNY",
+        },
+    }
+    nonce = secrets.token_urlsafe(9)[:12]
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "create_time": datetime.now(UTC).isoformat(),
+            "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS",
+            "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction",
+                "algorithm": "AEAD_AES_256_GCM",
+                "associated_data": "transaction",
+                "nonce": nonce,
+                "ciphertext": base64.b64encode(
+                    AESGCM(apiv3).encrypt(nonce.encode(), json.dumps(tx).encode(), b"transaction")
+                ).decode(),
+            },
+        }
+    ).encode()
+    ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
+    signature = base64.b64encode(
+        platform.sign(
+            f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
+        )
+    ).decode()
+    return body, {
+        "Wechatpay-Timestamp": ts,
+        "Wechatpay-Nonce": wx_nonce,
+        "Wechatpay-Signature": signature,
+        "Wechatpay-Serial": meta["public_key_id"],
+        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        "Content-Type": "application/json",
+    }
+
+
+async def test_concurrent_notifications_for_one_payment_pay_it_once(shop: Shop) -> None:
+    """Twelve distinct notifications for one payment at the same instant (a retry storm): every
+    one is acknowledged, the payment is announced once, the buyer gets one e-mail."""
+    async with shop.client("wx-buyer-race") as buyer:
+        order = await shop.order(buyer, quantity=1)
+        pay = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
+        ).json()
+        notes = [_signed_notification(shop.stack, pay["out_trade_no"]) for _ in range(12)]
+        async with httpx.AsyncClient(base_url=shop.stack.gateway, timeout=10) as anon:
+            answers = await asyncio.gather(
+                *(anon.post("/v1/webhooks/wechatpay", content=b, headers=h) for b, h in notes)
+            )
+        assert [a.status_code for a in answers] == [204] * 12
+        await shop.order_status(buyer, order["id"], "PAID")
+        conn = await asyncpg.connect(
+            f"postgresql://postgres@127.0.0.1:{shop.stack.port('POSTGRES_PORT')}/payments"
+        )
+        try:
+            announced = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE ce_type = 'payment.succeeded' AND key = $1",
+                order["id"],
+            )
+            outcomes = await conn.fetch(
+                "SELECT outcome, count(*) FROM provider_notifications WHERE reference = $1"
+                " GROUP BY outcome",
+                pay["out_trade_no"],
+            )
+        finally:
+            await conn.close()
+        assert announced == 1
+        assert {r["outcome"]: r["count"] for r in outcomes} == {"paid": 1, "duplicate": 11}
+        await wait_until(lambda: shop.mails("wx-buyer-race@"), timeout=60, message="the e-mail")
+        assert len(await shop.mails("wx-buyer-race@")) == 1
 
 
 async def test_native_checkout_paid_in_sandbox_marks_order_paid_and_mails_invites(
@@ -109,62 +201,13 @@ async def test_redelivered_notification_sends_no_second_email(shop: Shop) -> Non
 
 
 async def test_tampered_signature_is_refused_and_changes_nothing(shop: Shop) -> None:
-    meta, platform, _, apiv3 = _wx_keys(shop.stack)
     async with shop.client("wx-buyer-3") as buyer:
         order = await shop.order(buyer, quantity=1)
         pay = (
             await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
         ).json()
-        tx = {
-            "mchid": meta["mchid"],
-            "appid": meta["appid"],
-            "out_trade_no": pay["out_trade_no"],
-            "transaction_id": "4200000000000000000000000001",
-            "trade_state": "SUCCESS",
-            "trade_type": "NATIVE",
-            "success_time": datetime.now(UTC).isoformat(),
-            "amount": {
-                "total": 9900,
-                "currency": "CNY",
-                "payer_total": 9900,
-                "payer_currency": "CNY",
-            },
-        }
-        nonce = secrets.token_urlsafe(9)[:12]
-        body = json.dumps(
-            {
-                "id": str(uuid.uuid4()),
-                "create_time": datetime.now(UTC).isoformat(),
-                "resource_type": "encrypt-resource",
-                "event_type": "TRANSACTION.SUCCESS",
-                "summary": "支付成功",
-                "resource": {
-                    "original_type": "transaction",
-                    "algorithm": "AEAD_AES_256_GCM",
-                    "associated_data": "transaction",
-                    "nonce": nonce,
-                    "ciphertext": base64.b64encode(
-                        AESGCM(apiv3).encrypt(
-                            nonce.encode(), json.dumps(tx).encode(), b"transaction"
-                        )
-                    ).decode(),
-                },
-            }
-        ).encode()
-        ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
-        signature = base64.b64encode(
-            platform.sign(
-                f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
-            )
-        ).decode()
-        headers = {
-            "Wechatpay-Timestamp": ts,
-            "Wechatpay-Nonce": wx_nonce,
-            "Wechatpay-Signature": signature,
-            "Wechatpay-Serial": meta["public_key_id"],
-            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
-            "Content-Type": "application/json",
-        }
+        body, headers = _signed_notification(shop.stack, pay["out_trade_no"])
+        signature = headers["Wechatpay-Signature"]
         async with httpx.AsyncClient(base_url=shop.stack.gateway, timeout=10) as anon:
             tampered = body.replace(b"TRANSACTION.SUCCESS", b"TRANSACTION.SUCCESS ")
             resp = await anon.post("/v1/webhooks/wechatpay", content=tampered, headers=headers)

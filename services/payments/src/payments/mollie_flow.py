@@ -294,6 +294,7 @@ async def _apply_payment(
     await repo.mark_paid(
         conn,
         payment_id=payment["id"],
+        expected=payment["status"],
         fields=fields,
         notification={
             "provider": PROVIDER,

@@ -185,35 +185,47 @@ async def mark_paid(
     conn: asyncpg.Connection,
     *,
     payment_id: UUID,
+    expected: str,
     fields: dict[str, Any],
     outbox_row: tuple[Any, ...],
     notification: dict[str, Any],
-) -> None:
-    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: one statement."""
-    await conn.execute(
-        f"""
-        WITH p AS (
-            UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3, transaction_fee = $4,
-                                app_fee = $5, payment_method = COALESCE($21, payment_method), updated_at = now()
-            WHERE id = $1 RETURNING id
-        ), ob AS (
-            INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
+) -> bool:
+    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: ONE statement,
+    applied only if the payment is still in the ``expected`` state (False: someone else paid it
+    first, and only the notification is recorded, as a duplicate)."""
+    return bool(
+        await conn.fetchval(
+            f"""
+            WITH p AS (
+                UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3,
+                                    transaction_fee = $4, app_fee = $5,
+                                    payment_method = COALESCE($21, payment_method), updated_at = now()
+                WHERE id = $1 AND status = $22 RETURNING id
+            ), ob AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
+            ), n AS (
+                INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload,
+                                                    outcome)
+                SELECT $16, $17, $18, $19, $20,
+                       CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END
+                ON CONFLICT DO NOTHING
+            )
+            SELECT EXISTS (SELECT 1 FROM p)
+            """,
+            payment_id,
+            fields["transaction_id"],
+            fields["paid_at"],
+            fields["transaction_fee"],
+            fields["app_fee"],
+            *outbox_row,
+            notification["provider"],
+            notification["notification_id"],
+            notification["event_type"],
+            notification["reference"],
+            notification["payload"],
+            fields.get("payment_method"),
+            expected,
         )
-        INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload, outcome)
-        VALUES ($16, $17, $18, $19, $20, 'paid') ON CONFLICT DO NOTHING
-        """,
-        payment_id,
-        fields["transaction_id"],
-        fields["paid_at"],
-        fields["transaction_fee"],
-        fields["app_fee"],
-        *outbox_row,
-        notification["provider"],
-        notification["notification_id"],
-        notification["event_type"],
-        notification["reference"],
-        notification["payload"],
-        fields.get("payment_method"),
     )
 
 

@@ -66,7 +66,8 @@ async def wechatpay_webhook(
         )
         return FastJSONResponse({"code": "FAIL", "message": "签名验证失败"}, status_code=401)
     if note.event_type == "TRANSACTION.SUCCESS":
-        async with db.transaction(pool) as conn:
+        # no explicit transaction: one read, then one guarded statement (see apply_wechat_payment)
+        async with pool.acquire() as conn:
             await service.apply_wechat_payment(
                 conn,
                 note,

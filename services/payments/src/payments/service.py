@@ -246,9 +246,10 @@ async def apply_wechat_payment(
 ) -> str:
     """A verified, decrypted TRANSACTION.SUCCESS: mark paid and announce it, once.
 
-    Four round trips: BEGIN, the payment row (locked), one statement writing the outcome (payment,
-    outbox event and notification record together), COMMIT. A redelivery (same notification id,
-    or the same payment told again) finds the payment SUCCEEDED and writes nothing but its record.
+    Two round trips and no explicit transaction: the payment row, then ONE statement writing the
+    outcome (payment, outbox event and notification record together) whose UPDATE is guarded on
+    the state read. Two deliveries racing for one payment serialize on its row lock, and the
+    second finds it SUCCEEDED and writes nothing but its record; so does any redelivery.
     """
     tx = note.resource
     ref = str(tx.get("out_trade_no", ""))
@@ -277,13 +278,15 @@ async def apply_wechat_payment(
             transaction_fee=fields["transaction_fee"],
             app_fee=fields["app_fee"],
         )
-        await repo.mark_paid(
+        if not await repo.mark_paid(
             conn,
             payment_id=payment["id"],
+            expected=payment["status"],
             fields=fields,
             notification=record,
             outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
-        )
+        ):
+            outcome = "duplicate"
     elif not await repo.record_notification(conn, outcome=outcome, **record):
         outcome = "redelivered"
     NOTIFICATIONS.labels("wechatpay", outcome).inc()
@@ -309,7 +312,7 @@ async def _wechat_outcome(
     if tx.get("trade_state") != "SUCCESS":
         return f"ignored_{str(tx.get('trade_state', '')).lower()}", None
     payment = await repo.get_payment(
-        conn, provider="wechatpay", out_trade_no=str(tx.get("out_trade_no")), for_update=True
+        conn, provider="wechatpay", out_trade_no=str(tx.get("out_trade_no"))
     )
     if payment is None:
         log.error("payments.alert_unknown_payment", extra={"out_trade_no": tx.get("out_trade_no")})
@@ -341,6 +344,7 @@ async def _wechat_outcome(
                 ).value,
                 "failure_reason": f"amount mismatch: {amount.get('total')} {amount.get('currency')}",
             },
+            expected=[payment["status"]],
         )
         return "amount_mismatch", None
     transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED)
