@@ -7,7 +7,9 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -117,3 +119,27 @@ def print_cpu(before: dict[str, float], after: dict[str, float], per: int, what:
         if s > 0:
             print(f"  {name:<22} {s:7.2f}  {s * 1000 / per:7.2f}")
     print(f"  {'all':<22} {total:7.2f}  {total * 1000 / per:7.2f}")
+
+
+#: the parts that would run on other machines than an api process in a real deployment
+WORKERS_AND_BROKER = (
+    "orders-worker",
+    "payments-worker",
+    "refunds-worker",
+    "notifications-worker",
+    "broker",
+)
+
+
+@contextlib.contextmanager
+def paused(names: tuple[str, ...], enabled: bool = True) -> Iterator[None]:
+    """SIGSTOP these parts of the local stack for the block, SIGCONT them after (whatever happens):
+    their work is deferred, not lost (the outbox and the broker keep it)."""
+    children = json.loads((RUN / "stack.json").read_text())["children"] if enabled else {}
+    for name in names if enabled else ():
+        os.killpg(children[name]["pid"], signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for name in names if enabled else ():
+            os.killpg(children[name]["pid"], signal.SIGCONT)

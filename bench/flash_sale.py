@@ -22,7 +22,17 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from _common import gateway, latency_line, pg_dsn, print_rss, token
+from _common import (
+    WORKERS_AND_BROKER,
+    cpu_seconds,
+    gateway,
+    latency_line,
+    paused,
+    pg_dsn,
+    print_cpu,
+    print_rss,
+    token,
+)
 
 TENANT = "bench-tenant"
 
@@ -55,7 +65,7 @@ async def setup(session: aiohttp.ClientSession, seats: int) -> tuple[str, str]:
     return event["id"], tt["id"]
 
 
-async def run(seats: int, buyers: int) -> tuple[float, int]:
+async def run(seats: int, buyers: int, workers_elsewhere: bool = False) -> tuple[float, int]:
     connector = aiohttp.TCPConnector(limit=buyers * 2)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
@@ -87,9 +97,12 @@ async def run(seats: int, buyers: int) -> tuple[float, int]:
                     if resp.status == 409:
                         sold_out.set()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(buyer() for _ in range(buyers)))
-        elapsed = time.perf_counter() - started
+        with paused(WORKERS_AND_BROKER, workers_elsewhere):
+            cpu_before = {**cpu_seconds(), "bench client": time.process_time()}
+            started = time.perf_counter()
+            await asyncio.gather(*(buyer() for _ in range(buyers)))
+            elapsed = time.perf_counter() - started
+            cpu_after = {**cpu_seconds(), "bench client": time.process_time()}
 
     conn = await asyncpg.connect(pg_dsn("orders"))
     try:
@@ -104,7 +117,8 @@ async def run(seats: int, buyers: int) -> tuple[float, int]:
         await conn.close()
     sold = statuses.get(201, 0)
     oversold = max(0, orders - maximum) + max(0, current - maximum)
-    print(f"flash sale: {seats} seats, {buyers} concurrent buyers through the gateway")
+    where = " (workers and broker paused)" if workers_elsewhere else ""
+    print(f"flash sale: {seats} seats, {buyers} concurrent buyers through the gateway{where}")
     print(
         f"  responses {dict(sorted(statuses.items()))}; orders in the database {orders}, "
         f"current_quantity {current}/{maximum}"
@@ -112,6 +126,7 @@ async def run(seats: int, buyers: int) -> tuple[float, int]:
     print(f"  {sold / elapsed:.0f} orders/s over {elapsed:.2f} s")
     print(f"  latency (all responses): {latency_line(latencies)}")
     print(f"  oversold: {oversold}")
+    print_cpu(cpu_before, cpu_after, max(sold, 1), "order")
     return sold / elapsed, oversold
 
 
@@ -210,12 +225,17 @@ def main() -> None:
         help="seats of a first, unmeasured sale (fresh processes open connections and "
         "compile plans on their first requests); 0 to measure a cold start",
     )
+    parser.add_argument(
+        "--workers-elsewhere",
+        action="store_true",
+        help="pause the workers and the broker during the sale (as if they ran on other machines)",
+    )
     args = parser.parse_args()
     if args.warmup:
         print("warm-up sale (not the measurement):")
         asyncio.run(run(args.warmup, args.buyers))
         print()
-    rate, _ = asyncio.run(run(args.seats, args.buyers))
+    rate, _ = asyncio.run(run(args.seats, args.buyers, args.workers_elsewhere))
     print_rss(limit_mb=150)
     tps = pgbench(args.buyers, args.pgbench_seconds)
     if tps:

@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import secrets
-import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,9 +30,11 @@ import aiohttp
 import asyncpg
 from _common import (
     RUN,
+    WORKERS_AND_BROKER,
     cpu_seconds,
     gateway,
     latency_line,
+    paused,
     pg_dsn,
     port,
     print_cpu,
@@ -176,15 +176,6 @@ def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
-PAUSED = ("orders-worker", "payments-worker", "refunds-worker", "notifications-worker", "broker")
-
-
-def signal_parts(names: tuple[str, ...], sig: signal.Signals) -> None:
-    children = json.loads((RUN / "stack.json").read_text())["children"]
-    for name in names:
-        os.killpg(children[name]["pid"], sig)
-
-
 async def wait_all_paid(order_ids: list[str], timeout: float = 300) -> float:
     """Seconds until orders shows every order PAID."""
     started = time.perf_counter()
@@ -223,17 +214,12 @@ async def run(count: int, concurrency: int, workers_elsewhere: bool) -> None:
                 latencies.append(time.perf_counter() - started)
                 statuses[resp.status] = statuses.get(resp.status, 0) + 1
 
-        if workers_elsewhere:
-            signal_parts(PAUSED, signal.SIGSTOP)
-        try:
+        with paused(WORKERS_AND_BROKER, workers_elsewhere):
             cpu_before = {**cpu_seconds(), "bench client": time.process_time()}
             started = time.perf_counter()
             await asyncio.gather(*(sender() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
             cpu_after = {**cpu_seconds(), "bench client": time.process_time()}
-        finally:
-            if workers_elsewhere:
-                signal_parts(PAUSED, signal.SIGCONT)
     conn = await asyncpg.connect(pg_dsn("payments"))
     try:
         paid = await conn.fetchval(
