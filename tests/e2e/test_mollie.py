@@ -266,3 +266,28 @@ async def test_refund_refused_at_initiation_then_retried(shop: MollieShop) -> No
                 headers={"Authorization": f"Bearer {shop.mollie_key()}"},
             )
         assert listed.json()["count"] == 1
+
+
+async def test_webhook_while_mollie_is_unavailable_is_retried_until_paid(
+    shop: MollieShop,
+) -> None:
+    """The webhook cannot fetch the payment (Mollie answers 503 more often than the adapter
+    retries): payments answers 503, so Mollie calls again, and the next call marks it paid."""
+    async with shop.client("ml-buyer-8") as buyer:
+        order = await shop.order(buyer, 1, currency="EUR")
+        checkout = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "mollie"})
+        ).json()
+        fault = await shop.control(
+            "/sandbox/faults", {"endpoint": "get_payment", "status": 503, "times": 5}
+        )
+        assert fault.status_code in (200, 201), fault.text
+        async with httpx.AsyncClient(timeout=10) as c:
+            assert (
+                await c.post(checkout["checkout_url"], data={"action": "paid"})
+            ).status_code == 303
+        await shop.order_status(buyer, order["id"], "PAID")
+        tr = checkout["provider_payment_id"]
+        codes = [a.get("status_code") for w in await shop.webhooks(tr) for a in w["attempts"]]
+        assert codes[0] == 503 and codes[-1] == 200, codes
+        assert len(await wait_until(lambda: shop.order_mails("ml-buyer-8@example.test"))) == 1
