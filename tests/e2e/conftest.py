@@ -76,7 +76,15 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(work_dir: Path) -> Iterator[Stack]:
     run_dir = work_dir / "stack"
-    env = {**os.environ, "TICKETING_RUN_DIR": str(run_dir), "APP_ENV": "dev"}
+    env = {
+        **os.environ,
+        "TICKETING_RUN_DIR": str(run_dir),
+        "APP_ENV": "dev",
+        # payments asks Mollie about attempts whose webhooks went missing after 3 s, not minutes
+        "PAYMENTS_MOLLIE_RECONCILE_AFTER_S": "3",
+        "PAYMENTS_MOLLIE_RECONCILE_EVERY_S": "2",
+        "PAYMENTS_RECONCILE_INTERVAL_S": "1",
+    }
     env.update({name: str(free_port()) for name in PORT_NAMES})
     s = Stack(env, run_dir)
     up = s.cli("up", "--timeout", "180")

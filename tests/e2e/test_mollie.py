@@ -291,3 +291,20 @@ async def test_webhook_while_mollie_is_unavailable_is_retried_until_paid(
         codes = [a.get("status_code") for w in await shop.webhooks(tr) for a in w["attempts"]]
         assert codes[0] == 503 and codes[-1] == 200, codes
         assert len(await wait_until(lambda: shop.order_mails("ml-buyer-8@example.test"))) == 1
+
+
+async def test_a_lost_webhook_is_made_up_for_by_asking_mollie(shop: MollieShop) -> None:
+    """The buyer pays but Mollie's webhook never arrives: payments asks Mollie about the open
+    attempt on its own and the order is paid, announced and mailed all the same."""
+    async with shop.client("ml-buyer-9") as buyer:
+        order = await shop.order(buyer, 1, currency="EUR")
+        checkout = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "mollie"})
+        ).json()
+        tr = checkout["provider_payment_id"]
+        paid = await shop.control(f"/sandbox/payments/{tr}/pay", {"webhook": False})
+        assert paid.status_code == 200 and paid.json()["status"] == "paid"
+        body = await shop.order_status(buyer, order["id"], "PAID")
+        assert body["transaction_id"] == tr
+        assert await shop.webhooks(tr) == []
+        assert len(await wait_until(lambda: shop.order_mails("ml-buyer-9@example.test"))) == 1

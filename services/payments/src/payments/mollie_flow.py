@@ -182,6 +182,46 @@ async def on_webhook(
     return outcome
 
 
+async def reconcile(
+    pool: asyncpg.Pool,
+    mollie: MollieClient,
+    *,
+    after_s: float,
+    every_s: float,
+    fee_bps: int,
+    fee_fixed: int,
+    app_fee_bps: int,
+    limit: int = 20,
+) -> int:
+    """Ask Mollie about attempts whose webhooks may have been lost (our endpoint down for longer
+    than Mollie retries, a misconfigured webhook URL): exactly what a webhook would trigger."""
+    async with db.transaction(pool) as conn:
+        due = await repo.due_for_reconcile(
+            conn, provider=PROVIDER, after_s=after_s, every_s=every_s, limit=limit
+        )
+    for mollie_id in due:
+        try:
+            outcome = await on_webhook(
+                pool,
+                mollie,
+                mollie_id,
+                fee_bps=fee_bps,
+                fee_fixed=fee_fixed,
+                app_fee_bps=app_fee_bps,
+            )
+        except MollieError as exc:
+            log.warning(
+                "payments.reconcile_failed", extra={"mollie_id": mollie_id, "code": exc.code}
+            )
+            continue
+        if outcome != "unchanged":
+            log.warning(
+                "payments.reconciled_missed_news",
+                extra={"mollie_id": mollie_id, "outcome": outcome},
+            )
+    return len(due)
+
+
 async def _missing_refunds(
     mollie: MollieClient,
     payment_id: UUID,

@@ -400,3 +400,33 @@ async def open_refunds(
         """,
         payment_id,
     )
+
+
+async def due_for_reconcile(
+    conn: asyncpg.Connection, *, provider: str, after_s: float, every_s: float, limit: int
+) -> list[str]:
+    """Provider ids of attempts whose outcome we may have missed: still unpaid, or with a refund
+    still open, older than ``after_s`` and not checked for ``every_s``; marked checked now."""
+    rows = await conn.fetch(
+        """
+        WITH due AS (
+            SELECT p.id FROM payments p
+            WHERE p.provider = $1 AND p.provider_payment_id IS NOT NULL
+              AND (p.status = 'CREATED' OR EXISTS (
+                    SELECT 1 FROM provider_refunds r
+                    WHERE r.payment_id = p.id AND r.status IN ('pending', 'queued', 'processing')
+                      AND r.provider_refund_id IS NOT NULL AND r.updated_at < now() - make_interval(secs => $2)))
+              AND p.created_at < now() - make_interval(secs => $2)
+              AND (p.reconciled_at IS NULL OR p.reconciled_at < now() - make_interval(secs => $3))
+            ORDER BY p.reconciled_at NULLS FIRST, p.created_at
+            LIMIT $4 FOR UPDATE OF p SKIP LOCKED
+        )
+        UPDATE payments SET reconciled_at = now() FROM due WHERE payments.id = due.id
+        RETURNING payments.provider_payment_id
+        """,
+        provider,
+        after_s,
+        every_s,
+        limit,
+    )
+    return [r["provider_payment_id"] for r in rows]

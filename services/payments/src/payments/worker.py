@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
-from . import tasks
+from . import mollie_flow, tasks
 from .consumers import build_consumer
 from .providers import Providers
 from .settings import Settings
@@ -42,4 +42,23 @@ def create_worker(settings: Settings | None = None) -> Starlette:
                 if ctx.stopping.is_set():
                     return
 
-    return create_base_worker(settings, consumers=[consumer], schedulers=[provider_tasks])
+    async def reconcile(ctx: WorkerContext) -> None:
+        """Ask the provider about attempts whose webhooks may have been lost."""
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
+        ) as http:
+            mollie = Providers.from_settings(settings, http).mollie
+            while not await ctx.sleep(settings.reconcile_interval_s):
+                await mollie_flow.reconcile(
+                    ctx.pool,
+                    mollie,
+                    after_s=settings.mollie_reconcile_after_s,
+                    every_s=settings.mollie_reconcile_every_s,
+                    fee_bps=settings.mollie_fee_bps,
+                    fee_fixed=settings.mollie_fee_fixed,
+                    app_fee_bps=settings.app_fee_bps,
+                )
+
+    return create_base_worker(
+        settings, consumers=[consumer], schedulers=[provider_tasks, reconcile]
+    )

@@ -55,7 +55,8 @@ instead of ``paid`` for ``captureMode: manual``), fires the webhook and answers 
 
 Control API (not Mollie's; Part F; plain JSON, errors ``{"code", "message"}``):
 ``POST /sandbox/payments/{id}/pay|fail|cancel|expire|authorize|pending`` (optional
-``{"method": "creditcard"}``; a move B1 does not allow → ``409``), ``GET /sandbox/payments/{id}``
+``{"method": "creditcard"}``, and ``{"webhook": false}`` for a webhook that never arrives; a move
+B1 does not allow → ``409``), ``GET /sandbox/payments/{id}``
 (any mode, with ``refunds`` including canceled ones), ``GET /sandbox/refunds/{id}``,
 ``POST /sandbox/refunds/{id}/advance`` ``{"status": "pending"|"processing"|"refunded"|"failed"|
 "canceled"}`` (valid moves only, else ``409``; ``canceled`` plays a cancel from the dashboard and

@@ -280,9 +280,12 @@ def create_app(config: SandboxConfig) -> Starlette:
         method = options.get("method")
         if method is not None and not isinstance(method, str):
             raise ControlError(400, "PARAM_ERROR", "method must be a string")
+        webhook = options.get("webhook", True)
+        if not isinstance(webhook, bool):
+            raise ControlError(400, "PARAM_ERROR", "webhook must be true or false")
         async with sandbox.lock:
             payment = control_payment(request.path_params["payment_id"])
-            sandbox.move_payment(payment, CONTROL_ACTIONS[action], method=method)
+            sandbox.move_payment(payment, CONTROL_ACTIONS[action], method=method, webhook=webhook)
             return 200, raw_payment(request, payment)
 
     async def sandbox_get_payment(request: Request) -> tuple[int, Any]:

@@ -322,8 +322,11 @@ class Payments(Webhooks):
 
     # ---- status changes --------------------------------------------------------------------
 
-    def move_payment(self, payment: Payment, status: str, *, method: str | None = None) -> None:
-        """Control API / checkout: move ``payment`` to ``status`` if B1 allows it (else 409)."""
+    def move_payment(
+        self, payment: Payment, status: str, *, method: str | None = None, webhook: bool = True
+    ) -> None:
+        """Control API / checkout: move ``payment`` to ``status`` if B1 allows it (else 409).
+        ``webhook=False`` plays a webhook that never arrives (the merchant must find out)."""
         self._refresh(payment)
         allowed = PAYMENT_TRANSITIONS.get(status)
         if allowed is None:
@@ -334,9 +337,11 @@ class Payments(Webhooks):
                 "INVALID_STATE",
                 f"payment {payment.id} is {payment.status}; it cannot become {status}",
             )
-        self._apply_status(payment, status, method=method)
+        self._apply_status(payment, status, method=method, webhook=webhook)
 
-    def _apply_status(self, payment: Payment, status: str, *, method: str | None = None) -> None:
+    def _apply_status(
+        self, payment: Payment, status: str, *, method: str | None = None, webhook: bool = True
+    ) -> None:
         moment = now()
         payment.status = status
         if status not in UNPAID_STATUSES:
@@ -360,7 +365,7 @@ class Payments(Webhooks):
         elif status == "failed":
             payment.failed_at = moment
         log.info("payment %s is %s", payment.id, status)
-        if status in WEBHOOK_STATUSES:
+        if status in WEBHOOK_STATUSES and webhook:
             self.fire(payment, f"payment.{status}")
 
     # ---- expiry ----------------------------------------------------------------------------
