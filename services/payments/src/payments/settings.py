@@ -40,6 +40,7 @@ class Settings(ServiceSettings):
     mollie_base_url: str = "http://127.0.0.1:8102"
     mollie_keys_dir: Path | None = None
     mollie_api_key: str | None = None
+    mollie_api_key_file: Path | None = None
     mollie_redirect_url: str = "http://127.0.0.1:8080/orders/{order_id}"
     # fees recorded with each payment, in basis points of the amount (plus a fixed part for Mollie)
     wechat_fee_bps: int = 60
@@ -81,13 +82,15 @@ class Settings(ServiceSettings):
 
     def mollie_config(self) -> MollieConfig:
         key = self.mollie_api_key
+        if key is None and self.mollie_api_key_file is not None:
+            key = self.mollie_api_key_file.read_text().strip()
         if key is None and self.mollie_keys_dir is not None:
             key = json.loads((self.mollie_keys_dir / "mollie" / "mollie.json").read_text())[
                 "api_key"
             ]
         if not key:
             raise RuntimeError(
-                "Mollie API key not configured (PAYMENTS_MOLLIE_API_KEY or PAYMENTS_MOLLIE_KEYS_DIR)"
+                "Mollie API key not configured (PAYMENTS_MOLLIE_API_KEY, …_API_KEY_FILE or …_KEYS_DIR)"
             )
         return MollieConfig(
             base_url=self.mollie_base_url,
