@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -41,6 +43,8 @@ class SmtpMailer:
         self.host, self.port, self.sender = host, port, sender
         self.username, self.password = username, password
         self.start_tls, self.timeout = start_tls, timeout
+        # our name in EHLO: looked up once (aiosmtplib would resolve it, in a thread, per session)
+        self._local_hostname: str | None = None
 
     def _message(self, mail: Mail) -> EmailMessage:
         msg = EmailMessage()
@@ -67,8 +71,14 @@ class SmtpMailer:
         results: list[DeliveryError | None] = [
             DeliveryError("not attempted: the SMTP session failed") for _ in mails
         ]
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         client = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, timeout=self.timeout, start_tls=self.start_tls
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            start_tls=self.start_tls,
+            local_hostname=self._local_hostname,
         )
         try:
             await client.connect()
