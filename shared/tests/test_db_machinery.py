@@ -189,3 +189,47 @@ async def test_replay_requeues_only_rows_since_the_given_time(pool: asyncpg.Pool
             )
         count = await outbox.replay(conn, since=timedelta(minutes=45))
     assert count == 2
+
+
+async def test_a_fetched_batch_is_claimed_and_applied_in_one_go_duplicates_once(
+    pool: asyncpg.Pool,
+) -> None:
+    """The batch path itself (not its one-by-one fallback): every event applied once, in order,
+    a copy of an event inside the same batch skipped, a replayed batch changing nothing."""
+    from ticketing_shared.consumer import EventConsumer, Record
+    from ticketing_shared.envelope import CloudEvent
+
+    consumer = EventConsumer("batch-test")
+    applied: list[str] = []
+
+    @consumer.on(OrderExpired)
+    async def on_expired(conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent) -> None:
+        applied.append(str(data.order_id))
+
+    async def no_fallback(record: Record) -> None:
+        raise AssertionError("the batch fell back to one-by-one")
+
+    consumer.handle = no_fallback  # type: ignore[method-assign]
+    consumer.bind(pool, None)  # type: ignore[arg-type]
+    orders = [uuid.uuid4() for _ in range(5)]
+    events = [
+        CloudEvent(
+            id=uuid.uuid4(),
+            type=OrderExpired.ce_type,
+            source="test",
+            subject=str(o),
+            time=datetime.now(UTC),
+            data=OrderExpired(order_id=o, tenant_id="t").model_dump(mode="json"),
+        )
+        for o in orders
+    ]
+    batch = [
+        Record(ORDERS_EVENTS, 0, i, e.key(), e.value(), e.headers())
+        for i, e in enumerate([*events, events[1]])
+    ]
+    await consumer.handle_batch(batch)
+    assert applied == [str(o) for o in orders]
+    await consumer.handle_batch(batch)
+    assert applied == [str(o) for o in orders]
+    rows = await pool.fetch("SELECT event_id FROM inbox WHERE consumer = 'batch-test' ORDER BY seq")
+    assert [r["event_id"] for r in rows] == [e.id for e in events]

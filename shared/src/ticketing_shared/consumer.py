@@ -32,8 +32,9 @@ from prometheus_client import Counter, Histogram
 from .contracts.base import EventData
 from .contracts.topics import dlq_topic
 from .crash import crash_point
+from .db import scope_cache
 from .envelope import CloudEvent, Headers, decode
-from .inbox import claim
+from .inbox import claim, claim_many
 from .logs import traceparent_var
 
 log = logging.getLogger(__name__)
@@ -213,23 +214,24 @@ class EventConsumer:
         fresh_events: list[CloudEvent] = []
         outcomes: list[tuple[str, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            for record, event, route, data in parsed:
-                token = traceparent_var.set(event.traceparent)
-                try:
-                    fresh = await claim(
-                        conn,
-                        consumer=self.name,
-                        event=event,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
+            with scope_cache():  # one transaction: a repeated tenant scope is set once
+                fresh_ids = await claim_many(
+                    conn,
+                    consumer=self.name,
+                    claims=[(e, r.topic, r.partition, r.offset) for r, e, _, _ in parsed],
+                )
+                for _record, event, route, data in parsed:
+                    key = str(event.id)
+                    fresh = key in fresh_ids
                     if fresh:
-                        await route.handler(conn, data, event)
+                        fresh_ids.discard(key)  # the same event twice in a batch: applied once
+                        token = traceparent_var.set(event.traceparent)
+                        try:
+                            await route.handler(conn, data, event)
+                        finally:
+                            traceparent_var.reset(token)
                         fresh_events.append(event)
-                finally:
-                    traceparent_var.reset(token)
-                outcomes.append((event.type, "applied" if fresh else "duplicate"))
+                    outcomes.append((event.type, "applied" if fresh else "duplicate"))
         for _, committed, _, _ in parsed:
             crash_point("consumer.after_commit", committed.type)
         for event in fresh_events:

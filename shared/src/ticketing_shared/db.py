@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -80,9 +81,33 @@ def tenant_scope(tenants: str | Iterable[str]) -> str:
     return ",".join(items)
 
 
+# Inside one transaction that applies several events (a consumer's batch), the scope already set
+# on a connection: setting the same scope again is skipped. Set (to a fresh dict) and reset by
+# whoever owns that transaction: see :func:`scope_cache`. Only valid while nothing but
+# set_tenant changes app.tenant_id in that transaction (consumer handlers never call the SQL
+# functions that scope themselves: purchase_seats, scope_to, ...).
+_scopes: ContextVar[dict[int, str] | None] = ContextVar("tenant_scopes", default=None)
+
+
+@contextmanager
+def scope_cache() -> Iterator[None]:
+    """For the duration of ONE transaction: :func:`set_tenant` skips repeating the scope."""
+    token = _scopes.set({})
+    try:
+        yield
+    finally:
+        _scopes.reset(token)
+
+
 async def set_tenant(conn: asyncpg.Connection, tenants: str | Iterable[str]) -> None:
     """Scope the current transaction to a tenant, several, or all (row-level security key)."""
-    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant_scope(tenants))
+    scope = tenant_scope(tenants)
+    cache = _scopes.get()
+    if cache is not None and cache.get(id(conn)) == scope:
+        return
+    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", scope)
+    if cache is not None:
+        cache[id(conn)] = scope
 
 
 @dataclass(frozen=True)
