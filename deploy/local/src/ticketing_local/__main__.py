@@ -199,6 +199,8 @@ The ticketing stack is up.
   refunds        http://127.0.0.1:{port("REFUNDS_API_PORT")}   (worker :{port("REFUNDS_WORKER_PORT")})
   notifications  http://127.0.0.1:{port("NOTIFICATIONS_API_PORT")}   (worker :{port("NOTIFICATIONS_WORKER_PORT")})
   mail inbox     http://127.0.0.1:{port("MAIL_HTTP_PORT")}/messages   (SMTP :{port("MAIL_SMTP_PORT")})
+  WeChat Pay     http://127.0.0.1:{port("WECHAT_SANDBOX_PORT")}   (sandbox; control API under /sandbox/)
+  Mollie         http://127.0.0.1:{port("MOLLIE_SANDBOX_PORT")}   (sandbox; control API under /sandbox/)
   PostgreSQL     {pg_dsn("<service>")}
   Kafka          127.0.0.1:{port("KAFKA_PORT")}
   logs           {PATHS.logs}
