@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import secrets
 import time
@@ -41,9 +40,10 @@ from _common import (
     print_rss,
     token,
 )
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ticketing_local.sandbox.wechat.config import SandboxConfig
+from ticketing_local.sandbox.wechat.crypto import seal_resource, sign_headers
 
 TENANT = "bench-webhooks"
 
@@ -110,17 +110,15 @@ async def register_attempts(order_ids: list[str]) -> None:
 
 
 def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
-    wx = RUN / "keys" / "wechat"
-    meta = json.loads((wx / "wechat.json").read_text())
-    platform = serialization.load_pem_private_key(
-        (wx / "platform-private.pem").read_bytes(), password=None
-    )
-    aes = AESGCM((wx / "apiv3.key").read_bytes().strip())
+    """TRANSACTION.SUCCESS notifications for the orders, sealed and signed exactly as the WeChat
+    Pay sandbox sends them (its own crypto, the stack's keys)."""
+    config = SandboxConfig.from_keys_dir(RUN / "keys")
+    aes = AESGCM(config.apiv3_key.encode())
     out = []
     for order_id in order_ids:
         tx = {
-            "mchid": meta["mchid"],
-            "appid": meta["appid"],
+            "mchid": config.mchid,
+            "appid": config.appid,
             "out_trade_no": uuid.UUID(order_id).hex,
             "transaction_id": "42" + "".join(secrets.choice("0123456789") for _ in range(26)),
             "trade_type": "NATIVE",
@@ -137,7 +135,6 @@ def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
                 "payer_currency": "CNY",
             },
         }
-        nonce = secrets.token_hex(6)
         body = json.dumps(
             {
                 "id": str(uuid.uuid4()),
@@ -145,34 +142,10 @@ def notifications(order_ids: list[str]) -> list[tuple[bytes, dict[str, str]]]:
                 "resource_type": "encrypt-resource",
                 "event_type": "TRANSACTION.SUCCESS",
                 "summary": "支付成功",
-                "resource": {
-                    "original_type": "transaction",
-                    "algorithm": "AEAD_AES_256_GCM",
-                    "associated_data": "transaction",
-                    "nonce": nonce,
-                    "ciphertext": base64.b64encode(
-                        aes.encrypt(nonce.encode(), json.dumps(tx).encode(), b"transaction")
-                    ).decode(),
-                },
+                "resource": seal_resource(aes, "transaction", tx),
             }
         ).encode()
-        ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
-        sig = platform.sign(
-            f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
-        )
-        out.append(
-            (
-                body,
-                {
-                    "Wechatpay-Timestamp": ts,
-                    "Wechatpay-Nonce": wx_nonce,
-                    "Wechatpay-Signature": base64.b64encode(sig).decode(),
-                    "Wechatpay-Serial": meta["public_key_id"],
-                    "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
-                    "Content-Type": "application/json",
-                },
-            )
-        )
+        out.append((body, {**sign_headers(config, body), "Content-Type": "application/json"}))
     return out
 
 

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -54,7 +53,8 @@ from ticketing_local.sandbox.mollie import (
     SandboxConfig,
     serve,
 )
-from ticketing_local.serving import ListeningServer
+from ticketing_local.serving import ListeningServer, in_process
+from ticketing_shared.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,13 +67,6 @@ LIVE_KEY = "live_" + "L1veKeyForModeIsolationTests00"
 HAL = "application/hal+json"
 DOCS_LINK = {"href": "https://docs.mollie.com/overview/handling-errors", "type": "text/html"}
 Json = dict[str, Any]
-
-
-def free_port() -> int:
-    """Return a TCP port that was free on HOST a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TEST_TIMEOUT) -> Any:
@@ -310,30 +303,11 @@ class Sandbox:
 @contextlib.asynccontextmanager
 async def open_sandbox(config: SandboxConfig, api_key: str) -> AsyncIterator[Sandbox]:
     """Run a sandbox in-process on a free port."""
-    port = free_port()
-    ready = asyncio.Event()
-    apps: list[Starlette] = []
-    task = asyncio.create_task(
-        serve(config, HOST, port, ready, handle_signals=False, on_app=apps.append)
-    )
-    waiter = asyncio.create_task(ready.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, waiter}, timeout=TEST_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task in done:
-            task.result()
-            pytest.fail("sandbox stopped before it was ready")
-        if waiter not in done:
-            pytest.fail("sandbox did not become ready in time")
-        base_url = f"http://{HOST}:{port}"
-        async with httpx.AsyncClient(base_url=base_url, timeout=10, trust_env=False) as http:
-            yield Sandbox(base_url, apps[0].state.sandbox, api_key, http)
-    finally:
-        waiter.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=TEST_TIMEOUT)
+    async with (
+        in_process(serve, config, host=HOST, timeout_s=TEST_TIMEOUT) as (base_url, app),
+        httpx.AsyncClient(base_url=base_url, timeout=10, trust_env=False) as http,
+    ):
+        yield Sandbox(base_url, app.state.sandbox, api_key, http)
 
 
 StartSandbox = Callable[..., contextlib.AbstractAsyncContextManager[Sandbox]]

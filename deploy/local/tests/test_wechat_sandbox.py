@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -48,7 +47,8 @@ from ticketing_local.sandbox.wechat import (
     main,
     serve,
 )
-from ticketing_local.serving import ListeningServer
+from ticketing_local.serving import ListeningServer, in_process
+from ticketing_shared.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -56,13 +56,6 @@ HOST = "127.0.0.1"
 TEST_TIMEOUT = 20.0
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 Json = dict[str, Any]
-
-
-def free_port() -> int:
-    """Return a TCP port that was free on HOST a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def new_no(prefix: str = "T") -> str:
@@ -348,30 +341,11 @@ async def open_sandbox(keys: Keys, **overrides: Any) -> AsyncIterator[Sandbox]:
     """Run a sandbox in-process on a free port (refunds settle only when told, by default)."""
     overrides.setdefault("auto_settle_ms", -1)
     config = SandboxConfig.from_keys_dir(keys.dir, **overrides)
-    port = free_port()
-    ready = asyncio.Event()
-    apps: list[Starlette] = []
-    task = asyncio.create_task(
-        serve(config, HOST, port, ready, handle_signals=False, on_app=apps.append)
-    )
-    waiter = asyncio.create_task(ready.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, waiter}, timeout=TEST_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task in done:
-            task.result()
-            pytest.fail("sandbox stopped before it was ready")
-        if waiter not in done:
-            pytest.fail("sandbox did not become ready in time")
-        base_url = f"http://{HOST}:{port}"
-        async with httpx.AsyncClient(base_url=base_url, timeout=10, trust_env=False) as http:
-            yield Sandbox(base_url, apps[0].state.sandbox, keys, http)
-    finally:
-        waiter.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=TEST_TIMEOUT)
+    async with (
+        in_process(serve, config, host=HOST, timeout_s=TEST_TIMEOUT) as (base_url, app),
+        httpx.AsyncClient(base_url=base_url, timeout=10, trust_env=False) as http,
+    ):
+        yield Sandbox(base_url, app.state.sandbox, keys, http)
 
 
 StartSandbox = Callable[..., contextlib.AbstractAsyncContextManager[Sandbox]]

@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
-import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,14 +47,7 @@ from starlette.routing import Route
 
 __all__ = ["MailSinkHandler", "MailStore", "create_app", "main", "parse_message", "serve"]
 
-from .serving import (
-    ListeningServer,
-    bind,
-    install_signal_handlers,
-    restore_signal_handlers,
-    stop_server,
-    wait_served,
-)
+from .serving import serve_app
 
 log = logging.getLogger("ticketing_local.mailsink")
 
@@ -222,50 +214,27 @@ async def serve(
         return protocol
 
     smtp_server = await loop.create_server(smtp_factory, host=host, port=smtp_port)
-    try:
-        http_sock = bind(host, http_port)
-    except BaseException:
-        smtp_server.close()
-        raise
-    config = uvicorn.Config(
-        create_app(store),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=5,
-    )
-    http = ListeningServer(config)
-    http_task = asyncio.create_task(http.serve(sockets=[http_sock]), name="mailsink-http")
-    listening = asyncio.create_task(http.listening.wait(), name="mailsink-listening")
-    installed = install_signal_handlers(loop, http) if handle_signals else []
-    try:
-        await asyncio.wait({http_task, listening}, return_when=asyncio.FIRST_COMPLETED)
-        if http.listening.is_set():
-            smtp_addr = smtp_server.sockets[0].getsockname()
-            http_addr = http_sock.getsockname()
-            log.info(
-                "mailsink listening: smtp %s:%d http %s:%d",
-                smtp_addr[0],
-                smtp_addr[1],
-                http_addr[0],
-                http_addr[1],
-            )
-            if ready is not None:
-                ready.set()
-        await wait_served(http, http_task)
-    finally:
-        listening.cancel()
-        restore_signal_handlers(loop, installed)
-        await stop_server(http, http_task)
-        http_sock.close()
+
+    async def close_smtp() -> None:
         smtp_server.close()
         for session in list(sessions):
             if session.transport is not None:
                 session.transport.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(smtp_server.wait_closed(), timeout=5)
-        log.info("mailsink stopped")
+
+    smtp_addr = smtp_server.sockets[0].getsockname()
+    await serve_app(
+        create_app(store),
+        host,
+        http_port,
+        name="mailsink",
+        logger=log,
+        ready=ready,
+        handle_signals=handle_signals,
+        listening_note=f" (smtp {smtp_addr[0]}:{smtp_addr[1]})",
+        aclose=close_smtp,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,10 +15,11 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
@@ -174,3 +175,39 @@ async def serve_app(
         if aclose is not None:
             await aclose()
         logger.info("%s stopped", name)
+
+
+#: a sandbox's ``serve(config, host, port, ready, *, handle_signals, on_app)``
+SandboxServe = Callable[..., Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    serve: SandboxServe, config: Any, *, host: str = "127.0.0.1", timeout_s: float = 20.0
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """Run a sandbox's ``serve`` on this loop on a free port (tests): yields its base URL and
+    app once it listens, and stops it afterwards."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port = int(probe.getsockname()[1])
+    ready = asyncio.Event()
+    apps: list[Starlette] = []
+    task = asyncio.create_task(
+        serve(config, host, port, ready, handle_signals=False, on_app=apps.append)
+    )
+    waiter = asyncio.create_task(ready.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()
+            raise RuntimeError("the sandbox stopped before it was ready")
+        if waiter not in done:
+            raise RuntimeError(f"the sandbox did not listen within {timeout_s:g} s")
+        yield f"http://{host}:{port}", apps[0]
+    finally:
+        waiter.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=timeout_s)

@@ -34,7 +34,6 @@ from .domain import (
 )
 from .providers.mollie import MollieClient, MollieError, from_value
 from .service import (
-    AMOUNT_MISMATCH,
     NOTIFICATIONS,
     SOURCE,
     ProviderUnavailable,
@@ -42,6 +41,7 @@ from .service import (
     check_provider,
     payment_public,
     refund_update,
+    reject_amount_mismatch,
 )
 
 log = logging.getLogger(__name__)
@@ -126,25 +126,21 @@ async def on_webhook(
     fetched (nothing of ours can change). Mollie errors propagate: the route answers non-200
     only when it could not learn the truth, so Mollie's retries bring the news again."""
     async with db.transaction(pool) as conn:
-        known = await repo.get_payment_by_provider_id(
-            conn, provider=PROVIDER, provider_payment_id=mollie_id
-        )
-        has_refunds = known is not None and bool(
-            await repo.open_refunds(conn, known["id"], lock=False)
+        known = await repo.get_payment(conn, provider=PROVIDER, provider_payment_id=mollie_id)
+        open_refunds = (
+            [] if known is None else await repo.open_refunds(conn, known["id"], lock=False)
         )
     if known is None:
         log.warning("payments.mollie_webhook_unknown", extra={"mollie_id": mollie_id})
         NOTIFICATIONS.labels(PROVIDER, "unknown_payment").inc()
         return "unknown_payment"
     obj = await mollie.get_payment(mollie_id)
-    refunds = await mollie.list_refunds(mollie_id) if has_refunds else []
-    missing = (
-        await _missing_refunds(mollie, known["id"], mollie_id, pool, refunds)
-        if has_refunds
-        else set()
+    refunds = await mollie.list_refunds(mollie_id) if open_refunds else []
+    missing = await _missing_refunds(
+        mollie, mollie_id, [r["provider_refund_id"] for r in open_refunds], refunds
     )
     async with db.transaction(pool) as conn:
-        payment = await repo.get_payment_by_provider_id(
+        payment = await repo.get_payment(
             conn, provider=PROVIDER, provider_payment_id=mollie_id, for_update=True
         )
         assert payment is not None
@@ -223,18 +219,10 @@ async def reconcile(
 
 
 async def _missing_refunds(
-    mollie: MollieClient,
-    payment_id: UUID,
-    mollie_id: str,
-    pool: asyncpg.Pool,
-    listed: list[dict[str, Any]],
+    mollie: MollieClient, mollie_id: str, ours: list[str | None], listed: list[dict[str, Any]]
 ) -> set[str]:
     """Our open refunds Mollie no longer lists and answers 404 for: canceled (a canceled refund
     is gone from Mollie's API, e.g. when canceled from the dashboard)."""
-    async with db.transaction(pool) as conn:
-        ours = [
-            r["provider_refund_id"] for r in await repo.open_refunds(conn, payment_id, lock=False)
-        ]
     seen = {str(r.get("id")) for r in listed}
     gone = set()
     for ref in ours:
@@ -288,24 +276,13 @@ async def _apply_payment(
     except ValueError:
         paid_amount = -1
     if paid_amount != payment["amount"] or amount.get("currency") != currency:
-        AMOUNT_MISMATCH.labels(PROVIDER).inc()
-        log.error(
-            "payments.alert_amount_mismatch",
-            extra={
-                "payment_id": str(payment["id"]),
-                "expected": payment["amount"],
-                "got": amount.get("value"),
-                "currency": amount.get("currency"),
-                "transaction_id": obj.get("id"),
-            },
-        )
-        await repo.update_payment(
+        await reject_amount_mismatch(
             conn,
-            payment["id"],
-            {
-                "status": transition(current, PaymentStatus.REJECTED).value,
-                "failure_reason": f"amount mismatch: {amount.get('value')} {amount.get('currency')}",
-            },
+            payment,
+            provider=PROVIDER,
+            got=amount.get("value"),
+            currency=amount.get("currency"),
+            transaction_id=obj.get("id"),
         )
         return "amount_mismatch"
     transition(current, PaymentStatus.SUCCEEDED)

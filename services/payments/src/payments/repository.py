@@ -48,31 +48,24 @@ async def get_order(
 
 
 async def get_payment(
-    conn: asyncpg.Connection, *, provider: str, out_trade_no: str, for_update: bool = False
+    conn: asyncpg.Connection,
+    *,
+    provider: str,
+    out_trade_no: str | None = None,
+    provider_payment_id: str | None = None,
+    for_update: bool = False,
 ) -> asyncpg.Record | None:
+    """A payment by our order number, or by the provider's own id (Mollie's ``tr_…``), with its
+    order's tenant."""
+    column = "out_trade_no" if provider_payment_id is None else "provider_payment_id"
     lock = " FOR UPDATE OF p" if for_update else ""
     return await conn.fetchrow(
         f"""
         SELECT p.*, o.tenant_id FROM payments p JOIN orders_view o ON o.order_id = p.order_id
-        WHERE p.provider = $1 AND p.out_trade_no = $2{lock}
+        WHERE p.provider = $1 AND p.{column} = $2{lock}
         """,
         provider,
-        out_trade_no,
-    )
-
-
-async def get_payment_by_provider_id(
-    conn: asyncpg.Connection, *, provider: str, provider_payment_id: str, for_update: bool = False
-) -> asyncpg.Record | None:
-    """A payment by the provider's own id (Mollie's ``tr_…``), with its order's tenant."""
-    lock = " FOR UPDATE OF p" if for_update else ""
-    return await conn.fetchrow(
-        f"""
-        SELECT p.*, o.tenant_id FROM payments p JOIN orders_view o ON o.order_id = p.order_id
-        WHERE p.provider = $1 AND p.provider_payment_id = $2{lock}
-        """,
-        provider,
-        provider_payment_id,
+        out_trade_no if provider_payment_id is None else provider_payment_id,
     )
 
 

@@ -293,6 +293,39 @@ async def apply_wechat_payment(
     return outcome
 
 
+async def reject_amount_mismatch(
+    conn: asyncpg.Connection,
+    payment: asyncpg.Record,
+    *,
+    provider: str,
+    got: Any,
+    currency: Any,
+    transaction_id: Any,
+) -> None:
+    """A provider confirmed a payment for another amount or currency than the order's: never
+    paid; the attempt becomes REJECTED, alerted in the logs and counted in /metrics."""
+    AMOUNT_MISMATCH.labels(provider).inc()
+    log.error(
+        "payments.alert_amount_mismatch",
+        extra={
+            "payment_id": str(payment["id"]),
+            "expected": payment["amount"],
+            "got": got,
+            "currency": currency,
+            "transaction_id": transaction_id,
+        },
+    )
+    await repo.update_payment(
+        conn,
+        payment["id"],
+        {
+            "status": transition(PaymentStatus(payment["status"]), PaymentStatus.REJECTED).value,
+            "failure_reason": f"amount mismatch: {got} {currency}",
+        },
+        expected=[payment["status"]],
+    )
+
+
 async def _wechat_outcome(
     conn: asyncpg.Connection,
     tx: dict[str, Any],
@@ -324,27 +357,13 @@ async def _wechat_outcome(
         amount.get("total") != payment["amount"]
         or amount.get("currency") != payment["currency"].strip()
     ):
-        AMOUNT_MISMATCH.labels("wechatpay").inc()
-        log.error(
-            "payments.alert_amount_mismatch",
-            extra={
-                "payment_id": str(payment["id"]),
-                "expected": payment["amount"],
-                "got": amount.get("total"),
-                "currency": amount.get("currency"),
-                "transaction_id": tx.get("transaction_id"),
-            },
-        )
-        await repo.update_payment(
+        await reject_amount_mismatch(
             conn,
-            payment["id"],
-            {
-                "status": transition(
-                    PaymentStatus(payment["status"]), PaymentStatus.REJECTED
-                ).value,
-                "failure_reason": f"amount mismatch: {amount.get('total')} {amount.get('currency')}",
-            },
-            expected=[payment["status"]],
+            payment,
+            provider="wechatpay",
+            got=amount.get("total"),
+            currency=amount.get("currency"),
+            transaction_id=tx.get("transaction_id"),
         )
         return "amount_mismatch", None
     transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED)

@@ -3,8 +3,6 @@ idempotency keys from our ids, retries only where Mollie may not have acted, err
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,11 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from starlette.applications import Starlette
 
 from payments.providers.mollie import MollieClient, MollieConfig, MollieError
 from ticketing_local.sandbox.mollie import SandboxConfig, serve
-from ticketing_shared.embedded import free_port
+from ticketing_local.serving import in_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 KEY = "test_" + "a1" * 16
@@ -52,16 +49,9 @@ class Bench:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bench() -> AsyncIterator[Bench]:
-    port = free_port()
-    ready = asyncio.Event()
-    apps: list[Starlette] = []
     config = SandboxConfig(api_keys=frozenset({KEY}), auto_settle_ms=-1)
-    task = asyncio.create_task(
-        serve(config, "127.0.0.1", port, ready, handle_signals=False, on_app=apps.append)
-    )
-    await asyncio.wait_for(ready.wait(), timeout=20)
-    url = f"http://127.0.0.1:{port}"
     async with (
+        in_process(serve, config) as (url, _app),
         httpx.AsyncClient(timeout=10) as http,
         httpx.AsyncClient(base_url=url, timeout=10) as control,
     ):
@@ -76,9 +66,6 @@ async def bench() -> AsyncIterator[Bench]:
             backoff_s=0.01,
         )
         yield Bench(url, client, control)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def test_a_retried_refund_is_the_same_refund(bench: Bench) -> None:

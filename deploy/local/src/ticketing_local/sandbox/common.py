@@ -1,17 +1,22 @@
 """What every provider sandbox shares: background tasks with one pooled aiohttp session for the
-outgoing deliveries (notifications, webhooks), and the common command-line options."""
+outgoing deliveries (notifications, webhooks), the control API's plumbing (plain JSON in and out,
+errors as ``{"code", "message"}``), and the common command-line options."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from ..serving import env_float, env_int
 
@@ -60,6 +65,34 @@ class Background:
             )
         return self._session
 
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        timeout_s: float,
+        record: dict[str, Any],
+    ) -> int | None:
+        """POST ``body`` once (no redirects followed) and fill ``record``'s ``status_code``,
+        ``error`` and ``elapsed_ms``; the HTTP status, or None when there was no answer in time."""
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.http().post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    await response.read()
+                    status = response.status
+        except TimeoutError:
+            record["error"] = f"no answer within {timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        record["status_code"] = status
+        record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return status
+
     async def aclose(self) -> None:
         """Cancel what is still pending and close the session (idempotent)."""
         self.closing = True
@@ -70,6 +103,47 @@ class Background:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+class ControlError(Exception):
+    """An error of a sandbox control API (plain JSON ``{"code", "message"}``, unsigned)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+async def control_body(request: Request) -> dict[str, Any]:
+    """A control request's JSON object body (empty body: ``{}``)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ControlError(400, "PARAM_ERROR", "body must be JSON") from None
+    if not isinstance(data, dict):
+        raise ControlError(400, "PARAM_ERROR", "body must be a JSON object")
+    return data
+
+
+def control(
+    run: Callable[[Request], Awaitable[tuple[int, Any]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A control endpoint: ``run`` answers ``(status, payload)``; None payload = empty body."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            status, payload = await run(request)
+        except ControlError as err:
+            return JSONResponse({"code": err.code, "message": err.message}, err.status)
+        if payload is None:
+            return Response(status_code=status)
+        return JSONResponse(payload, status)
+
+    return handle
 
 
 def sandbox_parser(

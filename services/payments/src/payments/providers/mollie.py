@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .base import ProviderError
+from .base import ProviderClient, ProviderError
 
 __all__ = ["MollieClient", "MollieConfig", "MollieError", "from_value", "to_value"]
 
@@ -107,7 +106,7 @@ class MollieConfig:
             raise ValueError("a Mollie API key starts with live_ or test_")
 
 
-class MollieClient:
+class MollieClient(ProviderClient):
     def __init__(
         self,
         config: MollieConfig,
@@ -116,10 +115,8 @@ class MollieClient:
         max_attempts: int = 4,
         backoff_s: float = 0.2,
     ) -> None:
+        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s)
         self.config = config
-        self.http = http
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
         self.base = config.base_url.rstrip("/") + "/v2"
 
     # ------------------------------------------------------------------------------ transport
@@ -146,31 +143,21 @@ class MollieClient:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         url = path if path.startswith("http") else self.base + path
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                resp = await self.http.request(
-                    method, url, content=body, headers=headers, params=params
-                )
-            except httpx.HTTPError as exc:
-                error = MollieError("network_error", repr(exc))
-            else:
-                if 200 <= resp.status_code < 300:
-                    return resp.json() if resp.content else None
-                error = self._error(resp)
-            if not error.retryable or attempt == self.max_attempts:
-                raise error
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        resp = await self._send(method, url, content=body, headers=lambda: headers, params=params)
+        return resp.json() if resp.content else None
 
-    @staticmethod
-    def _error(resp: httpx.Response) -> MollieError:
+    def _network_error(self, exc: httpx.HTTPError) -> MollieError:
+        return MollieError("network_error", repr(exc))
+
+    def _error(self, resp: httpx.Response) -> MollieError:
         try:
             data = resp.json()
         except ValueError:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        status = data.get("status") if isinstance(data.get("status"), int) else resp.status_code
+        raw = data.get("status")
+        status = raw if isinstance(raw, int) else resp.status_code
         detail = str(data.get("detail") or data.get("title") or resp.reason_phrase)
         field = data.get("field")
         return MollieError(

@@ -18,7 +18,6 @@ Exception tree::
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .base import ProviderError
+from .base import ProviderClient, ProviderError
 
 __all__ = ["Notification", "SignatureError", "WeChatPayClient", "WeChatPayConfig", "WeChatPayError"]
 
@@ -122,7 +121,7 @@ def _nonce() -> str:
     return secrets.token_hex(16).upper()
 
 
-class WeChatPayClient:
+class WeChatPayClient(ProviderClient):
     def __init__(
         self,
         config: WeChatPayConfig,
@@ -131,10 +130,8 @@ class WeChatPayClient:
         max_attempts: int = 4,
         backoff_s: float = 0.2,
     ) -> None:
+        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s)
         self.config = config
-        self.http = http
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
 
     # ------------------------------------------------------------------------------- signing
     def _sign(self, message: str) -> str:
@@ -193,34 +190,28 @@ class WeChatPayClient:
             if payload is None
             else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         )
-        last: WeChatPayError | None = None
-        for attempt in range(1, self.max_attempts + 1):
-            headers = {
+
+        def headers() -> dict[str, str]:
+            h = {
                 "Authorization": self._authorization(method, url_path, body),
                 "Accept": "application/json",
                 "User-Agent": "ticketing-payments/1.0",
                 "Wechatpay-Serial": self.config.platform_public_key_id,
             }
             if payload is not None:
-                headers["Content-Type"] = "application/json"
-            try:
-                resp = await self.http.request(
-                    method, self.config.base_url + url_path, content=body, headers=headers
-                )
-            except httpx.HTTPError as exc:
-                last = WeChatPayError("NETWORK_ERROR", repr(exc), status=0)
-            else:
-                if 200 <= resp.status_code < 300:
-                    self.verify(resp.headers, resp.content)
-                    return resp.status_code, (resp.json() if resp.content else {})
-                last = self._error(resp)
-            if not last.retryable or attempt == self.max_attempts:
-                raise last
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable") from last
+                h["Content-Type"] = "application/json"
+            return h
 
-    @staticmethod
-    def _error(resp: httpx.Response) -> WeChatPayError:
+        resp = await self._send(
+            method, self.config.base_url + url_path, content=body, headers=headers
+        )
+        self.verify(resp.headers, resp.content)
+        return resp.status_code, (resp.json() if resp.content else {})
+
+    def _network_error(self, exc: httpx.HTTPError) -> WeChatPayError:
+        return WeChatPayError("NETWORK_ERROR", repr(exc), status=0)
+
+    def _error(self, resp: httpx.Response) -> WeChatPayError:
         try:
             data = resp.json()
         except ValueError:

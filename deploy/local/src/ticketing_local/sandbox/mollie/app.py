@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..common import ControlError, control, control_body
 from .config import LOGGER_NAME, SandboxConfig
-from .errors import TITLES, ApiError, ControlError
+from .errors import TITLES, ApiError
 from .idempotency import StoredResponse, fingerprint
 from .refunds import REFUND_TRANSITIONS
 from .sandbox import MollieSandbox
@@ -232,32 +232,6 @@ def create_app(config: SandboxConfig) -> Starlette:
         return RedirectResponse(target, status_code=303)
 
     # ---- control API ----
-
-    async def control_body(request: Request) -> Json:
-        raw = await request.body()
-        if not raw.strip():
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ControlError(400, "PARAM_ERROR", "body must be JSON") from None
-        if not isinstance(data, dict):
-            raise ControlError(400, "PARAM_ERROR", "body must be a JSON object")
-        return data
-
-    def control(
-        run: Callable[[Request], Awaitable[tuple[int, Any]]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            try:
-                status, payload = await run(request)
-            except ControlError as err:
-                return JSONResponse({"code": err.code, "message": err.message}, err.status)
-            if payload is None:
-                return Response(status_code=status)
-            return JSONResponse(payload, status)
-
-        return handle
 
     def control_payment(payment_id: str) -> Payment:
         payment = sandbox._payments.get(payment_id)

@@ -81,13 +81,3 @@ def not_found(kind: str, token: str) -> ApiError:
 
 def unprocessable(detail: str, field: str | None = None) -> ApiError:
     return ApiError(422, detail, field=field)
-
-
-class ControlError(Exception):
-    """An error of the sandbox control API (plain JSON ``{"code", "message"}``)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message

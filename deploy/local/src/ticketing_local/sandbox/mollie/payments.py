@@ -9,8 +9,9 @@ from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
 
+from ..common import ControlError
 from .config import LOGGER_NAME
-from .errors import ApiError, ControlError, not_found, unprocessable
+from .errors import ApiError, not_found, unprocessable
 from .state import Caller, Payment, Refund
 from .validation import (
     amount_field,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..common import ControlError
 from .config import LOGGER_NAME
 from .errors import (
     CANNOT_REFUND,
     DUPLICATE_REFUND,
     ApiError,
-    ControlError,
     not_found,
     unprocessable,
 )

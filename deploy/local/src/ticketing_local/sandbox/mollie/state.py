@@ -11,8 +11,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
-
 from ..common import Background
 from .config import LOGGER_NAME, SandboxConfig
 from .idempotency import IdempotencyCache
@@ -132,10 +130,6 @@ class SandboxState:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._background.spawn(coro, name)
-
-    def http(self) -> aiohttp.ClientSession:
-        """The session webhooks are POSTed with (made on first use, inside the loop)."""
-        return self._background.http()
 
     async def aclose(self) -> None:
         """Cancel pending deliveries, refund walks and expiry, close the HTTP client."""

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from urllib.parse import urlencode
-
-import aiohttp
 
 from .config import LOGGER_NAME
 from .state import Delivery, Payment, SandboxState
@@ -69,23 +66,14 @@ class Webhooks(SandboxState):
             "elapsed_ms": None,
             "delivered": False,
         }
-        timeout = self.config.webhook_timeout_s
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(timeout):
-                async with self.http().post(
-                    delivery.url, data=body, headers={"Content-Type": FORM}, allow_redirects=False
-                ) as response:
-                    await response.read()
-                    status = response.status
-        except TimeoutError:
-            record["error"] = f"no answer within {timeout:g} s"
-        except aiohttp.ClientError as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            record["status_code"] = status
-            record["delivered"] = status == 200
-        record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+        status = await self._background.post(
+            delivery.url,
+            body,
+            {"Content-Type": FORM},
+            timeout_s=self.config.webhook_timeout_s,
+            record=record,
+        )
+        record["delivered"] = status == 200
         delivery.attempts.append(record)
         log.info(
             "webhook %s (%s, %s) attempt %d → %s",

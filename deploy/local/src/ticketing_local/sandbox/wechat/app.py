@@ -4,7 +4,6 @@ and the sandbox control API (plain JSON) under ``/sandbox``, plus ``/healthz``."
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -16,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..common import ControlError, control, control_body
 from .config import LOGGER_NAME, SandboxConfig
 from .crypto import authenticate, sign_headers
-from .errors import ERRORS, ApiError, ControlError, ErrorSpec, internal_errno
+from .errors import ERRORS, ApiError, ErrorSpec, internal_errno
 from .refunds import REFUND_FINAL_STATES
 from .sandbox import WeChatSandbox
 from .state import FAULT_ENDPOINTS
@@ -127,32 +127,6 @@ def create_app(config: SandboxConfig) -> Starlette:
         return 200, sandbox.query_refund(request.path_params["out_refund_no"])
 
     # ---- control API ----
-
-    async def control_body(request: Request) -> Json:
-        raw = await request.body()
-        if not raw.strip():
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ControlError(400, "PARAM_ERROR", "body must be JSON") from None
-        if not isinstance(data, dict):
-            raise ControlError(400, "PARAM_ERROR", "body must be a JSON object")
-        return data
-
-    def control(
-        run: Callable[[Request], Awaitable[tuple[int, Any]]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            try:
-                status, payload = await run(request)
-            except ControlError as err:
-                return JSONResponse({"code": err.code, "message": err.message}, err.status)
-            if payload is None:
-                return Response(status_code=status)
-            return JSONResponse(payload, status)
-
-        return handle
 
     async def sandbox_pay(request: Request) -> tuple[int, Any]:
         options = await control_body(request)

@@ -95,16 +95,6 @@ class ApiError(Exception):
             self.detail = detail
 
 
-class ControlError(Exception):
-    """An error of the sandbox control API (plain JSON, unsigned)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def internal_errno(code: str) -> int:
     """A stable fake internal error number for the ``Request-ID`` suffix (``-0`` = success)."""
     return 268_435_456 + zlib.crc32(code.encode()) % 65_536

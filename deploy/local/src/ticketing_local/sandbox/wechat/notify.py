@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-
-import aiohttp
 
 from .config import LOGGER_NAME
 from .crypto import seal_resource, sign_headers
@@ -92,22 +89,10 @@ class Notifications(SandboxState):
             "elapsed_ms": None,
             "delivered": False,
         }
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.config.notify_timeout_s):
-                async with self.http().post(
-                    note.url, data=note.body, headers=headers, allow_redirects=False
-                ) as response:
-                    await response.read()
-                    status = response.status
-        except TimeoutError:
-            record["error"] = f"no answer within {self.config.notify_timeout_s:g} s"
-        except aiohttp.ClientError as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            record["status_code"] = status
-            record["delivered"] = status in (200, 204)
-        record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+        status = await self._background.post(
+            note.url, note.body, headers, timeout_s=self.config.notify_timeout_s, record=record
+        )
+        record["delivered"] = status in (200, 204)
         note.attempts.append(record)
         if record["delivered"]:
             note.state = "delivered"

@@ -10,8 +10,9 @@ import secrets
 from datetime import timedelta
 from urllib.parse import parse_qs
 
+from ..common import ControlError
 from .config import LOGGER_NAME
-from .errors import ApiError, ControlError
+from .errors import ApiError
 from .notify import Notifications
 from .state import Notification, Order
 from .validation import (

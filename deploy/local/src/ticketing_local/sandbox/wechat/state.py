@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..common import Background
@@ -120,10 +119,6 @@ class SandboxState:
     async def aclose(self) -> None:
         """Cancel pending deliveries and settlements and close the HTTP client (idempotent)."""
         await self._background.aclose()
-
-    def http(self) -> aiohttp.ClientSession:
-        """The session notifications are POSTed with (made on first use, inside the loop)."""
-        return self._background.http()
 
     # ---- faults ----------------------------------------------------------------------------
 
