@@ -9,7 +9,9 @@ relay per service, and a standby takes over within ``standby_interval`` when the
 session ends. Rows of one order are written under that order's row lock, so their ids follow
 commit order and the order's events leave in order. The relay drains in batches while there is
 work and, when idle, polls with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
-no NOTIFY in the business transaction, which costs the order path nothing.
+no NOTIFY in the business transaction, which costs the order path nothing. A worker's consumers
+wake their own relay right after committing (``wake()``, in-process), so an event a consumer
+emits leaves at once rather than at the next poll.
 
 Replay clears ``published_at`` of rows created since a time; the active relay then publishes
 them again in id order. Consumers are idempotent, so this is always safe.
@@ -137,9 +139,16 @@ class OutboxRelay:
         self.idempotent_producer = idempotent_producer
         self.active = False
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self, *_: object) -> None:
+        """Look at the outbox now rather than at the next poll (e.g. right after a consumer of
+        the same process committed rows): an in-process wake-up, free for every transaction."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Run until stopped: stand by for the lock, relay while holding it, recover on errors."""
@@ -158,6 +167,11 @@ class OutboxRelay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless woken (or stopped) first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def _run_once(self) -> None:
         conn = await asyncpg.connect(self.dsn)
@@ -190,6 +204,7 @@ class OutboxRelay:
             idle = self.poll_min
             last_cleanup = 0.0
             while not self._stop.is_set():
+                self._wake.clear()  # before looking, so a wake-up during the read is not lost
                 rows = await conn.fetch(
                     """
                     SELECT id, event_id, topic, key, ce_type, ce_source, ce_subject, ce_time,
@@ -214,7 +229,7 @@ class OutboxRelay:
                         "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < $1",
                         datetime.now(UTC) - self.retention,
                     )
-                await self._sleep(idle)
+                await self._idle(idle)
                 idle = min(idle * 2, self.poll_max)
         finally:
             await producer.stop()

@@ -50,9 +50,10 @@ class ServiceSettings(BaseSettings):
     # consumers: bounded retries with exponential backoff, then the topic's DLQ
     consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))
     consumer_backoff_ms: float = Field(50.0, validation_alias=_shared("CONSUMER_BACKOFF_MS"))
-    # records per fetch, committed together; how long an idle fetch waits (bounds added latency)
+    # records per batch, committed together; how long one poll of the fetched records waits
+    # (it returns as soon as records arrive, so this sets only how often an idle consumer wakes)
     consumer_batch_max: int = Field(200, validation_alias=_shared("CONSUMER_BATCH_MAX"))
-    consumer_batch_wait_ms: int = Field(20, validation_alias=_shared("CONSUMER_BATCH_WAIT_MS"))
+    consumer_batch_wait_ms: int = Field(100, validation_alias=_shared("CONSUMER_BATCH_WAIT_MS"))
     # how long the broker may hold a fetch that found nothing (Kafka's fetch.max.wait.ms); a
     # broker that does not answer early when records arrive adds up to this much to every hop
     consumer_fetch_max_wait_ms: int = Field(

@@ -3,8 +3,9 @@
 The local stack points the notification service at this sink instead of a real mail relay.
 One process runs one asyncio loop holding two listeners:
 
-* an aiosmtpd ``SMTP`` server (no ``Controller`` thread) that accepts every message, parses it
-  with the stdlib ``email`` package and stores it in memory (at most 10,000, oldest dropped);
+* an aiosmtpd ``SMTP`` server (no ``Controller`` thread) that accepts every message and stores
+  it in memory (at most 10,000, oldest dropped), parsed with the stdlib ``email`` package when
+  first listed;
 * a Starlette app served by uvicorn, for tests to inspect the mail:
 
   - ``GET /messages`` lists stored messages in arrival order, optionally filtered with
@@ -60,16 +61,41 @@ DATA_SIZE_LIMIT = 10 * 1024 * 1024
 Message = dict[str, Any]
 
 
+class _Received:
+    """A message as it arrived; parsed on first read, not in the SMTP session (a burst of mail
+    costs the sink what a real relay would: receiving, not MIME parsing)."""
+
+    __slots__ = ("content", "mail_from", "parsed", "rcpt_tos", "received_at")
+
+    def __init__(self, content: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
+        self.content = content
+        self.mail_from = mail_from
+        self.rcpt_tos = rcpt_tos
+        self.received_at = _rfc3339_now()
+        self.parsed: Message | None = None
+
+    def message(self) -> Message:
+        if self.parsed is None:
+            self.parsed = parse_message(self.content, self.mail_from, self.rcpt_tos)
+            self.parsed["received_at"] = self.received_at
+            self.content = b""
+        return self.parsed
+
+
 class MailStore:
     """In-memory, bounded, arrival-ordered store of received messages."""
 
     def __init__(self, max_messages: int = MAX_MESSAGES) -> None:
         """Create an empty store keeping at most ``max_messages`` (oldest dropped first)."""
-        self._messages: deque[Message] = deque(maxlen=max_messages)
+        self._messages: deque[_Received | Message] = deque(maxlen=max_messages)
 
     def add(self, message: Message) -> None:
-        """Append one message, dropping the oldest when full."""
+        """Append one parsed message, dropping the oldest when full."""
         self._messages.append(message)
+
+    def receive(self, content: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
+        """Append one message as received (parsed when first listed)."""
+        self._messages.append(_Received(content, mail_from, rcpt_tos))
 
     def clear(self) -> None:
         """Forget every message."""
@@ -79,12 +105,15 @@ class MailStore:
         """Return messages in arrival order, filtered by recipient and subject substrings."""
         to_needle = to.casefold() if to else None
         subject_needle = subject.casefold() if subject else None
-        return [
-            m
-            for m in self._messages
-            if (to_needle is None or any(to_needle in r.casefold() for r in m["to"]))
-            and (subject_needle is None or subject_needle in m["subject"].casefold())
-        ]
+        out = []
+        for item in self._messages:
+            recipients = item.rcpt_tos if isinstance(item, _Received) else item["to"]
+            if to_needle is not None and not any(to_needle in r.casefold() for r in recipients):
+                continue
+            m = item.message() if isinstance(item, _Received) else item
+            if subject_needle is None or subject_needle in m["subject"].casefold():
+                out.append(m)
+        return out
 
     def __len__(self) -> int:
         """Return how many messages are stored."""
@@ -149,15 +178,12 @@ class MailSinkHandler:
         self.store = store
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Parse and store the message; always accept it."""
+        """Store the message (parsed when first listed); always accept it."""
         content = envelope.content
         if isinstance(content, str):  # only when decode_data=True; keep bytes semantics
             content = content.encode("utf-8", errors="surrogateescape")
-        message = parse_message(content or b"", envelope.mail_from or "", list(envelope.rcpt_tos))
-        self.store.add(message)
-        log.info(
-            "stored mail %s to=%s subject=%r", message["id"], message["to"], message["subject"]
-        )
+        self.store.receive(content or b"", envelope.mail_from or "", list(envelope.rcpt_tos))
+        log.debug("stored mail to=%s", envelope.rcpt_tos)
         return "250 Message accepted for delivery"
 
 

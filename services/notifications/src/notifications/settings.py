@@ -30,4 +30,5 @@ class Settings(ServiceSettings):
     # mails per SMTP session, and how many sessions run at once
     sender_batch: int = 10
     sender_concurrency: int = 4
-    sender_idle_poll_s: float = 0.05
+    # fresh mail wakes the sender at once; the poll only finds retries that came due
+    sender_idle_poll_s: float = 0.25
