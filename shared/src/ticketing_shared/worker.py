@@ -68,8 +68,7 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, settings: ServiceSe
     one fetch covers every assigned partition, so an idle worker polls the broker once per fetch
     wait rather than once per topic."""
 
-    async def handle(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
+    async def handle(raw: Any) -> None:
         # records of one partition come in order; the batch is applied in one transaction (one
         # by one if any record fails) and its offsets are committed after it (one commit)
         records = raw if isinstance(raw, tuple) else (raw,)
@@ -101,10 +100,17 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, settings: ServiceSe
         heartbeat_interval_ms=1000,
         title=f"{consumer.name}:{','.join(consumer.topics)}",
         description=f"{consumer.name} consumes {', '.join(sorted(consumer.routes))}",
+        decoder=_raw_records,
     )
     subscriber(handle)
     if type(subscriber) is BatchSubscriber:
         subscriber.__class__ = _PromptBatchSubscriber
+
+
+async def _raw_records(msg: KafkaMessage) -> Any:
+    """The handler gets aiokafka's records as they are: the consumer wrapper decodes them. (An
+    async decoder: FastStream runs a sync one in a thread, and its default one parses JSON.)"""
+    return msg.raw_message
 
 
 class _PromptBatchSubscriber(BatchSubscriber):
@@ -145,6 +151,9 @@ def create_worker(
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.service_name}-worker",
         logger=logging.getLogger("faststream"),
+        # the handler takes the raw records: no dependency injection, whose context lookup
+        # FastStream runs in a worker thread for every batch
+        apply_types=False,
     )
     for consumer in consumers:
         _subscribe(broker, consumer, settings)

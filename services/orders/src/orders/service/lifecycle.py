@@ -44,8 +44,8 @@ def _cancellation_audit(
     order_id: UUID,
     who: str,
     reason: str,
-    regs: list[asyncpg.Record],
-    invites: list[asyncpg.Record],
+    regs: list[UUID],
+    invites: list[UUID],
 ) -> list[tuple[object, ...]]:
     """Audit rows for registrations cancelled and invites voided together with their order's seats."""
     return [
@@ -54,7 +54,7 @@ def _cancellation_audit(
                 tenant,
                 order_id,
                 "registration",
-                str(r["id"]),
+                str(r),
                 who,
                 "registration.cancelled",
                 None,
@@ -64,7 +64,7 @@ def _cancellation_audit(
             for r in regs
         ],
         *[
-            (tenant, order_id, "invite", str(i["id"]), who, "invite.voided", None, "VOID", {})
+            (tenant, order_id, "invite", str(i), who, "invite.voided", None, "VOID", {})
             for i in invites
         ],
     ]
@@ -84,12 +84,9 @@ async def _release_order(
     )
     if updated is None:  # the caller holds the row lock, so this is a bug, not a race
         raise Conflict("order changed concurrently", code="order_changed")
-    regs = await repo.cancel_order_registrations(conn, order["id"], reason=reason)
-    invites = await repo.set_invites_status(
-        conn, order["id"], from_statuses=["LOCKED", "OPEN"], to="VOID"
+    voided, regs, invites = await repo.void_order_seats(
+        conn, order["id"], order["ticket_type_id"], seat_ids=None, reason=reason
     )
-    voided = await repo.void_seats(conn, order["id"])
-    await repo.release_inventory(conn, order["ticket_type_id"], len(voided))
     tenant = order["tenant_id"]
     await repo.audit_many(
         conn,
@@ -434,15 +431,15 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
     order = await repo.get_order(conn, refund.order_id, for_update=True)
     if order is None:
         raise NotFound(f"refund for unknown order {refund.order_id}")
-    if not await repo.record_applied_refund(
+    others_in_flight = await repo.land_applied_refund(
         conn,
         refund.refund_id,
         order_id=order["id"],
         tenant_id=order["tenant_id"],
         amount=refund.amount,
-    ):
+    )
+    if others_in_flight is None:
         return "duplicate"
-    await repo.refund_landed(conn, refund.refund_id)
     status = OrderStatus(order["status"])
     refunded_amount = min(order["total_amount"], order["refunded_amount"] + refund.amount)
     fully = refund.fully_refunded or refunded_amount >= order["total_amount"]
@@ -454,26 +451,20 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         )
         return "ignored"
     target = (
-        OrderStatus.REFUNDED
-        if fully
-        else _after_refunds(order, refunded_amount, await repo.refunds_in_flight(conn, order["id"]))
+        OrderStatus.REFUNDED if fully else _after_refunds(order, refunded_amount, others_in_flight)
     )
     if target != status:
         order_transition(status, target)
     seat_ids = None if fully else list(refund.voided_seat_ids)
-    voided = await repo.void_seats(conn, order["id"], seat_ids) if (fully or seat_ids) else []
     reason = _REFUND_REASONS.get(refund.reason, "other")
     note = refund.note or ("refund" if reason == "other" else None)
-    regs: list[asyncpg.Record] = []
-    invites: list[asyncpg.Record] = []
-    if voided:
-        regs = await repo.cancel_order_registrations(
-            conn, order["id"], reason=reason, note=note, seat_ids=voided
+    voided: list[UUID] = []
+    regs: list[UUID] = []
+    invites: list[UUID] = []
+    if fully or seat_ids:
+        voided, regs, invites = await repo.void_order_seats(
+            conn, order["id"], order["ticket_type_id"], seat_ids=seat_ids, reason=reason, note=note
         )
-        invites = await repo.set_invites_status(
-            conn, order["id"], from_statuses=["LOCKED", "OPEN"], to="VOID", seat_ids=voided
-        )
-    await repo.release_inventory(conn, order["ticket_type_id"], len(voided))
     updated = await repo.set_order_status(
         conn,
         order["id"],
