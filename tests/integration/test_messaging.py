@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections import Counter, defaultdict
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ticketing_shared.contracts import OrderExpired, dlq_topic
 from ticketing_shared.testing import wait_until
 
-from .conftest import Messaging
+from .conftest import Messaging, TcpProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -355,3 +356,121 @@ def _headers(event_id: uuid.UUID, order_id: uuid.UUID) -> list[tuple[str, bytes]
         ("ce_specversion", b"1.0"),
         ("ce_subject", str(order_id).encode()),
     ]
+
+
+async def _group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` past the offsets ``group`` committed (what a restart would re-read).
+
+    The topic is read to its end (its last offsets, as the broker's own end offsets are not
+    relied on) and the committed offsets are fetched by a consumer of that group id that is
+    assigned partitions by hand, so it never joins the group."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    await member.start()
+    try:
+        await reader.topics()  # fills the metadata
+        tps = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
+        assert tps, f"no partitions for {topic}"
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        ends = dict.fromkeys(tps, 0)
+        while batch := await reader.getmany(timeout_ms=1000):
+            for tp, records in batch.items():
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+        member.assign(tps)
+        lag = 0
+        for tp, end in ends.items():
+            lag += end - ((await member.committed(tp)) or 0)
+        return lag
+    finally:
+        await reader.stop()
+        await member.stop()
+
+
+async def test_a_batch_the_database_could_not_take_is_read_again_once_it_is_back(
+    messaging: Messaging,
+) -> None:
+    """The notifications database goes away (every connection dropped, new ones refused) while
+    events arrive: the worker does not acknowledge what it could not apply, nor dead-letter it;
+    once the database is back, each event is applied once and mailed once."""
+    for p in messaging.processes:
+        p.stop()
+    await messaging.start("orders")
+    notifications_dsn = messaging.dsn["notifications"]
+    target = re.search(r"@([^:/]+):(\d+)/", notifications_dsn)
+    assert target is not None
+    proxy = await TcpProxy(target.group(1), int(target.group(2))).start()
+    worker = await messaging.start(
+        "notifications",
+        extra_env={"NOTIFICATIONS_DATABASE_URL": proxy.dsn(notifications_dsn)},
+        name="notifications-behind-proxy",
+    )
+    try:
+        first = messaging.order_paid("outage-before")
+        await messaging.emit([(first, str(first.order_id))])
+        await wait_until(lambda: messaging.mails(first.buyer_email), timeout=30, message="mail 1")
+
+        await proxy.cut()
+        during = [messaging.order_paid(f"outage-{i}") for i in range(3)]
+        await messaging.emit([(ev, str(ev.order_id)) for ev in during])
+        await wait_until(
+            lambda: asyncio.sleep(
+                0, "consumer.infrastructure_unavailable" in worker.log_path.read_text()
+            ),
+            timeout=30,
+            message="the worker to meet the outage",
+        )
+        await proxy.restore()
+
+        for ev in during:
+            await wait_until(
+                lambda ev=ev: messaging.mails(ev.buyer_email), timeout=45, message="mail after"
+            )
+        for ev in [first, *during]:
+            assert len(await messaging.mails(ev.buyer_email)) == 1
+        assert await messaging.metric(worker, "consumer_events_total", outcome="applied") == 4
+        assert await messaging.metric(worker, "consumer_events_total", outcome="dead_lettered") == 0
+        notif = messaging.pools["notifications"]
+        assert await notif.fetchval("SELECT count(*) FROM dead_letters") == 0
+    finally:
+        worker.stop()
+        await proxy.cut()
+
+
+async def test_applied_offsets_are_committed_in_the_background_and_flushed_at_shutdown(
+    messaging: Messaging,
+) -> None:
+    """Offsets are committed off the consume loop: with a commit interval far beyond the test,
+    a graceful stop still commits every applied batch, so a restart re-reads nothing; with the
+    default interval they are committed while the worker runs."""
+    for p in messaging.processes:
+        p.stop()
+    await messaging.start("orders")
+    worker = await messaging.start(
+        "notifications",
+        extra_env={"CONSUMER_COMMIT_INTERVAL_MS": "600000"},
+        name="notifications-flush",
+    )
+    events = [messaging.order_paid(f"flush-{i}") for i in range(12)]
+    await messaging.emit([(ev, str(ev.order_id)) for ev in events])
+
+    async def all_mailed() -> bool:
+        return all([await messaging.mails(ev.buyer_email) for ev in events])
+
+    await wait_until(all_mailed, timeout=45, message="every e-mail")
+    worker.stop()  # SIGTERM: the worker commits what it applied before it leaves
+    assert await _group_lag(messaging.bootstrap, "notifications", "orders.events") == 0
+
+    restarted = await messaging.start("notifications", name="notifications-after-flush")
+    more = [messaging.order_paid(f"flush-more-{i}") for i in range(3)]
+    await messaging.emit([(ev, str(ev.order_id)) for ev in more])
+
+    async def committed_while_running() -> bool:
+        return await _group_lag(messaging.bootstrap, "notifications", "orders.events") == 0 and all(
+            [await messaging.mails(ev.buyer_email) for ev in more]
+        )
+
+    await wait_until(committed_while_running, timeout=45, message="offsets committed")
+    assert await messaging.metric(restarted, "consumer_events_total", outcome="duplicate") == 0
+    assert await messaging.metric(restarted, "consumer_events_total", outcome="applied") == 3

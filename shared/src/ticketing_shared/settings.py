@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     # (it returns as soon as records arrive, so this sets only how often an idle consumer wakes)
     consumer_batch_max: int = Field(200, validation_alias=_shared("CONSUMER_BATCH_MAX"))
     consumer_batch_wait_ms: int = Field(100, validation_alias=_shared("CONSUMER_BATCH_WAIT_MS"))
+    # how often applied batches' offsets are committed (in the background; the inbox absorbs
+    # what a crash or rebalance re-reads)
+    consumer_commit_interval_ms: int = Field(
+        200, validation_alias=_shared("CONSUMER_COMMIT_INTERVAL_MS")
+    )
     # how long the broker may hold a fetch that found nothing (Kafka's fetch.max.wait.ms); a
     # broker that does not answer early when records arrive adds up to this much to every hop
     consumer_fetch_max_wait_ms: int = Field(

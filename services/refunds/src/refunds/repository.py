@@ -89,15 +89,6 @@ async def order_money(conn: asyncpg.Connection, order_id: UUID) -> tuple[int, li
     return int(row["total"]), list(row["seats"])
 
 
-async def refunded_total(conn: asyncpg.Connection, order_id: UUID) -> int:
-    return int(
-        await conn.fetchval(
-            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status = 'refunded'",
-            order_id,
-        )
-    )
-
-
 # --------------------------------------------------------------------------------------- refunds
 async def insert_refund(
     conn: asyncpg.Connection, refund: dict[str, Any], items: list[tuple[UUID, int]]
@@ -172,6 +163,54 @@ async def update_refund(
         *values,
     )
     assert row is not None
+    return row
+
+
+async def record_provider_update(
+    conn: asyncpg.Connection,
+    refund_id: UUID,
+    fields: dict[str, Any],
+    *,
+    actor: str,
+    action: str,
+    from_status: str,
+    to_status: str,
+) -> asyncpg.Record:
+    """Update a refund with the provider's news and audit it, in ONE statement that also returns
+    what the announcement needs: the refund, its seats, the order's buyer and paid amount, and
+    the order's refunded total after this change."""
+    assignments, values = set_clause(fields, first=6)
+    row = await conn.fetchrow(
+        f"""
+        WITH u AS (
+            UPDATE refunds SET {assignments}updated_at = now() WHERE id = $1 RETURNING *
+        ), a AS (
+            INSERT INTO refund_audit (refund_id, order_id, tenant_id, actor, action, from_status,
+                                      to_status, details)
+            SELECT id, order_id, tenant_id, $2, $3, $4, $5,
+                   jsonb_build_object('provider_refund_id', provider_refund_id, 'amount', amount,
+                                      'failure_code', failure_code,
+                                      'failure_message', failure_message)
+            FROM u
+        )
+        SELECT u.*, o.buyer_email, o.buyer_locale, o.event_title, o.paid_amount,
+               ARRAY(SELECT seat_id FROM refund_items WHERE refund_id = u.id ORDER BY seat_id)
+                   AS seat_ids,
+               (SELECT coalesce(sum(amount), 0) FROM refunds r
+                 WHERE r.order_id = u.order_id AND r.kind = 'order' AND r.status = 'refunded'
+                   AND r.id <> u.id)
+               + CASE WHEN u.kind = 'order' AND u.status = 'refunded' THEN u.amount ELSE 0 END
+                   AS refunded_total
+        FROM u JOIN orders_view o ON o.order_id = u.order_id
+        """,
+        refund_id,
+        actor,
+        action,
+        from_status,
+        to_status,
+        *values,
+    )
+    assert row is not None, f"refund {refund_id} without its order"
     return row
 
 

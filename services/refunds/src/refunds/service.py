@@ -356,37 +356,28 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
         fields["failure_message"] = data.failure_message or "the provider could not refund"
     if target is RefundStatus.REFUNDED:
         fields["refunded_at"] = data.at
-    refund = await repo.update_refund(conn, refund["id"], fields)
-    await repo.audit(
+    refund = await repo.record_provider_update(
         conn,
-        refund,
+        refund["id"],
+        fields,
         actor=f"provider:{data.provider}",
         action=f"refund.{target.value}",
         from_status=current.value,
         to_status=target.value,
-        details={
-            "provider_refund_id": refund["provider_refund_id"],
-            "amount": refund["amount"],
-            "failure_code": refund["failure_code"],
-            "failure_message": refund["failure_message"],
-        },
     )
-    order = await repo.get_order(conn, refund["order_id"])
-    assert order is not None
     if target is RefundStatus.REFUNDED:
-        items = (await repo.items_of(conn, [refund["id"]]))[refund["id"]]
-        total = await repo.refunded_total(conn, refund["order_id"])
+        total = refund["refunded_total"]
         await outbox.emit(
             conn,
             RefundCompleted(
                 **_event_fields(refund),
-                voided_seat_ids=[i["seat_id"] for i in items],
-                fully_refunded=refund["kind"] == "order" and total >= order["paid_amount"],
+                voided_seat_ids=list(refund["seat_ids"]),
+                fully_refunded=refund["kind"] == "order" and total >= refund["paid_amount"],
                 refunded_total=total,
                 refunded_at=data.at,
-                buyer_email=order["buyer_email"],
-                buyer_locale=order["buyer_locale"],
-                event_title=order["event_title"],
+                buyer_email=refund["buyer_email"],
+                buyer_locale=refund["buyer_locale"],
+                event_title=refund["event_title"],
             ),
             subject=refund["order_id"],
             source=SOURCE,
