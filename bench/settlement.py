@@ -200,7 +200,11 @@ async def run(k: int, rate: float) -> None:
 
         async def poll_orders() -> None:
             while len(seen) < k:
-                waiting = [i for i in ids if str(i) not in seen]
+                # only what was settled and not seen yet: a handful of ids, not all k
+                waiting = [i for i in ids if str(i) in sent and str(i) not in seen]
+                if not waiting:
+                    await asyncio.sleep(0.005)
+                    continue
                 rows = await orders_db.fetch(
                     "SELECT id::text FROM orders WHERE id = ANY($1) AND status = 'REFUNDED'",
                     waiting,

@@ -41,6 +41,8 @@ from .logs import child_traceparent, current_traceparent
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
+ANALYZE_EVERY_ROWS = 1000  # the relay refreshes the outbox's statistics after this many rows…
+ANALYZE_EVERY_S = 30.0  # …at most this often
 
 PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 RELAY_ACTIVE = Gauge("outbox_relay_active", "1 while this process holds the relay lock")
@@ -179,6 +181,11 @@ class OutboxRelay:
             from .db import _init_connection
 
             await _init_connection(conn)
+            # Plan each statement with its values and the table as it is now (statistics kept
+            # fresh below). A plan cached while the outbox was nearly empty scans it whole ever
+            # after (measured: 360 buffers per mark-published, 0.7 ms, at 3,000 rows; retention
+            # keeps days of rows).
+            await conn.execute("SET plan_cache_mode = force_custom_plan")
             while not self._stop.is_set():
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                     break
@@ -203,7 +210,15 @@ class OutboxRelay:
         try:
             idle = self.poll_min
             last_cleanup = 0.0
+            last_analyze, published_since = time.monotonic(), 0
             while not self._stop.is_set():
+                if published_since >= ANALYZE_EVERY_ROWS and (
+                    time.monotonic() - last_analyze > ANALYZE_EVERY_S
+                ):
+                    # the table's statistics, for the plans above: a table that grew from empty
+                    # and churns (every row inserted, then updated) outruns autovacuum's analyze
+                    await conn.execute("ANALYZE outbox")
+                    last_analyze, published_since = time.monotonic(), 0
                 self._wake.clear()  # before looking, so a wake-up during the read is not lost
                 rows = await conn.fetch(
                     """
@@ -215,6 +230,7 @@ class OutboxRelay:
                 )
                 if rows:
                     idle = self.poll_min
+                    published_since += len(rows)
                     if not await self._publish(conn, producer, rows):
                         await self._sleep(0.5)
                     elif len(rows) < self.batch_size:

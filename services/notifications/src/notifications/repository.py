@@ -58,11 +58,16 @@ async def claim_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Rec
     )
 
 
-async def mark_sent(conn: asyncpg.Connection, delivery_id: UUID) -> None:
-    await conn.execute(
-        "UPDATE deliveries SET status = 'sent', sent_at = now(), attempts = attempts + 1 WHERE id = $1",
-        delivery_id,
-    )
+async def mark_sent(conn: asyncpg.Connection, delivery_ids: list[UUID]) -> None:
+    """The server accepted these deliveries (one statement for a whole session's worth)."""
+    if delivery_ids:
+        await conn.execute(
+            """
+            UPDATE deliveries SET status = 'sent', sent_at = clock_timestamp(), attempts = attempts + 1
+            WHERE id = ANY($1::uuid[])
+            """,
+            delivery_ids,
+        )
 
 
 async def mark_attempt_failed(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,8 +72,11 @@ class Sender:
         self.backoff_s = backoff_s
         self.idle_poll_s = idle_poll_s
         self._wake = asyncio.Event()
+        self._queued = 0
 
     def wake(self, *_: Any) -> None:
+        """A delivery was queued (called after its transaction committed)."""
+        self._queued += 1
         self._wake.set()
 
     async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
@@ -83,13 +85,24 @@ class Sender:
         await asyncio.gather(*(self._loop(pool, stopping) for _ in range(self.concurrency)))
 
     async def _loop(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+        # One loop takes each wake-up (the others go back to sleep rather than all claiming
+        # nothing); a full batch wakes a sibling for the rest; the idle poll finds retries.
+        look = True
         while not stopping.is_set():
-            # cleared before looking, so a wake-up during the claim is not lost
-            self._wake.clear()
-            if await self.send_due(pool):
+            if look or self._queued:
+                self._queued = 0
+                sent = await self.send_due(pool)
+                if sent >= self.batch:
+                    self.wake()
+                look = sent > 0
                 continue
-            with contextlib.suppress(TimeoutError):
+            self._wake.clear()
+            if self._queued:  # queued between the look above and the clear
+                continue
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
+            except TimeoutError:
+                look = True
 
     async def send_due(self, pool: asyncpg.Pool) -> int:
         """Send one batch of due deliveries, holding their row locks while sending."""
@@ -99,9 +112,12 @@ class Sender:
                 return 0
             results = await self.mailer.send_many([_mail(row) for row in rows])
             SENT.labels("any").inc(sum(1 for r in results if r is None))
+            await repository.mark_sent(
+                conn,
+                [row["id"] for row, result in zip(rows, results, strict=True) if result is None],
+            )
             for row, result in zip(rows, results, strict=True):
                 if result is None:
-                    await repository.mark_sent(conn, row["id"])
                     continue
                 FAILED.inc()
                 attempts = row["attempts"] + 1

@@ -17,16 +17,17 @@ def create_worker(settings: Settings | None = None) -> Starlette:
     """Build the notifications worker."""
     settings = settings or Settings()
     consumer = build_consumer(settings)
+    mailer = SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.mail_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        start_tls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_s,
+    )
     sender = Sender(
-        SmtpMailer(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            sender=settings.mail_from,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            start_tls=settings.smtp_starttls,
-            timeout=settings.smtp_timeout_s,
-        ),
+        mailer,
         batch=settings.sender_batch,
         max_attempts=settings.delivery_max_attempts,
         backoff_s=settings.delivery_backoff_s,
@@ -39,4 +40,9 @@ def create_worker(settings: Settings | None = None) -> Starlette:
         """Deliver queued e-mails over SMTP with retries and backoff."""
         await sender.run(ctx.pool, ctx.stopping)
 
-    return create_base_worker(settings, consumers=[consumer], schedulers=[send_emails])
+    async def close_sessions(ctx: WorkerContext) -> None:
+        await mailer.close()
+
+    return create_base_worker(
+        settings, consumers=[consumer], schedulers=[send_emails], on_shutdown=close_sessions
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
@@ -42,8 +43,12 @@ class SmtpMailer:
         password: str | None = None,
         start_tls: bool = False,
         timeout: float = 10.0,
+        max_idle_s: float = 30.0,
     ) -> None:
         self.host, self.port, self.sender = host, port, sender
+        # open sessions between bursts, kept at most ``max_idle_s`` (servers drop idle ones)
+        self.max_idle_s = max_idle_s
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self.username, self.password = username, password
         self.start_tls, self.timeout = start_tls, timeout
         # our name in EHLO: looked up once (aiosmtplib would resolve it, in a thread, per session)
@@ -73,13 +78,7 @@ class SmtpMailer:
         if result is not None:
             raise result
 
-    async def send_many(self, mails: list[Mail]) -> list[DeliveryError | None]:
-        """Send over ONE SMTP session (connect, EHLO, a transaction per mail, QUIT): a burst of
-        mail costs one handshake, not one each. Returns each mail's outcome (None = accepted); a
-        refusal fails only its mail, a broken session fails the mails not yet accepted."""
-        results: list[DeliveryError | None] = [
-            DeliveryError("not attempted: the SMTP session failed") for _ in mails
-        ]
+    async def _connect(self) -> aiosmtplib.SMTP:
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         client = aiosmtplib.SMTP(
@@ -89,14 +88,61 @@ class SmtpMailer:
             start_tls=self.start_tls,
             local_hostname=self._local_hostname,
         )
+        await client.connect()
+        if self.username and self.password:
+            await client.login(self.username, self.password)
+        return client
+
+    def _checkout(self) -> aiosmtplib.SMTP | None:
+        """An open session left by an earlier burst, if one is still fresh."""
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < self.max_idle_s:
+                return client
+            self._discard(client)
+        return None
+
+    @staticmethod
+    def _discard(client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT the open sessions (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                self._discard(client)
+
+    async def send_many(self, mails: list[Mail]) -> list[DeliveryError | None]:
+        """Send over ONE SMTP session (a transaction per mail), kept open for the next burst: a
+        burst of mail costs no handshake when a session is open, one otherwise. Returns each
+        mail's outcome (None = accepted); a refusal fails only its mail, a broken session fails
+        the mails not yet accepted. A kept session the server closed meanwhile is replaced once,
+        before anything is sent on it."""
+        results: list[DeliveryError | None] = [
+            DeliveryError("not attempted: the SMTP session failed") for _ in mails
+        ]
+        client = self._checkout()
+        reused = client is not None
+        healthy = False
         try:
-            await client.connect()
-            if self.username and self.password:
-                await client.login(self.username, self.password)
-            for i, mail in enumerate(mails):
+            if client is None:
+                client = await self._connect()
+            i = 0
+            while i < len(mails):
+                mail = mails[i]
                 try:
                     await client.sendmail(self._envelope_from, [mail.to], self._message(mail))
                     results[i] = None
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not (reused and i == 0):
+                        raise
+                    self._discard(client)  # went stale while kept: once more, on a new session
+                    client, reused = await self._connect(), False
+                    continue
                 except aiosmtplib.SMTPResponseException as exc:
                     results[i] = DeliveryError(
                         f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600
@@ -110,6 +156,9 @@ class SmtpMailer:
                         repr(exc), permanent=all(500 <= c < 600 for c in codes)
                     )
                     await client.rset()
+                i += 1
+            else:
+                healthy = True
         except aiosmtplib.SMTPResponseException as exc:
             failure = DeliveryError(f"{exc.code} {exc.message}", permanent=False)
             results = [r if r is None else failure for r in results]
@@ -117,11 +166,11 @@ class SmtpMailer:
             failure = DeliveryError(repr(exc))
             results = [r if r is None else failure for r in results]
         finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                    client.close()
+            if client is not None:
+                if healthy and client.is_connected:
+                    self._idle.append((client, time.monotonic()))
+                else:
+                    self._discard(client)
         return results
 
 
