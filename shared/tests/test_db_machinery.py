@@ -148,6 +148,29 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
         await asyncio.gather(*tasks)
 
 
+async def test_a_notify_on_the_outbox_channel_wakes_the_idle_relay_at_once(
+    infra: Infra, dsn: str, pool: asyncpg.Pool
+) -> None:
+    """With a 30 s idle poll, a row is published only because its writer woke the relay."""
+    relay = outbox.OutboxRelay(
+        dsn=dsn, bootstrap=infra.bootstrap, service="wake", poll_min_ms=30000, poll_max_ms=30000
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: asyncio.sleep(0, relay.active), timeout=15, message="active")
+        await wait_until(lambda: _all_published(pool), timeout=15, message="nothing pending")
+        await asyncio.sleep(0.2)  # the relay is now in its 30 s idle wait
+        async with db.transaction(pool) as conn:
+            oid = uuid.uuid4()
+            ev = OrderExpired(order_id=oid, tenant_id="t", buyer_email="wake@x")
+            await outbox.emit(conn, ev, subject=oid, source="test")
+            await conn.execute("SELECT pg_notify($1, '')", outbox.OUTBOX_CHANNEL)
+        await wait_until(lambda: _all_published(pool), timeout=5, message="woken, published")
+    finally:
+        relay.stop()
+        await task
+
+
 async def _all_published(pool: asyncpg.Pool) -> bool:
     return await pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL")
 

@@ -10,8 +10,9 @@ session ends. Rows of one order are written under that order's row lock, so thei
 commit order and the order's events leave in order. The relay drains in batches while there is
 work and, when idle, polls with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
 no NOTIFY in the business transaction, which costs the order path nothing. A worker's consumers
-wake their own relay right after committing (``wake()``, in-process), so an event a consumer
-emits leaves at once rather than at the next poll.
+wake their own relay right after committing (``wake()``, in-process), and a writer in another
+process may ``pg_notify(OUTBOX_CHANNEL)`` where the latency is worth it (provider callbacks), so
+those events leave at once rather than at the next poll.
 
 Replay clears ``published_at`` of rows created since a time; the active relay then publishes
 them again in id order. Consumers are idempotent, so this is always safe.
@@ -41,6 +42,10 @@ from .logs import child_traceparent, current_traceparent
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
+# The active relay LISTENs here: a writer in another process (an API) whose event someone waits
+# for may ``pg_notify`` it from its statement. Never from the order transaction: NOTIFY
+# serializes the commits of the transactions that use it (DESIGN §3).
+OUTBOX_CHANNEL = "outbox_wake"
 ANALYZE_EVERY_ROWS = 1000  # the relay refreshes the outbox's statistics after this many rows…
 ANALYZE_EVERY_S = 30.0  # …at most this often
 
@@ -166,6 +171,9 @@ class OutboxRelay:
                 RELAY_ACTIVE.set(0)
             await self._sleep(self.standby_interval)
 
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
@@ -200,6 +208,7 @@ class OutboxRelay:
             await conn.close(timeout=2)
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
+        await conn.add_listener(OUTBOX_CHANNEL, self._notified)
         await kafka.ensure_topics(
             self.bootstrap, partitions=self.partitions, replication=self.replication
         )

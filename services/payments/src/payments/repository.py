@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_COLUMNS
+from ticketing_shared.outbox import OUTBOX_CHANNEL, OUTBOX_COLUMNS
 
 
 async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
@@ -183,7 +183,8 @@ async def mark_paid(
     outbox_row: tuple[Any, ...],
     notification: dict[str, Any],
 ) -> bool:
-    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: ONE statement,
+    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record (and a wake-up
+    for the relay): ONE statement,
     applied only if the payment is still in the ``expected`` state (False: someone else paid it
     first, and only the notification is recorded, as a duplicate)."""
     return bool(
@@ -202,8 +203,10 @@ async def mark_paid(
                 SELECT $16, $17, $18, $19, $20,
                        CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END
                 ON CONFLICT DO NOTHING
+            ), wake AS (
+                SELECT pg_notify($23, '') FROM p
             )
-            SELECT EXISTS (SELECT 1 FROM p)
+            SELECT EXISTS (SELECT 1 FROM p) FROM (SELECT count(*) FROM wake) AS woken
             """,
             payment_id,
             fields["transaction_id"],
@@ -218,6 +221,7 @@ async def mark_paid(
             notification["payload"],
             fields.get("payment_method"),
             expected,
+            OUTBOX_CHANNEL,
         )
     )
 
@@ -356,6 +360,55 @@ async def update_refund(
         refund_id,
         expected,
         *values,
+    )
+
+
+async def settle_refund_once(
+    conn: asyncpg.Connection,
+    *,
+    refund_id: UUID,
+    expected: list[str],
+    fields: dict[str, Any],
+    outbox_row: tuple[Any, ...],
+    notification: dict[str, Any],
+    outcome: str,
+) -> bool:
+    """A provider's refund news: the refund moved on (only from an ``expected`` state), its
+    ``payment.refund_updated`` outbox row, the notification record and a wake-up for the relay,
+    in ONE statement (False: nothing to apply, and only the notification is recorded)."""
+    assignments, values = set_clause(fields, first=20)
+    return bool(
+        await conn.fetchval(
+            f"""
+            WITH r AS (
+                UPDATE provider_refunds SET {assignments}updated_at = now()
+                WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
+            ), ob AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS})
+                SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
+            ), n AS (
+                INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
+                                                    payload, outcome)
+                SELECT $13, $14, $15, $16, $17,
+                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END
+                ON CONFLICT DO NOTHING
+            ), wake AS (
+                SELECT pg_notify($19, '') FROM r
+            )
+            SELECT EXISTS (SELECT 1 FROM r) FROM (SELECT count(*) FROM wake) AS woken
+            """,
+            refund_id,
+            expected,
+            *outbox_row,
+            notification["provider"],
+            notification["notification_id"],
+            notification["event_type"],
+            notification["reference"],
+            notification["payload"],
+            outcome,
+            OUTBOX_CHANNEL,
+            *values,
+        )
     )
 
 

@@ -77,7 +77,7 @@ async def wechatpay_webhook(
                 app_fee_bps=settings.app_fee_bps,
             )
     elif note.event_type.startswith("REFUND."):
-        async with db.transaction(pool) as conn:
+        async with pool.acquire() as conn:  # no explicit transaction either (apply_wechat_refund)
             await service.apply_wechat_refund(conn, note, mchid=wechat.config.mchid)
     else:
         log.info("payments.webhook_ignored", extra={"event_type": note.event_type})

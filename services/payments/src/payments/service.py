@@ -511,6 +511,25 @@ async def refund_update(
     )
 
 
+def refund_fields(
+    status: str,
+    *,
+    provider_refund_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    at: datetime | None,
+) -> dict[str, Any]:
+    """The provider_refunds columns a status change sets."""
+    fields: dict[str, Any] = {"status": status}
+    if provider_refund_id:
+        fields["provider_refund_id"] = provider_refund_id
+    if status == "failed":
+        fields["failure_code"], fields["failure_message"] = failure_code, failure_message
+    if status == "refunded":
+        fields["settled_at"] = at or datetime.now(UTC)
+    return fields
+
+
 async def apply_refund_status(
     conn: asyncpg.Connection,
     refund: asyncpg.Record,
@@ -522,13 +541,13 @@ async def apply_refund_status(
     at: datetime | None = None,
 ) -> bool:
     """Record the provider's refund status and announce it, once per change."""
-    fields: dict[str, Any] = {"status": status}
-    if provider_refund_id:
-        fields["provider_refund_id"] = provider_refund_id
-    if status == "failed":
-        fields["failure_code"], fields["failure_message"] = failure_code, failure_message
-    if status == "refunded":
-        fields["settled_at"] = at or datetime.now(UTC)
+    fields = refund_fields(
+        status,
+        provider_refund_id=provider_refund_id,
+        failure_code=failure_code,
+        failure_message=failure_message,
+        at=at,
+    )
     expected = [s for s in REFUND_OPEN if s != status]
     updated = await repo.update_refund(conn, refund["refund_id"], fields, expected=expected)
     if updated is None:
@@ -610,29 +629,60 @@ async def _refund_lookup(wechat: WeChatPayClient, out_refund_no: str) -> dict[st
         raise
 
 
-async def _apply_wechat_refund_object(
-    conn: asyncpg.Connection, refund: asyncpg.Record, obj: dict[str, Any], *, status_field: str
-) -> bool:
+def _wechat_refund_change(
+    obj: dict[str, Any], *, status_field: str
+) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """WeChat's refund object as our change: (status, columns to set, event fields); None for a
+    status we do not know (logged)."""
     raw = str(obj.get(status_field, ""))
     status = WECHAT_REFUND_STATUS.get(raw)
     if status is None:
         log.error("payments.unknown_refund_status", extra={"status": raw})
-        return False
+        return None
     at = datetime.fromisoformat(str(obj["success_time"])) if obj.get("success_time") else None
     failed = status == "failed"
+    failure_code = raw if failed else None
+    failure_message = refund_failure_message(raw, provider="wechatpay") if failed else None
+    fields = refund_fields(
+        status,
+        provider_refund_id=str(obj["refund_id"]) if obj.get("refund_id") else None,
+        failure_code=failure_code,
+        failure_message=failure_message,
+        at=at,
+    )
+    event_fields = {
+        "failure_code": failure_code,
+        "failure_message": failure_message,
+        "at": at or datetime.now(UTC),
+    }
+    return status, fields, event_fields
+
+
+async def _apply_wechat_refund_object(
+    conn: asyncpg.Connection, refund: asyncpg.Record, obj: dict[str, Any], *, status_field: str
+) -> bool:
+    change = _wechat_refund_change(obj, status_field=status_field)
+    if change is None:
+        return False
+    status, fields, event_fields = change
     return await apply_refund_status(
         conn,
         refund,
         status,
-        provider_refund_id=str(obj["refund_id"]) if obj.get("refund_id") else None,
-        failure_code=raw if failed else None,
-        failure_message=refund_failure_message(raw, provider="wechatpay") if failed else None,
-        at=at,
+        provider_refund_id=fields.get("provider_refund_id"),
+        failure_code=event_fields["failure_code"],
+        failure_message=event_fields["failure_message"],
+        at=event_fields["at"],
     )
 
 
 async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, mchid: str) -> str:
-    """A verified, decrypted REFUND.SUCCESS / ABNORMAL / CLOSED: settle or fail the refund, once."""
+    """A verified, decrypted REFUND.SUCCESS / ABNORMAL / CLOSED: settle or fail the refund, once.
+
+    Like a payment's notification: two round trips and no explicit transaction. The refund is
+    read, then ONE statement moves it on (guarded on the states it may leave), writes its outbox
+    event and the notification record, and wakes the relay; a redelivery writes only its record.
+    """
     res = note.resource
     record = {
         "provider": "wechatpay",
@@ -641,21 +691,45 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
         "reference": str(res.get("out_refund_no", "")),
         "payload": res,
     }
+    refund = None
     if res.get("mchid") != mchid:
         log.error("payments.alert_foreign_notification", extra={"mchid": res.get("mchid")})
         outcome = "foreign_merchant"
     else:
         refund = await repo.get_refund(
-            conn, provider="wechatpay", out_refund_no=record["reference"], for_update=True
+            conn, provider="wechatpay", out_refund_no=record["reference"]
         )
         if refund is None:
             log.error("payments.alert_unknown_refund", extra={"out_refund_no": record["reference"]})
             outcome = "unknown_refund"
-        elif await _apply_wechat_refund_object(conn, refund, res, status_field="refund_status"):
-            outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
         else:
+            outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
+    change = _wechat_refund_change(res, status_field="refund_status") if refund else None
+    if refund is not None and change is not None:
+        status, fields, event_fields = change
+        event = PaymentRefundUpdated(
+            refund_id=refund["refund_id"],
+            order_id=refund["order_id"],
+            tenant_id=refund["tenant_id"],
+            provider=refund["provider"],
+            status=status,
+            provider_refund_id=fields.get("provider_refund_id") or refund["provider_refund_id"],
+            **event_fields,
+        )
+        if not await repo.settle_refund_once(
+            conn,
+            refund_id=refund["refund_id"],
+            expected=[s for s in REFUND_OPEN if s != status],
+            fields=fields,
+            outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
+            notification=record,
+            outcome=outcome,
+        ):
             outcome = "duplicate"
-    if not await repo.record_notification(conn, outcome=outcome, **record):
-        outcome = "redelivered"
+    else:
+        if refund is not None:
+            outcome = "duplicate"  # a status we do not know: recorded and alerted, not applied
+        if not await repo.record_notification(conn, outcome=outcome, **record):
+            outcome = "redelivered"
     NOTIFICATIONS.labels("wechatpay", outcome).inc()
     return outcome
