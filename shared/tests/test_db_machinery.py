@@ -256,3 +256,27 @@ async def test_a_fetched_batch_is_claimed_and_applied_in_one_go_duplicates_once(
     assert applied == [str(o) for o in orders]
     rows = await pool.fetch("SELECT event_id FROM inbox WHERE consumer = 'batch-test' ORDER BY seq")
     assert [r["event_id"] for r in rows] == [e.id for e in events]
+
+
+async def test_the_pool_serves_waiting_callers_first_come_first_served(dsn: str) -> None:
+    """Callers keep arriving faster than two connections can serve them: each is served in its
+    turn, none overtaken by later arrivals (a flash sale's buyers, first come, first served)."""
+    small = await db.create_pool(dsn, min_size=2, max_size=2)
+    served: list[int] = []
+
+    async def caller(n: int) -> None:
+        async with small.acquire() as conn:
+            served.append(n)
+            await conn.execute("SELECT pg_sleep(0.01)")
+
+    try:
+        callers = []
+        for n in range(60):
+            callers.append(asyncio.create_task(caller(n)))
+            await asyncio.sleep(0.002)  # 500 arrivals/s against ~200 served/s: a queue builds
+        await asyncio.gather(*callers)
+    finally:
+        await small.close()
+    assert sorted(served) == list(range(60))
+    overtaken = {n: sum(1 for m in served[: served.index(n)] if m > n) for n in range(60)}
+    assert max(overtaken.values()) == 0, overtaken
