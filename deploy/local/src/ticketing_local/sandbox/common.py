@@ -1,6 +1,6 @@
 """What every provider sandbox shares: background tasks with one pooled aiohttp session for the
 outgoing deliveries (notifications, webhooks), the control API's plumbing (plain JSON in and out,
-errors as ``{"code", "message"}``), and the common command-line options."""
+errors as ``{"code", "message"}``), serving an app, and the common command-line options."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..serving import env_float, env_int
+from ..serving import env_float, env_int, serve_app
 
 
 class Background:
@@ -193,3 +194,33 @@ def configure_logging() -> None:
     """Log lines as the local stack's processes print them."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def serve_sandbox(
+    app: Starlette,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None,
+    *,
+    name: str,
+    logger: logging.Logger,
+    listening_note: str,
+    handle_signals: bool,
+    on_app: Callable[[Starlette], None] | None,
+) -> None:
+    """Run a sandbox's app (whose ``state.sandbox`` has ``aclose()``) until signalled or
+    cancelled; ``ready`` is set once the port listens, ``on_app`` receives the app first (tests
+    use ``app.state.sandbox``)."""
+    if on_app is not None:
+        on_app(app)
+    await serve_app(
+        app,
+        host,
+        port,
+        name=name,
+        logger=logger,
+        ready=ready,
+        handle_signals=handle_signals,
+        listening_note=listening_note,
+        aclose=app.state.sandbox.aclose,
+    )

@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 
-from ...serving import serve_app
-from ..common import configure_logging, sandbox_parser
+from ..common import configure_logging, sandbox_parser, serve_sandbox
 from .app import create_app
 from .config import (
     DEFAULT_AUTO_SETTLE_MS,
@@ -21,7 +20,6 @@ from .config import (
     LOGGER_NAME,
     SandboxConfig,
 )
-from .sandbox import MollieSandbox
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -35,26 +33,18 @@ async def serve(
     handle_signals: bool = True,
     on_app: Callable[[Starlette], None] | None = None,
 ) -> None:
-    """Run the sandbox on the current loop until signalled or cancelled.
-
-    ``ready`` is set once the port is listening; ``on_app`` receives the app first (tests use
-    ``app.state.sandbox``).
-    """
-    app = create_app(config)
-    sandbox: MollieSandbox = app.state.sandbox
-    if on_app is not None:
-        on_app(app)
+    """Run the sandbox on the current loop until signalled or cancelled (``serve_sandbox``)."""
     keys = "any live_/test_ key" if config.api_keys is None else f"{len(config.api_keys)} key(s)"
-    await serve_app(
-        app,
+    await serve_sandbox(
+        create_app(config),
         host,
         port,
+        ready,
         name="mollie sandbox",
         logger=log,
-        ready=ready,
-        handle_signals=handle_signals,
         listening_note=f" (profile {config.profile_id}, {keys})",
-        aclose=sandbox.aclose,
+        handle_signals=handle_signals,
+        on_app=on_app,
     )
 
 

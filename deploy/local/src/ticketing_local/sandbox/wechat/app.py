@@ -174,7 +174,7 @@ def create_app(config: SandboxConfig) -> Starlette:
 
     async def sandbox_clear_faults(request: Request) -> tuple[int, Any]:
         async with sandbox.lock:
-            sandbox._faults.clear()
+            sandbox.clear_faults()
         return 204, None
 
     async def sandbox_notifications(request: Request) -> tuple[int, Any]:

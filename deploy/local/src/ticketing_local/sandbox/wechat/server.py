@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 
-from ...serving import serve_app
-from ..common import configure_logging, sandbox_parser
+from ..common import configure_logging, sandbox_parser, serve_sandbox
 from .app import create_app
 from .config import (
     DEFAULT_AUTO_SETTLE_MS,
@@ -21,7 +20,6 @@ from .config import (
     LOGGER_NAME,
     SandboxConfig,
 )
-from .sandbox import WeChatSandbox
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -35,25 +33,17 @@ async def serve(
     handle_signals: bool = True,
     on_app: Callable[[Starlette], None] | None = None,
 ) -> None:
-    """Run the sandbox on the current loop until signalled or cancelled.
-
-    ``ready`` is set once the port is listening; ``on_app`` receives the app first (tests use
-    ``app.state.sandbox``).
-    """
-    app = create_app(config)
-    sandbox: WeChatSandbox = app.state.sandbox
-    if on_app is not None:
-        on_app(app)
-    await serve_app(
-        app,
+    """Run the sandbox on the current loop until signalled or cancelled (``serve_sandbox``)."""
+    await serve_sandbox(
+        create_app(config),
         host,
         port,
+        ready,
         name="wechat sandbox",
         logger=log,
-        ready=ready,
-        handle_signals=handle_signals,
         listening_note=f" (mchid {config.mchid}, {config.public_key_id})",
-        aclose=sandbox.aclose,
+        handle_signals=handle_signals,
+        on_app=on_app,
     )
 
 

@@ -144,3 +144,6 @@ class SandboxState:
             }
             for f in self._faults
         ]
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
