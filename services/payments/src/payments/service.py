@@ -691,20 +691,21 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
         "reference": str(res.get("out_refund_no", "")),
         "payload": res,
     }
-    refund = None
+    refund = change = None
     if res.get("mchid") != mchid:
         log.error("payments.alert_foreign_notification", extra={"mchid": res.get("mchid")})
         outcome = "foreign_merchant"
-    else:
-        refund = await repo.get_refund(
+    elif (
+        refund := await repo.get_refund(
             conn, provider="wechatpay", out_refund_no=record["reference"]
         )
-        if refund is None:
-            log.error("payments.alert_unknown_refund", extra={"out_refund_no": record["reference"]})
-            outcome = "unknown_refund"
-        else:
-            outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
-    change = _wechat_refund_change(res, status_field="refund_status") if refund else None
+    ) is None:
+        log.error("payments.alert_unknown_refund", extra={"out_refund_no": record["reference"]})
+        outcome = "unknown_refund"
+    elif (change := _wechat_refund_change(res, status_field="refund_status")) is None:
+        outcome = "duplicate"  # a status we do not know: recorded and alerted, not applied
+    else:
+        outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
     if refund is not None and change is not None:
         status, fields, event_fields = change
         event = PaymentRefundUpdated(
@@ -726,10 +727,7 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
             outcome=outcome,
         ):
             outcome = "duplicate"
-    else:
-        if refund is not None:
-            outcome = "duplicate"  # a status we do not know: recorded and alerted, not applied
-        if not await repo.record_notification(conn, outcome=outcome, **record):
-            outcome = "redelivered"
+    elif not await repo.record_notification(conn, outcome=outcome, **record):
+        outcome = "redelivered"
     NOTIFICATIONS.labels("wechatpay", outcome).inc()
     return outcome
