@@ -127,6 +127,26 @@ async def test_idempotency_key_replays_and_refuses_another_body(
         ] == 2
 
 
+async def test_a_retried_purchase_replays_even_after_the_seats_ran_out(
+    orders_service: OrdersService,
+) -> None:
+    """The buyer who took the last seat and retries (a lost response) gets their 201 again, not
+    the sold-out answer meant for others; so does the taker of the last free seat."""
+    for tiers in ({1: 1500}, {1: 0}):
+        event, tt = await _setup(orders_service, max_quantity=1, tiers=tiers)
+        async with orders_service.client(f"last-{tiers[1]}") as buyer:
+            url = f"/v1/events/{event['id']}/registrations"
+            body = {"ticket_type_id": tt["id"], "quantity": 1}
+            first = await buyer.post(url, json=body, headers={"Idempotency-Key": "last"})
+            assert first.status_code == 201, first.text
+            again = await buyer.post(url, json=body, headers={"Idempotency-Key": "last"})
+            assert (again.status_code, again.json()) == (201, first.json())
+            assert again.headers["idempotent-replayed"] == "true"
+            other = await buyer.post(url, json=body, headers={"Idempotency-Key": "other"})
+            assert other.status_code == 409
+    await orders_service.check_inventory_invariant()
+
+
 async def test_order_visibility_buyer_staff_and_strangers(orders_service: OrdersService) -> None:
     event, tt = await _setup(orders_service)
     async with orders_service.client("dave") as dave:

@@ -23,7 +23,7 @@ import asyncpg
 from ticketing_shared import idempotency, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import Conflict, DomainError, NotFound
 from ticketing_shared.idempotency import IdempotentRequest
 
 from .. import repository as repo
@@ -49,8 +49,38 @@ async def register(
 ) -> tuple[int, dict[str, Any], bool]:
     """Free ticket → registration; paid → PENDING order + buyer registration + LOCKED invites.
 
-    Returns (status, body, replayed).
+    Returns (status, body, replayed). A request whose Idempotency-Key already holds a response
+    replays it. That is found where it costs nothing on the way of a new purchase: the write
+    fails on the key's unique index (a duplicate of a completed purchase, or one that waited
+    for a concurrent one), and every refusal (sold out since, already registered, ...) looks
+    the key up before answering.
     """
+    try:
+        return await _register(
+            conn,
+            principal,
+            event_id,
+            body,
+            order_ttl=order_ttl,
+            max_quantity_per_order=max_quantity_per_order,
+            idem=idem,
+        )
+    except DomainError:
+        if (stored := await _replay(conn, idem)) is not None:
+            return stored.status, stored.body, True
+        raise
+
+
+async def _register(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID,
+    body: RegistrationCreate,
+    *,
+    order_ttl: timedelta,
+    max_quantity_per_order: int,
+    idem: IdempotentRequest | None,
+) -> tuple[int, dict[str, Any], bool]:
     ctx = await repo.purchase_context(conn, body.ticket_type_id)
     if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
         raise NotFound("ticket type not found for this event")
@@ -127,8 +157,6 @@ async def _register_free(
     at: Any,
     idem: IdempotentRequest | None,
 ) -> tuple[int, dict[str, Any], bool]:
-    if (stored := await _replay(conn, idem)) is not None:
-        return stored.status, stored.body, True
     # a second live free registration of the same person is refused by a unique index inside the
     # write (AlreadyRegistered): no read before it, and no race between two double clicks
     reg = {
@@ -195,8 +223,6 @@ async def _purchase(
     order_ttl: timedelta,
     idem: IdempotentRequest | None,
 ) -> tuple[int, dict[str, Any], bool]:
-    if (stored := await _replay(conn, idem)) is not None:
-        return stored.status, stored.body, True
     order_id = new_id()
     seat_ids = [new_id() for _ in range(quantity)]
     registration_id = new_id()
