@@ -258,6 +258,65 @@ async def test_a_fetched_batch_is_claimed_and_applied_in_one_go_duplicates_once(
     assert [r["event_id"] for r in rows] == [e.id for e in events]
 
 
+async def test_a_batch_route_applies_consecutive_events_of_its_type_in_one_call_in_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """Runs of one type go to its batch handler together; an event of another type between them
+    splits the runs, so the order of effects is the order of the records; duplicates are left
+    out; a record applied on its own comes as a list of one."""
+    from ticketing_shared.consumer import EventConsumer, Record
+    from ticketing_shared.contracts import OrderCancelled
+    from ticketing_shared.envelope import CloudEvent
+
+    consumer = EventConsumer("batch-route-test")
+    calls: list[tuple[str, list[str]]] = []
+
+    @consumer.on_batch(OrderExpired)
+    async def on_expired(
+        conn: asyncpg.Connection, items: list[tuple[OrderExpired, CloudEvent]]
+    ) -> None:
+        calls.append(("expired", [str(data.order_id) for data, _ in items]))
+
+    @consumer.on(OrderCancelled)
+    async def on_cancelled(
+        conn: asyncpg.Connection, data: OrderCancelled, event: CloudEvent
+    ) -> None:
+        calls.append(("cancelled", [str(data.order_id)]))
+
+    consumer.bind(pool, None)  # type: ignore[arg-type]
+
+    def event(data: OrderExpired | OrderCancelled) -> CloudEvent:
+        return CloudEvent(
+            id=uuid.uuid4(),
+            type=data.ce_type,
+            source="test",
+            subject=str(data.order_id),
+            time=datetime.now(UTC),
+            data=data.model_dump(mode="json"),
+        )
+
+    o = [uuid.uuid4() for _ in range(5)]
+    events = [
+        event(OrderExpired(order_id=o[0], tenant_id="t")),
+        event(OrderExpired(order_id=o[1], tenant_id="t")),
+        event(OrderCancelled(order_id=o[2], tenant_id="t", reason="user")),
+        event(OrderExpired(order_id=o[3], tenant_id="t")),
+        event(OrderExpired(order_id=o[4], tenant_id="t")),
+    ]
+    records = [
+        Record(ORDERS_EVENTS, 0, i, e.key(), e.value(), e.headers())
+        for i, e in enumerate([*events, events[3]])
+    ]
+    await consumer.handle_batch(records[:1])  # already applied: a duplicate in the batch below
+    await consumer.handle_batch(records)
+    assert calls == [
+        ("expired", [str(o[0])]),
+        ("expired", [str(o[1])]),
+        ("cancelled", [str(o[2])]),
+        ("expired", [str(o[3]), str(o[4])]),
+    ]
+
+
 async def test_the_pool_serves_waiting_callers_first_come_first_served(dsn: str) -> None:
     """Callers keep arriving faster than two connections can serve them: each is served in its
     turn, none overtaken by later arrivals (a flash sale's buyers, first come, first served)."""

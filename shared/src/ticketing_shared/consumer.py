@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=EventData)
 Handler = Callable[[asyncpg.Connection, Any, CloudEvent], Awaitable[None]]
+#: applies several fresh events of one type, in order, in one go: ``handler(conn, [(data, event)])``
+BatchHandler = Callable[[asyncpg.Connection, list[tuple[Any, CloudEvent]]], Awaitable[None]]
 
 EVENTS = Counter(
     "consumer_events_total", "Records handled by consumers", ["consumer", "ce_type", "outcome"]
@@ -82,6 +84,7 @@ class Record:
 class _Route:
     model: type[EventData]
     handler: Handler
+    batch_handler: BatchHandler | None = None
 
 
 class EventConsumer:
@@ -112,6 +115,22 @@ class EventConsumer:
             if model.ce_type in self.routes:
                 raise ValueError(f"{self.name}: two handlers for {model.ce_type}")
             self.routes[model.ce_type] = _Route(model, fn)
+            return fn
+
+        return register
+
+    def on_batch(self, model: type[E]) -> Callable[[BatchHandler], BatchHandler]:
+        """Register ``handler(conn, [(data, event), ...])`` for ``model.ce_type``: consecutive fresh
+        events of that type in a fetched batch are applied by one call (say, one multi-row
+        statement instead of one statement each), in the batch's transaction. A record applied
+        on its own (the fallback after a failed batch) comes as a list of one."""
+
+        def register(fn: BatchHandler) -> BatchHandler:
+            async def one(conn: asyncpg.Connection, data: Any, event: CloudEvent) -> None:
+                await fn(conn, [(data, event)])
+
+            self.on(model)(one)
+            self.routes[model.ce_type].batch_handler = fn
             return fn
 
         return register
@@ -211,7 +230,6 @@ class EventConsumer:
             route = self.routes[event.type]
             parsed.append((record, event, route, route.model.model_validate(event.data)))
         assert self.pool is not None, "consumer not bound to a pool"
-        fresh_events: list[CloudEvent] = []
         outcomes: list[tuple[str, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             with scope_cache():  # one transaction: a repeated tenant scope is set once
@@ -220,18 +238,17 @@ class EventConsumer:
                     consumer=self.name,
                     claims=[(e, r.topic, r.partition, r.offset) for r, e, _, _ in parsed],
                 )
+                fresh: list[tuple[CloudEvent, _Route, Any]] = []
                 for _record, event, route, data in parsed:
                     key = str(event.id)
-                    fresh = key in fresh_ids
-                    if fresh:
+                    applied = key in fresh_ids
+                    if applied:
                         fresh_ids.discard(key)  # the same event twice in a batch: applied once
-                        token = traceparent_var.set(event.traceparent)
-                        try:
-                            await route.handler(conn, data, event)
-                        finally:
-                            traceparent_var.reset(token)
-                        fresh_events.append(event)
-                    outcomes.append((event.type, "applied" if fresh else "duplicate"))
+                        fresh.append((event, route, data))
+                    outcomes.append((event.type, "applied" if applied else "duplicate"))
+                for run in _runs(fresh):
+                    await _apply_run(conn, run)
+                fresh_events = [event for event, _, _ in fresh]
         for _, committed, _, _ in parsed:
             crash_point("consumer.after_commit", committed.type)
         for event in fresh_events:
@@ -309,6 +326,33 @@ class EventConsumer:
             error,
             attempts,
         )
+
+
+def _runs(
+    fresh: list[tuple[CloudEvent, _Route, Any]],
+) -> list[list[tuple[CloudEvent, _Route, Any]]]:
+    """Split fresh events, in order, into runs: consecutive events of one batch route together,
+    every other event alone."""
+    runs: list[list[tuple[CloudEvent, _Route, Any]]] = []
+    for item in fresh:
+        route = item[1]
+        if route.batch_handler is not None and runs and runs[-1][0][1] is route:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+async def _apply_run(conn: asyncpg.Connection, run: list[tuple[CloudEvent, _Route, Any]]) -> None:
+    first, route, data = run[0]
+    token = traceparent_var.set(first.traceparent)
+    try:
+        if route.batch_handler is not None:
+            await route.batch_handler(conn, [(d, e) for e, _, d in run])
+        else:
+            await route.handler(conn, data, first)
+    finally:
+        traceparent_var.reset(token)
 
 
 def _header(headers: Headers, name: str) -> str | None:

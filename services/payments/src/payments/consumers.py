@@ -27,12 +27,12 @@ def build_consumer(settings: Settings) -> EventConsumer:
         backoff_ms=settings.consumer_backoff_ms,
     )
 
-    @consumer.on(OrderCreated)
-    async def on_order_created(
-        conn: asyncpg.Connection, data: OrderCreated, event: CloudEvent
+    @consumer.on_batch(OrderCreated)
+    async def on_orders_created(
+        conn: asyncpg.Connection, items: list[tuple[OrderCreated, CloudEvent]]
     ) -> None:
-        """Keep the order's amount, currency, buyer and expiry for checkout."""
-        await service.on_order_created(conn, data)
+        """Keep each order's amount, currency, buyer and expiry for checkout (one statement)."""
+        await service.on_orders_created(conn, [data for data, _ in items])
 
     @consumer.on(OrderPaid)
     async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid, event: CloudEvent) -> None:

@@ -12,23 +12,20 @@ from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_CHANNEL, OUTBOX_COLUMNS
 
 
-async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
+async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
+    """Add orders to the read model in one statement; one already there is left as it is."""
     await conn.execute(
         """
         INSERT INTO orders_view (order_id, tenant_id, buyer_id, buyer_email, buyer_locale, total_amount,
                                  currency, expires_at, event_title, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING')
+        SELECT o.order_id, o.tenant_id, o.buyer_id, o.buyer_email, o.buyer_locale, o.total_amount,
+               o.currency, o.expires_at, o.event_title, 'PENDING'
+        FROM jsonb_to_recordset($1::jsonb) AS o(order_id uuid, tenant_id text, buyer_id text,
+             buyer_email text, buyer_locale text, total_amount bigint, currency text,
+             expires_at timestamptz, event_title text)
         ON CONFLICT (order_id) DO NOTHING
         """,
-        order["order_id"],
-        order["tenant_id"],
-        order["buyer_id"],
-        order["buyer_email"],
-        order["buyer_locale"],
-        order["total_amount"],
-        order["currency"],
-        order["expires_at"],
-        order["event_title"],
+        orders,
     )
 
 

@@ -65,21 +65,24 @@ def _new_id() -> UUID:
 
 
 # ------------------------------------------------------------------------------------ read model
-async def on_order_created(conn: asyncpg.Connection, data: OrderCreated) -> None:
-    """Remember what the order costs: checkout takes amounts from here, never from a request."""
-    await repo.upsert_order(
+async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]) -> None:
+    """Remember what each order costs: checkout takes amounts from here, never from a request."""
+    await repo.insert_orders(
         conn,
-        {
-            "order_id": data.order_id,
-            "tenant_id": data.tenant_id,
-            "buyer_id": data.buyer_id,
-            "buyer_email": data.buyer_email,
-            "buyer_locale": data.buyer_locale,
-            "total_amount": data.total_amount,
-            "currency": data.currency,
-            "expires_at": data.expires_at,
-            "event_title": data.event_title,
-        },
+        [
+            {
+                "order_id": str(data.order_id),
+                "tenant_id": data.tenant_id,
+                "buyer_id": data.buyer_id,
+                "buyer_email": data.buyer_email,
+                "buyer_locale": data.buyer_locale,
+                "total_amount": data.total_amount,
+                "currency": data.currency,
+                "expires_at": data.expires_at.isoformat(),
+                "event_title": data.event_title,
+            }
+            for data in orders
+        ],
     )
 
 

@@ -29,13 +29,13 @@ def build_consumer(settings: Settings) -> EventConsumer:
         backoff_ms=settings.consumer_backoff_ms,
     )
 
-    @consumer.on(OrderCreated)
-    async def on_order_created(
-        conn: asyncpg.Connection, data: OrderCreated, event: CloudEvent
+    @consumer.on_batch(OrderCreated)
+    async def on_orders_created(
+        conn: asyncpg.Connection, items: list[tuple[OrderCreated, CloudEvent]]
     ) -> None:
-        """Remember the order's amount, seats and buyer."""
-        await db.set_tenant(conn, data.tenant_id)
-        await service.on_order_created(conn, data)
+        """Remember each order's amount, seats and buyer (one statement)."""
+        await db.set_tenant(conn, {data.tenant_id for data, _ in items})
+        await service.on_orders_created(conn, [data for data, _ in items])
 
     @consumer.on(OrderPaid)
     async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid, event: CloudEvent) -> None:

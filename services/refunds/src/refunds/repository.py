@@ -17,25 +17,20 @@ _ACTIVE = [s.value for s in ACTIVE]
 
 
 # ------------------------------------------------------------------------------------ read model
-async def upsert_order(conn: asyncpg.Connection, order: dict[str, Any]) -> None:
+async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
+    """Add orders to the read model in one statement; one already there is left as it is."""
     await conn.execute(
         """
         INSERT INTO orders_view (order_id, tenant_id, event_id, buyer_id, buyer_email, buyer_locale,
                                  event_title, quantity, total_amount, currency, seat_ids)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        SELECT o.order_id, o.tenant_id, o.event_id, o.buyer_id, o.buyer_email, o.buyer_locale,
+               o.event_title, o.quantity, o.total_amount, o.currency, o.seat_ids
+        FROM jsonb_to_recordset($1::jsonb) AS o(order_id uuid, tenant_id text, event_id uuid,
+             buyer_id text, buyer_email text, buyer_locale text, event_title text, quantity integer,
+             total_amount bigint, currency text, seat_ids uuid[])
         ON CONFLICT (order_id) DO NOTHING
         """,
-        order["order_id"],
-        order["tenant_id"],
-        order["event_id"],
-        order["buyer_id"],
-        order["buyer_email"],
-        order["buyer_locale"],
-        order["event_title"],
-        order["quantity"],
-        order["total_amount"],
-        order["currency"],
-        order["seat_ids"],
+        orders,
     )
 
 

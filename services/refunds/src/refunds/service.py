@@ -241,22 +241,25 @@ async def cancel_refund(
 
 
 # ------------------------------------------------------------------------------------ consumers
-async def on_order_created(conn: asyncpg.Connection, data: OrderCreated) -> None:
-    await repo.upsert_order(
+async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]) -> None:
+    await repo.insert_orders(
         conn,
-        {
-            "order_id": data.order_id,
-            "tenant_id": data.tenant_id,
-            "event_id": data.event_id,
-            "buyer_id": data.buyer_id,
-            "buyer_email": data.buyer_email,
-            "buyer_locale": data.buyer_locale,
-            "event_title": data.event_title,
-            "quantity": data.quantity,
-            "total_amount": data.total_amount,
-            "currency": data.currency,
-            "seat_ids": [s.seat_id for s in data.seats],
-        },
+        [
+            {
+                "order_id": str(data.order_id),
+                "tenant_id": data.tenant_id,
+                "event_id": str(data.event_id),
+                "buyer_id": data.buyer_id,
+                "buyer_email": data.buyer_email,
+                "buyer_locale": data.buyer_locale,
+                "event_title": data.event_title,
+                "quantity": data.quantity,
+                "total_amount": data.total_amount,
+                "currency": data.currency,
+                "seat_ids": [str(s.seat_id) for s in data.seats],
+            }
+            for data in orders
+        ],
     )
 
 
