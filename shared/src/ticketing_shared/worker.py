@@ -228,6 +228,9 @@ def create_worker(
         settings.kafka_bootstrap_servers,
         client_id=f"{settings.service_name}-worker",
         logger=logging.getLogger("faststream"),
+        # its "Received"/"Processed" line per batch, at DEBUG: no context, and a formatted write
+        # per fetch under load (the consumer wrapper logs what matters)
+        log_level=logging.DEBUG,
         # the handler takes the raw records: no dependency injection, whose context lookup
         # FastStream runs in a worker thread for every batch
         apply_types=False,

@@ -8,6 +8,13 @@ import contextlib
 import httpx
 from starlette.applications import Starlette
 
+from ticketing_shared.contracts import (
+    OrderCancelled,
+    OrderExpired,
+    RefundCancelRequested,
+    RefundRequested,
+)
+from ticketing_shared.envelope import CloudEvent
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
@@ -16,13 +23,23 @@ from .consumers import build_consumer
 from .providers import Providers
 from .settings import Settings
 
+#: the events whose handlers queue provider tasks (close, refund, cancel_refund)
+TASK_MAKING_EVENTS = frozenset(
+    m.ce_type for m in (OrderCancelled, OrderExpired, RefundRequested, RefundCancelRequested)
+)
+
 
 def create_worker(settings: Settings | None = None) -> Starlette:
     """Build the payments worker."""
     settings = settings or Settings()
     consumer = build_consumer(settings)
-    work_queued = asyncio.Event()  # a consumer committed work: look at the tasks now
-    consumer.after_commit.append(lambda _event: work_queued.set())
+    work_queued = asyncio.Event()  # a consumer committed provider work: look at the tasks now
+
+    def wake_tasks(event: CloudEvent) -> None:
+        if event.type in TASK_MAKING_EVENTS:  # not the read model's events: nothing to do there
+            work_queued.set()
+
+    consumer.after_commit.append(wake_tasks)
 
     async def provider_tasks(ctx: WorkerContext) -> None:
         """Close abandoned provider payments, execute and withdraw refunds, with retries."""
