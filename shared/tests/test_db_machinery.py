@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,6 +20,8 @@ from ticketing_shared.testing import wait_until
 from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_concurrent_migration_runs_apply_each_migration_once(infra: Infra) -> None:
@@ -148,12 +151,19 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
         await asyncio.gather(*tasks)
 
 
-async def test_a_notify_on_the_outbox_channel_wakes_the_idle_relay_at_once(
+async def test_an_outbox_with_the_wake_trigger_wakes_its_idle_relay_at_every_insert(
     infra: Infra, dsn: str, pool: asyncpg.Pool
 ) -> None:
-    """With a 30 s idle poll, a row is published only because its writer woke the relay."""
+    """With every poll 30 s apart, a row is published at once only because its insert woke the
+    relay (the trigger the payments, refunds and notifications outboxes carry)."""
+    await pool.execute((REPO / "services/refunds/migrations/0002_outbox_wake.sql").read_text())
     relay = outbox.OutboxRelay(
-        dsn=dsn, bootstrap=infra.bootstrap, service="wake", poll_min_ms=30000, poll_max_ms=30000
+        dsn=dsn,
+        bootstrap=infra.bootstrap,
+        service="wake",
+        poll_min_ms=30000,
+        poll_max_ms=30000,
+        notified_poll_max_ms=30000,
     )
     task = asyncio.create_task(relay.run())
     try:
@@ -164,7 +174,6 @@ async def test_a_notify_on_the_outbox_channel_wakes_the_idle_relay_at_once(
             oid = uuid.uuid4()
             ev = OrderExpired(order_id=oid, tenant_id="t", buyer_email="wake@x")
             await outbox.emit(conn, ev, subject=oid, source="test")
-            await conn.execute("SELECT pg_notify($1, '')", outbox.OUTBOX_CHANNEL)
         await wait_until(lambda: _all_published(pool), timeout=5, message="woken, published")
     finally:
         relay.stop()

@@ -9,10 +9,10 @@ relay per service, and a standby takes over within ``standby_interval`` when the
 session ends. Rows of one order are written under that order's row lock, so their ids follow
 commit order and the order's events leave in order. The relay drains in batches while there is
 work and, when idle, polls with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
-no NOTIFY in the business transaction, which costs the order path nothing. A worker's consumers
-wake their own relay right after committing (``wake()``, in-process), and a writer in another
-process may ``pg_notify(OUTBOX_CHANNEL)`` where the latency is worth it (provider callbacks), so
-those events leave at once rather than at the next poll.
+no NOTIFY in the order transaction, which costs the purchase path nothing. A worker's consumers
+wake their own relay right after committing (``wake()``, in-process). The other services'
+outboxes NOTIFY the relay on every insert (the ``outbox_wake`` trigger, migrations); their relay
+sees the trigger and polls only as a safety net (``notified_poll_max_ms``).
 
 Replay clears ``published_at`` of rows created since a time; the active relay then publishes
 them again in id order. Consumers are idempotent, so this is always safe.
@@ -42,9 +42,9 @@ from .logs import child_traceparent, current_traceparent
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
-# The active relay LISTENs here: a writer in another process (an API) whose event someone waits
-# for may ``pg_notify`` it from its statement. Never from the order transaction: NOTIFY
-# serializes the commits of the transactions that use it (DESIGN §3).
+# The active relay LISTENs here; the outbox_wake trigger (payments, refunds, notifications)
+# notifies it. Never from the order transaction: NOTIFY serializes the commits of the
+# transactions that use it (DESIGN §3).
 OUTBOX_CHANNEL = "outbox_wake"
 ANALYZE_EVERY_ROWS = 1000  # the relay refreshes the outbox's statistics after this many rows…
 ANALYZE_EVERY_S = 30.0  # …at most this often
@@ -127,6 +127,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_min_ms: float = 2.0,
         poll_max_ms: float = 20.0,
+        notified_poll_max_ms: float = 1000.0,
         standby_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
         partitions: int = 6,
@@ -139,6 +140,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_min = poll_min_ms / 1000
         self.poll_max = poll_max_ms / 1000
+        self.notified_poll_max = notified_poll_max_ms / 1000
         self.standby_interval = standby_interval
         self.retention = retention
         self.partitions = partitions
@@ -216,6 +218,15 @@ class OutboxRelay:
             self.bootstrap, idempotent=self.idempotent_producer, client_id=f"{self.service}-relay"
         )
         await producer.start()
+        # an outbox whose every insert NOTIFYs (the outbox_wake trigger) needs polling only as a
+        # safety net; one written without it (orders' purchases) is polled at up to poll_max
+        notified = bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger"
+                " WHERE tgrelid = 'outbox'::regclass AND tgname = 'outbox_wake')"
+            )
+        )
+        poll_max = self.notified_poll_max if notified else self.poll_max
         try:
             idle = self.poll_min
             last_cleanup = 0.0
@@ -255,7 +266,7 @@ class OutboxRelay:
                         datetime.now(UTC) - self.retention,
                     )
                 await self._idle(idle)
-                idle = min(idle * 2, self.poll_max)
+                idle = min(idle * 2, poll_max)
         finally:
             await producer.stop()
 

@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, validation_alias=_shared("OUTBOX_BATCH_SIZE"))
     outbox_poll_min_ms: float = Field(2.0, validation_alias=_shared("OUTBOX_POLL_MIN_MS"))
     outbox_poll_max_ms: float = Field(20.0, validation_alias=_shared("OUTBOX_POLL_MAX_MS"))
+    # …or, where every outbox insert NOTIFYs the relay (the outbox_wake trigger), as a safety net
+    outbox_notified_poll_max_ms: float = Field(
+        1000.0, validation_alias=_shared("OUTBOX_NOTIFIED_POLL_MAX_MS")
+    )
     outbox_retention_days: int = Field(7, validation_alias=_shared("OUTBOX_RETENTION_DAYS"))
     # consumers: bounded retries with exponential backoff, then the topic's DLQ
     consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))

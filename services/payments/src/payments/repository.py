@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_CHANNEL, OUTBOX_COLUMNS
+from ticketing_shared.outbox import OUTBOX_COLUMNS
 
 
 async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
@@ -180,8 +180,7 @@ async def mark_paid(
     outbox_row: tuple[Any, ...],
     notification: dict[str, Any],
 ) -> bool:
-    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record (and a wake-up
-    for the relay): ONE statement,
+    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: ONE statement,
     applied only if the payment is still in the ``expected`` state (False: someone else paid it
     first, and only the notification is recorded, as a duplicate)."""
     return bool(
@@ -200,10 +199,8 @@ async def mark_paid(
                 SELECT $16, $17, $18, $19, $20,
                        CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END
                 ON CONFLICT DO NOTHING
-            ), wake AS (
-                SELECT pg_notify($23, '') FROM p
             )
-            SELECT EXISTS (SELECT 1 FROM p) FROM (SELECT count(*) FROM wake) AS woken
+            SELECT EXISTS (SELECT 1 FROM p)
             """,
             payment_id,
             fields["transaction_id"],
@@ -218,7 +215,6 @@ async def mark_paid(
             notification["payload"],
             fields.get("payment_method"),
             expected,
-            OUTBOX_CHANNEL,
         )
     )
 
@@ -371,9 +367,8 @@ async def settle_refund_once(
     outcome: str,
 ) -> bool:
     """A provider's refund news: the refund moved on (only from an ``expected`` state), its
-    ``payment.refund_updated`` outbox row, the notification record and a wake-up for the relay,
-    in ONE statement (False: nothing to apply, and only the notification is recorded)."""
-    assignments, values = set_clause(fields, first=20)
+    ``payment.refund_updated`` outbox row and the notification record, in ONE statement (False: nothing to apply, and only the notification is recorded)."""
+    assignments, values = set_clause(fields, first=19)
     return bool(
         await conn.fetchval(
             f"""
@@ -389,10 +384,8 @@ async def settle_refund_once(
                 SELECT $13, $14, $15, $16, $17,
                        CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END
                 ON CONFLICT DO NOTHING
-            ), wake AS (
-                SELECT pg_notify($19, '') FROM r
             )
-            SELECT EXISTS (SELECT 1 FROM r) FROM (SELECT count(*) FROM wake) AS woken
+            SELECT EXISTS (SELECT 1 FROM r)
             """,
             refund_id,
             expected,
@@ -403,7 +396,6 @@ async def settle_refund_once(
             notification["reference"],
             notification["payload"],
             outcome,
-            OUTBOX_CHANNEL,
             *values,
         )
     )
