@@ -91,21 +91,27 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by every service process of the local stack, and by PostgreSQL (all
-    its processes together)."""
+    """CPU seconds used so far by every service process of the local stack (with its child
+    processes: the gateway's nginx workers), and by PostgreSQL (all its processes together)."""
     state = json.loads((RUN / "stack.json").read_text())
-    out = {}
-    for name, child in state["children"].items():
-        if child.get("pid"):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                out[name] = _cpu_s(child["pid"])
+    names = {child["pid"]: name for name, child in state["children"].items() if child.get("pid")}
+    out = dict.fromkeys(names.values(), 0.0)
     pg = 0.0
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+                pid = int(proc.name)
                 if (proc / "comm").read_text().strip() == "postgres":
-                    pg += _cpu_s(int(proc.name))
+                    pg += _cpu_s(pid)
+                elif pid in names:
+                    out[names[pid]] += _cpu_s(pid)
+                elif _ppid(pid) in names:
+                    out[names[_ppid(pid)]] += _cpu_s(pid)
     out["postgresql (all)"] = pg
     return out
 
