@@ -1,13 +1,15 @@
 """The consumer wrapper: inbox claim and effects in one transaction, bounded retries, DLQ.
 
-For each record of a topic:
+For each fetched batch of records:
 
-1. decode the CloudEvent and validate ``data`` with the contract class of its ``ce_type``
+1. decode each CloudEvent and validate ``data`` with the contract class of its ``ce_type``
    (types this consumer has no handler for are acknowledged and skipped);
-2. in ONE transaction: claim ``(consumer, event_id)`` in the inbox and run the handler; a
-   redelivered event finds its claim and does nothing;
-3. return, and only then is the offset committed (FastStream ``NACK_ON_ERROR``), so a crash
-   between the commit of (2) and the offset commit re-reads the event, which (2) then skips.
+2. in ONE transaction: claim ``(consumer, event_id)`` in the inbox for all of them and run the
+   handlers of the fresh ones, in order (a batch route, ``on_batch``, takes a run of consecutive
+   events of its type in one call); a redelivered event finds its claim and does nothing;
+3. return, and only then do the offsets become committable (the worker commits them in the
+   background), so a crash between the commit of (2) and the offset commit re-reads the events,
+   which (2) then skips.
 
 Failures: infrastructure errors (database unreachable) are not the message's fault: the record
 is not acknowledged and is read again after a pause. Any other error is retried

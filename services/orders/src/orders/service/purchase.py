@@ -56,60 +56,48 @@ async def register(
     the key up before answering.
     """
     try:
-        return await _register(
+        ctx = await repo.purchase_context(conn, body.ticket_type_id)
+        if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
+            raise NotFound("ticket type not found for this event")
+        tiers = {int(t["quantity"]): int(t["total_amount"]) for t in ctx["price_tiers"]}
+        free = is_free(tiers)
+        if free and body.quantity != 1:
+            raise QuantityNotAllowed("free tickets are registered one seat per person (quantity 1)")
+        total = tier_price(tiers, body.quantity)
+        if body.quantity > max_quantity_per_order:
+            raise QuantityNotAllowed(f"at most {max_quantity_per_order} seats per order")
+        if ctx["current_quantity"] + body.quantity > ctx["max_quantity"]:
+            # early answer from a possibly stale read; the conditional UPDATE is the real guard
+            raise InventoryExhausted(
+                f"only {max(0, ctx['max_quantity'] - ctx['current_quantity'])} seat(s) left"
+            )
+
+        policy, source = effective_policy(
+            tenant_policies=ctx["tenant_policies"],
+            use_tenant_policy=ctx["use_tenant_cancellation_policy"],
+            own_policy=ctx["cancellation_policy"],
+            paid=not free,
+            organizer=ctx["organizer_registration"],
+        )
+        at = now()
+        if free:
+            return await _register_free(conn, principal, ctx, policy.as_dict(), source, at, idem)
+        return await _purchase(
             conn,
             principal,
-            event_id,
-            body,
-            order_ttl=order_ttl,
-            max_quantity_per_order=max_quantity_per_order,
-            idem=idem,
+            ctx,
+            body.quantity,
+            total,
+            policy.as_dict(),
+            source,
+            at,
+            order_ttl,
+            idem,
         )
     except DomainError:
         if (stored := await _replay(conn, idem)) is not None:
             return stored.status, stored.body, True
         raise
-
-
-async def _register(
-    conn: asyncpg.Connection,
-    principal: Principal,
-    event_id: UUID,
-    body: RegistrationCreate,
-    *,
-    order_ttl: timedelta,
-    max_quantity_per_order: int,
-    idem: IdempotentRequest | None,
-) -> tuple[int, dict[str, Any], bool]:
-    ctx = await repo.purchase_context(conn, body.ticket_type_id)
-    if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
-        raise NotFound("ticket type not found for this event")
-    tiers = {int(t["quantity"]): int(t["total_amount"]) for t in ctx["price_tiers"]}
-    free = is_free(tiers)
-    if free and body.quantity != 1:
-        raise QuantityNotAllowed("free tickets are registered one seat per person (quantity 1)")
-    total = tier_price(tiers, body.quantity)
-    if body.quantity > max_quantity_per_order:
-        raise QuantityNotAllowed(f"at most {max_quantity_per_order} seats per order")
-    if ctx["current_quantity"] + body.quantity > ctx["max_quantity"]:
-        # early answer from a possibly stale read; the conditional UPDATE below is the real guard
-        raise InventoryExhausted(
-            f"only {max(0, ctx['max_quantity'] - ctx['current_quantity'])} seat(s) left"
-        )
-
-    policy, source = effective_policy(
-        tenant_policies=ctx["tenant_policies"],
-        use_tenant_policy=ctx["use_tenant_cancellation_policy"],
-        own_policy=ctx["cancellation_policy"],
-        paid=not free,
-        organizer=ctx["organizer_registration"],
-    )
-    at = now()
-    if free:
-        return await _register_free(conn, principal, ctx, policy.as_dict(), source, at, idem)
-    return await _purchase(
-        conn, principal, ctx, body.quantity, total, policy.as_dict(), source, at, order_ttl, idem
-    )
 
 
 def _wire(response: dict[str, Any]) -> dict[str, Any]:
