@@ -155,8 +155,8 @@ class OutboxRelay:
         self._wake.set()
 
     def wake(self, *_: object) -> None:
-        """Look at the outbox now rather than at the next poll (e.g. right after a consumer of
-        the same process committed rows): an in-process wake-up, free for every transaction."""
+        """Look at the outbox now rather than at the next poll: called in-process right after a
+        consumer of the same process committed rows, and on a NOTIFY on ``OUTBOX_CHANNEL``."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -172,9 +172,6 @@ class OutboxRelay:
                 self.active = False
                 RELAY_ACTIVE.set(0)
             await self._sleep(self.standby_interval)
-
-    def _notified(self, *_: object) -> None:
-        self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -210,7 +207,7 @@ class OutboxRelay:
             await conn.close(timeout=2)
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
-        await conn.add_listener(OUTBOX_CHANNEL, self._notified)
+        await conn.add_listener(OUTBOX_CHANNEL, self.wake)
         await kafka.ensure_topics(
             self.bootstrap, partitions=self.partitions, replication=self.replication
         )

@@ -1,7 +1,7 @@
 """Worker process factory: FastStream consumers, the outbox relay, schedulers and health.
 
 A worker is a Starlette app (run by uvicorn) whose lifespan starts the FastStream Kafka broker
-with one subscriber per (consumer, topic), the outbox relay and the service's schedulers. It
+with one subscriber per consumer (all its topics), the outbox relay and the service's schedulers. It
 serves ``/healthz``, ``/readyz``, ``/metrics`` and the AsyncAPI document at ``/asyncapi.json``.
 
 Subscribers use ``auto_offset_reset=earliest`` (a new group, or one whose offsets a restarted

@@ -13,7 +13,8 @@ from ticketing_shared.outbox import OUTBOX_COLUMNS
 
 
 async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
-    """Add orders to the read model in one statement; one already there is left as it is."""
+    """Add orders (``order.created`` payloads as JSON) to the read model in one statement, taking
+    the columns it keeps; one already there is left as it is."""
     await conn.execute(
         """
         INSERT INTO orders_view (order_id, tenant_id, buyer_id, buyer_email, buyer_locale, total_amount,
@@ -367,7 +368,8 @@ async def settle_refund_once(
     outcome: str,
 ) -> bool:
     """A provider's refund news: the refund moved on (only from an ``expected`` state), its
-    ``payment.refund_updated`` outbox row and the notification record, in ONE statement (False: nothing to apply, and only the notification is recorded)."""
+    ``payment.refund_updated`` outbox row and the notification record, in ONE statement (False:
+    nothing to apply, and only the notification is recorded)."""
     assignments, values = set_clause(fields, first=19)
     return bool(
         await conn.fetchval(

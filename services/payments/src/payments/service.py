@@ -67,23 +67,7 @@ def _new_id() -> UUID:
 # ------------------------------------------------------------------------------------ read model
 async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]) -> None:
     """Remember what each order costs: checkout takes amounts from here, never from a request."""
-    await repo.insert_orders(
-        conn,
-        [
-            {
-                "order_id": str(data.order_id),
-                "tenant_id": data.tenant_id,
-                "buyer_id": data.buyer_id,
-                "buyer_email": data.buyer_email,
-                "buyer_locale": data.buyer_locale,
-                "total_amount": data.total_amount,
-                "currency": data.currency,
-                "expires_at": data.expires_at.isoformat(),
-                "event_title": data.event_title,
-            }
-            for data in orders
-        ],
-    )
+    await repo.insert_orders(conn, [data.model_dump(mode="json") for data in orders])
 
 
 async def on_order_paid(conn: asyncpg.Connection, order_id: UUID) -> None:
@@ -483,8 +467,7 @@ async def on_refund_cancel_requested(conn: asyncpg.Connection, data: RefundCance
     return "cancel_queued"
 
 
-async def refund_update(
-    conn: asyncpg.Connection,
+def refund_updated_event(
     refund_id: UUID,
     order_id: UUID,
     tenant_id: str,
@@ -495,20 +478,28 @@ async def refund_update(
     failure_code: str | None = None,
     failure_message: str | None = None,
     at: datetime | None = None,
+) -> PaymentRefundUpdated:
+    """``payment.refund_updated``: a provider's refund status, announced to refunds."""
+    return PaymentRefundUpdated(
+        refund_id=refund_id,
+        order_id=order_id,
+        tenant_id=tenant_id,
+        provider=provider,
+        status=status,
+        provider_refund_id=provider_refund_id,
+        failure_code=failure_code,
+        failure_message=failure_message,
+        at=at or datetime.now(UTC),
+    )
+
+
+async def refund_update(
+    conn: asyncpg.Connection, refund_id: UUID, order_id: UUID, tenant_id: str, **change: Any
 ) -> None:
+    """Write :func:`refund_updated_event` to the outbox."""
     await outbox.emit(
         conn,
-        PaymentRefundUpdated(
-            refund_id=refund_id,
-            order_id=order_id,
-            tenant_id=tenant_id,
-            provider=provider,
-            status=status,
-            provider_refund_id=provider_refund_id,
-            failure_code=failure_code,
-            failure_message=failure_message,
-            at=at or datetime.now(UTC),
-        ),
+        refund_updated_event(refund_id, order_id, tenant_id, **change),
         subject=order_id,
         source=SOURCE,
     )
@@ -634,31 +625,22 @@ async def _refund_lookup(wechat: WeChatPayClient, out_refund_no: str) -> dict[st
 
 def _wechat_refund_change(
     obj: dict[str, Any], *, status_field: str
-) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
-    """WeChat's refund object as our change: (status, columns to set, event fields); None for a
-    status we do not know (logged)."""
+) -> tuple[str, dict[str, Any]] | None:
+    """WeChat's refund object as our change: (status, the provider_refund_id, failure_code,
+    failure_message and at that :func:`apply_refund_status` takes); None for a status we do
+    not know (logged)."""
     raw = str(obj.get(status_field, ""))
     status = WECHAT_REFUND_STATUS.get(raw)
     if status is None:
         log.error("payments.unknown_refund_status", extra={"status": raw})
         return None
-    at = datetime.fromisoformat(str(obj["success_time"])) if obj.get("success_time") else None
     failed = status == "failed"
-    failure_code = raw if failed else None
-    failure_message = refund_failure_message(raw, provider="wechatpay") if failed else None
-    fields = refund_fields(
-        status,
-        provider_refund_id=str(obj["refund_id"]) if obj.get("refund_id") else None,
-        failure_code=failure_code,
-        failure_message=failure_message,
-        at=at,
-    )
-    event_fields = {
-        "failure_code": failure_code,
-        "failure_message": failure_message,
-        "at": at or datetime.now(UTC),
+    return status, {
+        "provider_refund_id": str(obj["refund_id"]) if obj.get("refund_id") else None,
+        "failure_code": raw if failed else None,
+        "failure_message": refund_failure_message(raw, provider="wechatpay") if failed else None,
+        "at": datetime.fromisoformat(str(obj["success_time"])) if obj.get("success_time") else None,
     }
-    return status, fields, event_fields
 
 
 async def _apply_wechat_refund_object(
@@ -667,24 +649,16 @@ async def _apply_wechat_refund_object(
     change = _wechat_refund_change(obj, status_field=status_field)
     if change is None:
         return False
-    status, fields, event_fields = change
-    return await apply_refund_status(
-        conn,
-        refund,
-        status,
-        provider_refund_id=fields.get("provider_refund_id"),
-        failure_code=event_fields["failure_code"],
-        failure_message=event_fields["failure_message"],
-        at=event_fields["at"],
-    )
+    status, values = change
+    return await apply_refund_status(conn, refund, status, **values)
 
 
 async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, mchid: str) -> str:
     """A verified, decrypted REFUND.SUCCESS / ABNORMAL / CLOSED: settle or fail the refund, once.
 
     Like a payment's notification: two round trips and no explicit transaction. The refund is
-    read, then ONE statement moves it on (guarded on the states it may leave), writes its outbox
-    event and the notification record, and wakes the relay; a redelivery writes only its record.
+    read, then ONE statement moves it on (guarded on the states it may leave) and writes its
+    outbox event and the notification record; a redelivery writes only its record.
     """
     res = note.resource
     record = {
@@ -710,21 +684,23 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
     else:
         outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
     if refund is not None and change is not None:
-        status, fields, event_fields = change
-        event = PaymentRefundUpdated(
-            refund_id=refund["refund_id"],
-            order_id=refund["order_id"],
-            tenant_id=refund["tenant_id"],
+        status, values = change
+        event = refund_updated_event(
+            refund["refund_id"],
+            refund["order_id"],
+            refund["tenant_id"],
             provider=refund["provider"],
             status=status,
-            provider_refund_id=fields.get("provider_refund_id") or refund["provider_refund_id"],
-            **event_fields,
+            **{
+                **values,
+                "provider_refund_id": values["provider_refund_id"] or refund["provider_refund_id"],
+            },
         )
         if not await repo.settle_refund_once(
             conn,
             refund_id=refund["refund_id"],
             expected=[s for s in REFUND_OPEN if s != status],
-            fields=fields,
+            fields=refund_fields(status, **values),
             outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
             notification=record,
             outcome=outcome,

@@ -18,7 +18,8 @@ _ACTIVE = [s.value for s in ACTIVE]
 
 # ------------------------------------------------------------------------------------ read model
 async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
-    """Add orders to the read model in one statement; one already there is left as it is."""
+    """Add orders (``order.created`` payloads as JSON) to the read model in one statement, taking
+    the columns it keeps; one already there is left as it is."""
     await conn.execute(
         """
         INSERT INTO orders_view (order_id, tenant_id, event_id, buyer_id, buyer_email, buyer_locale,

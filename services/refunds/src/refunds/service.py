@@ -245,19 +245,7 @@ async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]
     await repo.insert_orders(
         conn,
         [
-            {
-                "order_id": str(data.order_id),
-                "tenant_id": data.tenant_id,
-                "event_id": str(data.event_id),
-                "buyer_id": data.buyer_id,
-                "buyer_email": data.buyer_email,
-                "buyer_locale": data.buyer_locale,
-                "event_title": data.event_title,
-                "quantity": data.quantity,
-                "total_amount": data.total_amount,
-                "currency": data.currency,
-                "seat_ids": [str(s.seat_id) for s in data.seats],
-            }
+            {**data.model_dump(mode="json"), "seat_ids": [str(s.seat_id) for s in data.seats]}
             for data in orders
         ],
     )
