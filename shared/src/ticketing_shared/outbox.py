@@ -8,7 +8,8 @@ number of workers may run one; a session-level PostgreSQL advisory lock elects t
 relay per service, and a standby takes over within ``standby_interval`` when the active one's
 session ends. Rows of one order are written under that order's row lock, so their ids follow
 commit order and the order's events leave in order. The relay drains in batches while there is
-work and, when idle, polls with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
+work (after a short batch it lets the next one gather for ``gather_ms``) and, when idle, polls
+with a short exponential backoff (``poll_min_ms`` → ``poll_max_ms``):
 no NOTIFY in the order transaction, which costs the purchase path nothing. A worker's consumers
 wake their own relay right after committing (``wake()``, in-process). The other services'
 outboxes NOTIFY the relay on every insert (the ``outbox_wake`` trigger, migrations); their relay
@@ -127,6 +128,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_min_ms: float = 2.0,
         poll_max_ms: float = 20.0,
+        gather_ms: float = 10.0,
         notified_poll_max_ms: float = 1000.0,
         standby_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
@@ -140,6 +142,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_min = poll_min_ms / 1000
         self.poll_max = poll_max_ms / 1000
+        self.gather = gather_ms / 1000
         self.notified_poll_max = notified_poll_max_ms / 1000
         self.standby_interval = standby_interval
         self.retention = retention
@@ -251,9 +254,12 @@ class OutboxRelay:
                     if not await self._publish(conn, producer, rows):
                         await self._sleep(0.5)
                     elif len(rows) < self.batch_size:
-                        # a short batch: let the next one gather for a moment (bigger batches,
-                        # far fewer round trips under load, a couple of ms of latency)
-                        await self._sleep(self.poll_min)
+                        # a short batch: let the next one gather for a moment. Every batch costs
+                        # a produce request, a fetch response to each consumer group and a
+                        # transaction in each consumer, whatever its size: under load, 10 ms
+                        # here instead of 2 cut the whole stack's CPU per order by ~12 % and
+                        # per settlement by ~15 % (bench/), for at most that much latency
+                        await self._sleep(self.gather)
                     continue
                 PENDING.set(0)
                 if time.monotonic() - last_cleanup > 600:

@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, validation_alias=_shared("OUTBOX_BATCH_SIZE"))
     outbox_poll_min_ms: float = Field(2.0, validation_alias=_shared("OUTBOX_POLL_MIN_MS"))
     outbox_poll_max_ms: float = Field(20.0, validation_alias=_shared("OUTBOX_POLL_MAX_MS"))
+    # …and after a short batch under load, lets the next one gather this long (fewer, bigger
+    # batches for the broker and every consumer)
+    outbox_gather_ms: float = Field(10.0, validation_alias=_shared("OUTBOX_GATHER_MS"))
     # …or, where every outbox insert NOTIFYs the relay (the outbox_wake trigger), as a safety net
     outbox_notified_poll_max_ms: float = Field(
         1000.0, validation_alias=_shared("OUTBOX_NOTIFIED_POLL_MAX_MS")

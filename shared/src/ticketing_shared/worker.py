@@ -262,6 +262,7 @@ def create_worker(
                     batch_size=settings.outbox_batch_size,
                     poll_min_ms=settings.outbox_poll_min_ms,
                     poll_max_ms=settings.outbox_poll_max_ms,
+                    gather_ms=settings.outbox_gather_ms,
                     notified_poll_max_ms=settings.outbox_notified_poll_max_ms,
                     retention=timedelta(days=settings.outbox_retention_days),
                     partitions=settings.topic_partitions,
