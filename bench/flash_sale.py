@@ -133,6 +133,7 @@ async def run(seats: int, buyers: int, workers_elsewhere: bool = False) -> tuple
 # The purchase's statement exactly as the service runs it: purchase_seats(), one self-committing
 # statement (order, seat, registration, outbox event, audit row; inventory UPDATE last). Its
 # outbox rows go to a topic no service consumes: they must not reach the consumers as orders.
+# The ticket type it buys is never changed: its catalog_version stays 1.
 PGBENCH_SQL = """\
 SELECT purchase_seats(gen_random_uuid(), :tenant, :event::uuid, :tt::uuid, 1, 'pgbench', 'b@example.test',
   'en', 4900, 'EUR', now() + interval '30 minutes', now(), ARRAY[gen_random_uuid()], gen_random_uuid(),
@@ -140,7 +141,7 @@ SELECT purchase_seats(gen_random_uuid(), :tenant, :event::uuid, :tt::uuid, 1, 'p
   gen_random_uuid(), 'bench.events', 'k', 'bench.purchase', 'bench', 'k', now(), 'urn-bench', NULL,
   '{"bench": true}'::jsonb,
   'bench', ARRAY['order'], ARRAY['x'], ARRAY['order.created'], ARRAY['PENDING'], ARRAY['{}'::jsonb],
-  NULL, NULL, NULL, NULL, NULL);
+  NULL, NULL, NULL, NULL, NULL, 1);
 """
 
 

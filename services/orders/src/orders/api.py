@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from ticketing_shared.web import create_base_app
 
 from .routes import router
+from .service.purchase import PurchaseCatalog
 from .settings import Settings
 
 
@@ -15,4 +16,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = create_base_app(settings, title="Orders API")
     app.include_router(router)
+    app.state.purchase_catalog = PurchaseCatalog()  # this process's copy of the catalog
     return app

@@ -175,10 +175,12 @@ async def update_ticket_type(
 
 
 async def purchase_context(conn: asyncpg.Connection, ticket_type_id: UUID) -> asyncpg.Record | None:
-    """Everything a purchase needs to know, read without locks before the transaction's hot part."""
+    """Everything a purchase needs to know, read without locks before its one statement; with
+    the ticket type's ``catalog_version``, which that statement requires to be still current."""
     return await conn.fetchrow(
         """
-        SELECT tt.id, tt.event_id, tt.tenant_id, tt.name, tt.max_quantity, tt.current_quantity,
+        SELECT tt.id, tt.catalog_version, tt.event_id, tt.tenant_id, tt.name, tt.max_quantity,
+               tt.current_quantity,
                tt.price_tiers, tt.organizer_registration, tt.use_tenant_cancellation_policy,
                tt.cancellation_policy, e.title AS event_title, e.starts_at, e.require_approval,
                e.currency, e.status AS event_status, coalesce(t.cancellation_policies, '{}'::jsonb) AS tenant_policies
@@ -226,7 +228,13 @@ def _audit_arrays(audit: list[tuple[str, str, str, str | None, dict[str, Any]]])
     return [[a[i] for a in audit] for i in range(5)]
 
 
-SOLD_OUT = "TK001"  # SQLSTATE raised by purchase_seats()/register_free_seat() when seats ran out
+# SQLSTATEs raised by purchase_seats()/register_free_seat() (migration 0005), nothing written
+SOLD_OUT = "TK001"  # the seats ran out
+CATALOG_MOVED = "TK002"  # the catalog_version passed is no longer the ticket type's
+
+
+class CatalogMoved(Exception):
+    """The purchase was priced from a catalog read that is no longer current: read it again."""
 
 
 async def _sold_out_is_false(call: Any) -> bool:
@@ -235,6 +243,8 @@ async def _sold_out_is_false(call: Any) -> bool:
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == SOLD_OUT:
             return False
+        if exc.sqlstate == CATALOG_MOVED:
+            raise CatalogMoved(str(exc)) from exc
         raise
     return True
 
@@ -250,16 +260,18 @@ async def create_paid_order(
     actor: str,
     audit: list[tuple[str, str, str, str | None, dict[str, Any]]],
     idempotency: tuple[str, str, str, int, Any] | None,
+    catalog_version: int,
 ) -> bool:
     """Write everything a purchase writes and take its seats: ``purchase_seats()``, one statement
-    that is its own transaction (see migration 0002). False (nothing written) when sold out; a
-    reused Idempotency-Key raises ``UniqueViolationError`` on ``idempotency_keys_pkey``."""
+    that is its own transaction (see migrations 0002 and 0005). False (nothing written) when sold
+    out; ``CatalogMoved`` when ``catalog_version`` is no longer current; a reused
+    Idempotency-Key raises ``UniqueViolationError`` on ``idempotency_keys_pkey``."""
     idem = idempotency or (None, None, None, None, None)
     return await _sold_out_is_false(
         conn.execute(
             "SELECT purchase_seats($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
             "$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, "
-            "$35, $36, $37, $38, $39, $40)",
+            "$35, $36, $37, $38, $39, $40, $41)",
             order["id"],
             order["tenant_id"],
             order["event_id"],
@@ -283,6 +295,7 @@ async def create_paid_order(
             actor,
             *_audit_arrays(audit),
             *idem,
+            catalog_version,
         )
     )
 
@@ -294,16 +307,18 @@ async def create_free_registration(
     actor: str,
     audit: list[tuple[str, str, str, str | None, dict[str, Any]]],
     idempotency: tuple[str, str, str, int, Any] | None,
+    catalog_version: int,
 ) -> bool:
     """Take one seat and write the registration, its audit and idempotency key:
     ``register_free_seat()``, one self-committing statement. False when sold out;
+    ``CatalogMoved`` as for ``create_paid_order``;
     ``UniqueViolationError`` for a second live free registration of the same person
     (``registrations_one_free_per_user``) or a reused key (``idempotency_keys_pkey``)."""
     idem = idempotency or (None, None, None, None, None)
     return await _sold_out_is_false(
         conn.execute(
             "SELECT register_free_seat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-            "$16, $17, $18, $19, $20, $21, $22)",
+            "$16, $17, $18, $19, $20, $21, $22, $23)",
             registration["id"],
             registration["tenant_id"],
             registration["event_id"],
@@ -318,6 +333,7 @@ async def create_free_registration(
             actor,
             *_audit_arrays(audit),
             *idem,
+            catalog_version,
         )
     )
 

@@ -138,6 +138,7 @@ async def create_registration(
             principal,
             event_id,
             body,
+            catalog=request.app.state.purchase_catalog,
             order_ttl=settings.order_ttl,
             idem=idem,
             max_quantity_per_order=settings.max_quantity_per_order,

@@ -45,6 +45,7 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
                     name="t", max_quantity=300, price_tiers=[{"quantity": 2, "total_amount": 100}]
                 ),
             )
+        kept = purchase.PurchaseCatalog()
         for i in range(120):
             async with pool.acquire() as conn:
                 await purchase.register(
@@ -52,6 +53,7 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
                     Principal(sub=f"b{i}"),
                     event["id"],
                     RegistrationCreate(ticket_type_id=tt["id"], quantity=2),
+                    catalog=kept,
                     order_ttl=timedelta(minutes=5),
                     max_quantity_per_order=10,
                 )

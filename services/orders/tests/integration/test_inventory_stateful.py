@@ -42,6 +42,7 @@ class InventoryMachine(RuleBasedStateMachine):
         self.orders: list[str] = []
         self.free_regs: list[str] = []
         self.users = 0
+        self.catalog = purchase.PurchaseCatalog()  # kept across steps, as in the API process
         self.event_id, self.tt_id, self.free_tt_id = self._run(self._catalog())
 
     def _run(self, coro):
@@ -50,6 +51,14 @@ class InventoryMachine(RuleBasedStateMachine):
     async def _tx(self, fn, *args, **kwargs):
         try:
             async with db.transaction(self.pool, tenant_id=TENANT) as conn:
+                return await fn(conn, *args, **kwargs)
+        except DomainError:
+            return None
+
+    async def _plain(self, fn, *args, **kwargs):
+        """As the API runs a purchase: a plain connection, each statement its own transaction."""
+        try:
+            async with self.pool.acquire() as conn:
                 return await fn(conn, *args, **kwargs)
         except DomainError:
             return None
@@ -100,11 +109,12 @@ class InventoryMachine(RuleBasedStateMachine):
     @rule(quantity=st.sampled_from([1, 2, 3]))
     def buy(self, quantity: int) -> None:
         result = self._run(
-            self._tx(
+            self._plain(
                 purchase.register,
                 self._user(),
                 self.event_id,
                 RegistrationCreate(ticket_type_id=self.tt_id, quantity=quantity),
+                catalog=self.catalog,
                 order_ttl=timedelta(minutes=30),
                 max_quantity_per_order=10,
             )
@@ -115,11 +125,12 @@ class InventoryMachine(RuleBasedStateMachine):
     @rule()
     def register_free(self) -> None:
         result = self._run(
-            self._tx(
+            self._plain(
                 purchase.register,
                 self._user(),
                 self.event_id,
                 RegistrationCreate(ticket_type_id=self.free_tt_id, quantity=1),
+                catalog=self.catalog,
                 order_ttl=timedelta(minutes=30),
                 max_quantity_per_order=10,
             )

@@ -147,6 +147,59 @@ async def test_a_retried_purchase_replays_even_after_the_seats_ran_out(
     await orders_service.check_inventory_invariant()
 
 
+async def test_a_purchase_is_priced_from_the_catalog_as_it_stands_when_its_seats_are_taken(
+    orders_service: OrdersService,
+) -> None:
+    """The API keeps each ticket type's catalog read between purchases; a change of the ticket
+    type, of its event or of its tenant's policies reaches the very next purchase all the same."""
+    event, tt = await _setup(orders_service, max_quantity=20, tiers={1: 1500, 2: 2800})
+    url = f"/v1/events/{event['id']}/registrations"
+    policies_url = f"/v1/tenants/{orders_service.tenant}/cancellation-policies"
+    policy = {
+        "allow_cancellation": True,
+        "include_transaction_fees": False,
+        "include_app_fees": False,
+        "cutoff_days": 2,
+        "cutoff_hours": 12,
+    }
+    async with (
+        orders_service.client("admin1", "admin") as admin,
+        orders_service.client("dora") as dora,
+    ):
+
+        async def buy(quantity: int) -> dict:
+            resp = await dora.post(url, json={"ticket_type_id": tt["id"], "quantity": quantity})
+            assert resp.status_code == 201, resp.text
+            return resp.json()
+
+        assert (await buy(2))["order"]["total_amount"] == 2800
+        resp = await admin.patch(
+            f"/v1/ticket-types/{tt['id']}",
+            json={"price_tiers": [{"quantity": 1, "total_amount": 1700}]},
+        )
+        assert resp.status_code == 200, resp.text
+        assert (await buy(1))["order"]["total_amount"] == 1700
+        resp = await dora.post(url, json={"ticket_type_id": tt["id"], "quantity": 2})
+        assert (resp.status_code, resp.json()["code"]) == (422, "quantity_not_allowed")
+
+        resp = await admin.patch(f"/v1/events/{event['id']}", json={"title": "Gala, moved"})
+        assert resp.status_code == 200, resp.text
+        order = (await buy(1))["order"]
+        created = await orders_service.outbox("order.created", order["id"])
+        assert created[0]["event_title"] == "Gala, moved"
+
+        before = (await admin.get(policies_url)).json()
+        assert (await buy(1))["registration"]["cancellation_policy"] != policy
+        try:
+            resp = await admin.put(policies_url, json={**before, "paid-regular": policy})
+            assert resp.status_code == 200, resp.text
+            reg = (await buy(1))["registration"]
+            assert (reg["policy_source"], reg["cancellation_policy"]) == ("tenant", policy)
+        finally:
+            await admin.put(policies_url, json=before)
+    await orders_service.check_inventory_invariant()
+
+
 async def test_order_visibility_buyer_staff_and_strangers(orders_service: OrdersService) -> None:
     event, tt = await _setup(orders_service)
     async with orders_service.client("dave") as dave:

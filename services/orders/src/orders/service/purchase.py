@@ -8,7 +8,8 @@ only while that statement commits, never across a round trip to this process (wh
 loop busy with other requests would stretch it). Sold out: the statement fails and nothing is
 written. Everything else (the catalog
 read, the response) is computed before, without locks. This is why these use cases take a
-plain connection instead of a transaction.
+plain connection instead of a transaction. The catalog read is kept in memory between purchases
+(``PurchaseCatalog``), checked by the statement against the ticket type's catalog version.
 """
 
 from __future__ import annotations
@@ -37,67 +38,135 @@ class AlreadyRegistered(Conflict):
     code, title = "already_registered", "Already registered"
 
 
+class CatalogChanged(Conflict):
+    code, title = "catalog_changed", "The ticket type is being changed: try again"
+
+
+class PurchaseCatalog:
+    """Each ticket type's purchase context (``repo.purchase_context``), kept in this process.
+
+    A purchase priced from a kept copy passes the copy's ``catalog_version`` to its statement,
+    which takes the seats only while that version is current (migration 0005 bumps it on every
+    change of what the copy holds). So a kept copy is never trusted on its own: a purchase it
+    priced from an outdated catalog fails whole and is decided again on a fresh read, and so is
+    every refusal it led to (its inventory is a hint, as old as the copy). This saves a round
+    trip per purchase. After a sell-out, a purchase still reads the inventory, as it always did.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._kept: dict[UUID, asyncpg.Record] = {}
+
+    def kept(self, ticket_type_id: UUID) -> asyncpg.Record | None:
+        return self._kept.get(ticket_type_id)
+
+    async def read(self, conn: asyncpg.Connection, ticket_type_id: UUID) -> asyncpg.Record | None:
+        ctx = await repo.purchase_context(conn, ticket_type_id)
+        if ctx is None:
+            self._kept.pop(ticket_type_id, None)
+            return None
+        if len(self._kept) >= self.max_entries and ticket_type_id not in self._kept:
+            self._kept.clear()
+        self._kept[ticket_type_id] = ctx
+        return ctx
+
+
+# refusals a kept catalog copy can be wrong about: decided again on a fresh read
+_FROM_THE_COPY = (NotFound, QuantityNotAllowed, InventoryExhausted, repo.CatalogMoved)
+_FRESH_READS = 3
+
+
 async def register(
     conn: asyncpg.Connection,
     principal: Principal,
     event_id: UUID,
     body: RegistrationCreate,
     *,
+    catalog: PurchaseCatalog,
     order_ttl: timedelta,
     max_quantity_per_order: int,
     idem: IdempotentRequest | None = None,
 ) -> tuple[int, dict[str, Any], bool]:
     """Free ticket → registration; paid → PENDING order + buyer registration + LOCKED invites.
 
-    Returns (status, body, replayed). A request whose Idempotency-Key already holds a response
-    replays it. That is found where it costs nothing on the way of a new purchase: the write
-    fails on the key's unique index (a duplicate of a completed purchase, or one that waited
-    for a concurrent one), and every refusal (sold out since, already registered, ...) looks
-    the key up before answering.
+    Returns (status, body, replayed). Priced from the catalog kept in ``catalog`` when there is
+    a copy, else (and whenever the copy may be outdated) from a fresh read. A request whose
+    Idempotency-Key already holds a response replays it. That is found where it costs nothing
+    on the way of a new purchase: the write fails on the key's unique index (a duplicate of a
+    completed purchase, or one that waited for a concurrent one), and every refusal (sold out
+    since, already registered, ...) looks the key up before answering.
     """
     try:
-        ctx = await repo.purchase_context(conn, body.ticket_type_id)
-        if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
-            raise NotFound("ticket type not found for this event")
-        tiers = {int(t["quantity"]): int(t["total_amount"]) for t in ctx["price_tiers"]}
-        free = is_free(tiers)
-        if free and body.quantity != 1:
-            raise QuantityNotAllowed("free tickets are registered one seat per person (quantity 1)")
-        total = tier_price(tiers, body.quantity)
-        if body.quantity > max_quantity_per_order:
-            raise QuantityNotAllowed(f"at most {max_quantity_per_order} seats per order")
-        if ctx["current_quantity"] + body.quantity > ctx["max_quantity"]:
-            # early answer from a possibly stale read; the conditional UPDATE is the real guard
-            raise InventoryExhausted(
-                f"only {max(0, ctx['max_quantity'] - ctx['current_quantity'])} seat(s) left"
-            )
-
-        policy, source = effective_policy(
-            tenant_policies=ctx["tenant_policies"],
-            use_tenant_policy=ctx["use_tenant_cancellation_policy"],
-            own_policy=ctx["cancellation_policy"],
-            paid=not free,
-            organizer=ctx["organizer_registration"],
-        )
-        at = now()
-        if free:
-            return await _register_free(conn, principal, ctx, policy.as_dict(), source, at, idem)
-        return await _purchase(
-            conn,
-            principal,
-            ctx,
-            body.quantity,
-            total,
-            policy.as_dict(),
-            source,
-            at,
-            order_ttl,
-            idem,
-        )
+        ctx = catalog.kept(body.ticket_type_id)
+        if ctx is not None:
+            try:
+                return await _register(
+                    conn, principal, event_id, body, ctx, order_ttl, max_quantity_per_order, idem
+                )
+            except _FROM_THE_COPY:
+                pass
+        for _ in range(_FRESH_READS):
+            ctx = await catalog.read(conn, body.ticket_type_id)
+            try:
+                return await _register(
+                    conn, principal, event_id, body, ctx, order_ttl, max_quantity_per_order, idem
+                )
+            except repo.CatalogMoved:
+                continue  # changed between the read and the write: read it again
+        raise CatalogChanged("the ticket type changed while buying; try again")
     except DomainError:
         if (stored := await _replay(conn, idem)) is not None:
             return stored.status, stored.body, True
         raise
+
+
+async def _register(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID,
+    body: RegistrationCreate,
+    ctx: asyncpg.Record | None,
+    order_ttl: timedelta,
+    max_quantity_per_order: int,
+    idem: IdempotentRequest | None,
+) -> tuple[int, dict[str, Any], bool]:
+    if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
+        raise NotFound("ticket type not found for this event")
+    tiers = {int(t["quantity"]): int(t["total_amount"]) for t in ctx["price_tiers"]}
+    free = is_free(tiers)
+    if free and body.quantity != 1:
+        raise QuantityNotAllowed("free tickets are registered one seat per person (quantity 1)")
+    total = tier_price(tiers, body.quantity)
+    if body.quantity > max_quantity_per_order:
+        raise QuantityNotAllowed(f"at most {max_quantity_per_order} seats per order")
+    if ctx["current_quantity"] + body.quantity > ctx["max_quantity"]:
+        # early answer from a possibly stale read; the conditional UPDATE is the real guard
+        raise InventoryExhausted(
+            f"only {max(0, ctx['max_quantity'] - ctx['current_quantity'])} seat(s) left"
+        )
+
+    policy, source = effective_policy(
+        tenant_policies=ctx["tenant_policies"],
+        use_tenant_policy=ctx["use_tenant_cancellation_policy"],
+        own_policy=ctx["cancellation_policy"],
+        paid=not free,
+        organizer=ctx["organizer_registration"],
+    )
+    at = now()
+    if free:
+        return await _register_free(conn, principal, ctx, policy.as_dict(), source, at, idem)
+    return await _purchase(
+        conn,
+        principal,
+        ctx,
+        body.quantity,
+        total,
+        policy.as_dict(),
+        source,
+        at,
+        order_ttl,
+        idem,
+    )
 
 
 def _wire(response: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +259,7 @@ async def _register_free(
             actor=actor(principal),
             audit=audit,
             idempotency=_idem_row(idem, 201, response),
+            catalog_version=ctx["catalog_version"],
         ),
     )
     if stored is not None:
@@ -330,6 +400,7 @@ async def _purchase(
             actor=actor(principal),
             audit=audit,
             idempotency=_idem_row(idem, 201, response),
+            catalog_version=ctx["catalog_version"],
         ),
     )
     if stored is not None:
