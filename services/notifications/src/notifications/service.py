@@ -86,15 +86,17 @@ class Sender:
 
     async def _loop(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
         # One loop takes each wake-up (the others go back to sleep rather than all claiming
-        # nothing); a full batch wakes a sibling for the rest; the idle poll finds retries.
+        # nothing); a full batch wakes a sibling for the rest; the idle poll finds retries. A
+        # batch that was not full took everything due: what is queued meanwhile wakes a loop
+        # (``_queued``), so looking again at once would only claim nothing.
         look = True
         while not stopping.is_set():
             if look or self._queued:
                 self._queued = 0
                 sent = await self.send_due(pool)
+                look = False
                 if sent >= self.batch:
                     self.wake()
-                look = sent > 0
                 continue
             self._wake.clear()
             if self._queued:  # queued between the look above and the clear
