@@ -410,6 +410,17 @@ async def test_a_batch_the_database_could_not_take_is_read_again_once_it_is_back
         first = messaging.order_paid("outage-before")
         await messaging.emit([(first, str(first.order_id))])
         await wait_until(lambda: messaging.mails(first.buyer_email), timeout=30, message="mail 1")
+        # The sender marks a delivery sent right after the server accepted it; a cut between the
+        # two would have it sent again once the database is back (e-mail is at least once). Cut
+        # only after the mark committed, so that each mail below is expected exactly once.
+        notif = messaging.pools["notifications"]
+        await wait_until(
+            lambda: notif.fetchval(
+                "SELECT status = 'sent' FROM deliveries WHERE recipient = $1", first.buyer_email
+            ),
+            timeout=30,
+            message="mail 1 marked sent",
+        )
 
         await proxy.cut()
         during = [messaging.order_paid(f"outage-{i}") for i in range(3)]
@@ -431,7 +442,6 @@ async def test_a_batch_the_database_could_not_take_is_read_again_once_it_is_back
             assert len(await messaging.mails(ev.buyer_email)) == 1
         assert await messaging.metric(worker, "consumer_events_total", outcome="applied") == 4
         assert await messaging.metric(worker, "consumer_events_total", outcome="dead_lettered") == 0
-        notif = messaging.pools["notifications"]
         assert await notif.fetchval("SELECT count(*) FROM dead_letters") == 0
     finally:
         worker.stop()
