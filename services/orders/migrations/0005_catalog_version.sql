@@ -35,7 +35,9 @@ CREATE TRIGGER catalog_version
 
 CREATE FUNCTION tenant_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE ticket_types SET catalog_version = catalog_version + 1 WHERE tenant_id = NEW.id;
+    -- only the ticket types that take the tenant's policy (the others keep their own)
+    UPDATE ticket_types SET catalog_version = catalog_version + 1
+    WHERE tenant_id = NEW.id AND use_tenant_cancellation_policy;
     RETURN NULL;
 END
 $$;
@@ -55,15 +57,9 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION purchase_seats(
-    uuid, text, uuid, uuid, integer, text, text, text, bigint, text, timestamptz, timestamptz, uuid[],
-    uuid, jsonb, text, uuid[], uuid[], text[], uuid, text, text, text, text, text, timestamptz, text,
-    text, jsonb, text, text[], text[], text[], text[], jsonb[], text, text, text, integer, jsonb);
-DROP FUNCTION register_free_seat(
-    uuid, text, uuid, uuid, text, text, text, text, jsonb, text, timestamptz, text, text[], text[],
-    text[], text[], jsonb[], text, text, text, integer, jsonb);
-
--- As in 0004, plus the catalog version their inventory UPDATE requires.
+-- As in 0004, plus the catalog version their inventory UPDATE requires: new overloads. The 0004
+-- signatures stay, for API processes of the previous release during a rolling deploy (they read
+-- the catalog afresh for every purchase); a later migration drops them.
 CREATE FUNCTION purchase_seats(
     p_order_id uuid, p_tenant text, p_event uuid, p_tt uuid, p_quantity integer, p_buyer text,
     p_email text, p_locale text, p_total bigint, p_currency text, p_expires timestamptz,

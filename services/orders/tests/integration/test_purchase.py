@@ -200,6 +200,36 @@ async def test_a_purchase_is_priced_from_the_catalog_as_it_stands_when_its_seats
     await orders_service.check_inventory_invariant()
 
 
+async def test_a_free_ticket_made_paid_sells_its_holder_an_order_whatever_the_kept_catalog(
+    orders_service: OrdersService,
+) -> None:
+    """A holder of a free registration may buy once the ticket type costs money: the API's kept
+    copy of the catalog (still free) must not answer "already registered"."""
+    event, tt = await _setup(orders_service, max_quantity=10, tiers={1: 0})
+    url = f"/v1/events/{event['id']}/registrations"
+    body = {"ticket_type_id": tt["id"], "quantity": 1}
+    async with (
+        orders_service.client("admin1", "admin") as admin,
+        orders_service.client("erin") as erin,
+    ):
+        first = await erin.post(url, json=body)
+        assert first.status_code == 201 and first.json()["order"] is None, first.text
+        again = await erin.post(url, json=body)
+        assert (again.status_code, again.json()["code"]) == (409, "already_registered")
+        resp = await admin.patch(
+            f"/v1/ticket-types/{tt['id']}",
+            json={"price_tiers": [{"quantity": 1, "total_amount": 900}]},
+        )
+        assert resp.status_code == 200, resp.text
+        paid = await erin.post(url, json=body)
+        assert paid.status_code == 201, paid.text
+        assert (paid.json()["order"]["status"], paid.json()["order"]["total_amount"]) == (
+            "PENDING",
+            900,
+        )
+    await orders_service.check_inventory_invariant()
+
+
 async def test_order_visibility_buyer_staff_and_strangers(orders_service: OrdersService) -> None:
     event, tt = await _setup(orders_service)
     async with orders_service.client("dave") as dave:

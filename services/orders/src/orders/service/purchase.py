@@ -71,8 +71,16 @@ class PurchaseCatalog:
         return ctx
 
 
-# refusals a kept catalog copy can be wrong about: decided again on a fresh read
-_FROM_THE_COPY = (NotFound, QuantityNotAllowed, InventoryExhausted, repo.CatalogMoved)
+# refusals a kept catalog copy can be wrong about: decided again on a fresh read (a free
+# registration's unique index answers before the statement's version check: a ticket type made
+# paid since the copy was read must sell its holder an order, not say "already registered")
+_FROM_THE_COPY = (
+    NotFound,
+    QuantityNotAllowed,
+    InventoryExhausted,
+    AlreadyRegistered,
+    repo.CatalogMoved,
+)
 _FRESH_READS = 3
 
 
@@ -88,6 +96,9 @@ async def register(
     idem: IdempotentRequest | None = None,
 ) -> tuple[int, dict[str, Any], bool]:
     """Free ticket → registration; paid → PENDING order + buyer registration + LOCKED invites.
+
+    ``conn`` must be a plain connection, not inside a transaction: each attempt is its own
+    self-committing statement, and one that fails is followed by a fresh read and a retry.
 
     Returns (status, body, replayed). Priced from the catalog kept in ``catalog`` when there is
     a copy, else (and whenever the copy may be outdated) from a fresh read. A request whose
