@@ -16,13 +16,42 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from ticketing_shared import db
-from ticketing_shared.auth import mint_token
+from ticketing_shared.auth import Principal, mint_token
 from ticketing_shared.contracts import EventData
 from ticketing_shared.embedded import free_port
 from ticketing_shared.testing import ServiceProcess, publish_event, wait_until
 from ticketing_shared.testing.plugin import Infra
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+async def seed_ticket_type(
+    pool: asyncpg.Pool, tenant: str, *, max_quantity: int, tiers: dict[int, int]
+) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """(event, ticket type): an event three days ahead with one ticket type, written through the
+    catalog use cases by the tenant's admin (for tests that drive the use cases directly)."""
+    from orders.schemas import EventCreate, TicketTypeCreate
+    from orders.service import catalog
+
+    admin = Principal(sub="admin", roles={tenant: "admin"})
+    async with db.transaction(pool, tenant_id=tenant) as conn:
+        event = await catalog.create_event(
+            conn,
+            admin,
+            tenant,
+            EventCreate(title="x", starts_at=datetime.now(UTC) + timedelta(days=3), currency="EUR"),
+        )
+        tt = await catalog.create_ticket_type(
+            conn,
+            admin,
+            event["id"],
+            TicketTypeCreate(
+                name="t",
+                max_quantity=max_quantity,
+                price_tiers=[{"quantity": q, "total_amount": a} for q, a in tiers.items()],
+            ),
+        )
+    return event, tt
 
 
 @dataclass

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from orders import repository as repo
-from orders.schemas import EventCreate, RegistrationCreate, TicketTypeCreate
-from orders.service import catalog, lifecycle, purchase
+from orders.schemas import RegistrationCreate
+from orders.service import lifecycle, purchase
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.testing.plugin import Infra
+
+from .conftest import seed_ticket_type
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -26,25 +28,8 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
     )
     pool = await db.create_pool(dsn, min_size=4, max_size=8)
     peek = await db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=2)
-    admin = Principal(sub="admin", roles={TENANT: "admin"})
     try:
-        async with db.transaction(pool, tenant_id=TENANT) as conn:
-            event = await catalog.create_event(
-                conn,
-                admin,
-                TENANT,
-                EventCreate(
-                    title="x", starts_at=datetime.now(UTC) + timedelta(days=3), currency="EUR"
-                ),
-            )
-            tt = await catalog.create_ticket_type(
-                conn,
-                admin,
-                event["id"],
-                TicketTypeCreate(
-                    name="t", max_quantity=300, price_tiers=[{"quantity": 2, "total_amount": 100}]
-                ),
-            )
+        event, tt = await seed_ticket_type(pool, TENANT, max_quantity=300, tiers={2: 100})
         kept = purchase.PurchaseCatalog()
         for i in range(120):
             async with pool.acquire() as conn:

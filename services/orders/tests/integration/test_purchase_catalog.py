@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from orders.schemas import EventCreate, RegistrationCreate, TicketTypeCreate, TicketTypeUpdate
+from orders.schemas import RegistrationCreate, TicketTypeUpdate
 from orders.service import catalog, purchase
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.testing.plugin import Infra
+
+from .conftest import seed_ticket_type
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -27,23 +29,7 @@ async def test_a_kept_copy_prices_purchases_only_while_its_catalog_version_is_cu
     pool = await db.create_pool(dsn, min_size=1, max_size=2)
     admin = Principal(sub="admin", roles={TENANT: "admin"})
     try:
-        async with db.transaction(pool, tenant_id=TENANT) as conn:
-            event = await catalog.create_event(
-                conn,
-                admin,
-                TENANT,
-                EventCreate(
-                    title="x", starts_at=datetime.now(UTC) + timedelta(days=3), currency="EUR"
-                ),
-            )
-            tt = await catalog.create_ticket_type(
-                conn,
-                admin,
-                event["id"],
-                TicketTypeCreate(
-                    name="t", max_quantity=10, price_tiers=[{"quantity": 1, "total_amount": 1500}]
-                ),
-            )
+        event, tt = await seed_ticket_type(pool, TENANT, max_quantity=10, tiers={1: 1500})
         kept = purchase.PurchaseCatalog()
 
         async def buy(buyer: str) -> int:
