@@ -55,11 +55,20 @@ class InventoryMachine(RuleBasedStateMachine):
         except DomainError:
             return None
 
-    async def _plain(self, fn, *args, **kwargs):
-        """As the API runs a purchase: a plain connection, each statement its own transaction."""
+    async def _register(self, ticket_type_id, quantity: int):
+        """A purchase as the API runs it: on a plain connection (each attempt is its own
+        self-committing statement), priced from the catalog copy kept across steps."""
         try:
             async with self.pool.acquire() as conn:
-                return await fn(conn, *args, **kwargs)
+                return await purchase.register(
+                    conn,
+                    self._user(),
+                    self.event_id,
+                    RegistrationCreate(ticket_type_id=ticket_type_id, quantity=quantity),
+                    catalog=self.catalog,
+                    order_ttl=timedelta(minutes=30),
+                    max_quantity_per_order=10,
+                )
         except DomainError:
             return None
 
@@ -108,33 +117,13 @@ class InventoryMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------------------------- rules
     @rule(quantity=st.sampled_from([1, 2, 3]))
     def buy(self, quantity: int) -> None:
-        result = self._run(
-            self._plain(
-                purchase.register,
-                self._user(),
-                self.event_id,
-                RegistrationCreate(ticket_type_id=self.tt_id, quantity=quantity),
-                catalog=self.catalog,
-                order_ttl=timedelta(minutes=30),
-                max_quantity_per_order=10,
-            )
-        )
+        result = self._run(self._register(self.tt_id, quantity))
         if result:
             self.orders.append(result[1]["order"]["id"])
 
     @rule()
     def register_free(self) -> None:
-        result = self._run(
-            self._plain(
-                purchase.register,
-                self._user(),
-                self.event_id,
-                RegistrationCreate(ticket_type_id=self.free_tt_id, quantity=1),
-                catalog=self.catalog,
-                order_ttl=timedelta(minutes=30),
-                max_quantity_per_order=10,
-            )
-        )
+        result = self._run(self._register(self.free_tt_id, 1))
         if result:
             self.free_regs.append(result[1]["registration"]["id"])
 

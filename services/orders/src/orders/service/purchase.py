@@ -81,7 +81,7 @@ _FROM_THE_COPY = (
     AlreadyRegistered,
     repo.CatalogMoved,
 )
-_FRESH_READS = 3
+_ATTEMPTS = 4  # the kept copy's, then fresh reads' (a catalog being changed right then)
 
 
 async def register(
@@ -109,21 +109,20 @@ async def register(
     """
     try:
         ctx = catalog.kept(body.ticket_type_id)
-        if ctx is not None:
+        fresh = ctx is None
+        for _ in range(_ATTEMPTS):
+            if fresh:
+                ctx = await catalog.read(conn, body.ticket_type_id)
             try:
                 return await _register(
                     conn, principal, event_id, body, ctx, order_ttl, max_quantity_per_order, idem
                 )
-            except _FROM_THE_COPY:
-                pass
-        for _ in range(_FRESH_READS):
-            ctx = await catalog.read(conn, body.ticket_type_id)
-            try:
-                return await _register(
-                    conn, principal, event_id, body, ctx, order_ttl, max_quantity_per_order, idem
-                )
-            except repo.CatalogMoved:
-                continue  # changed between the read and the write: read it again
+            except _FROM_THE_COPY as exc:
+                # what the copy led to is decided again on a fresh read; what a fresh read led
+                # to stands, unless the catalog changed between the read and the write
+                if fresh and not isinstance(exc, repo.CatalogMoved):
+                    raise
+                fresh = True
         raise CatalogChanged("the ticket type changed while buying; try again")
     except DomainError:
         if (stored := await _replay(conn, idem)) is not None:
