@@ -134,6 +134,9 @@ class EmbeddedPostgres:
             "-c max_connections=400",
             "-c shared_buffers=256MB",
             "-c max_locks_per_transaction=256",
+            # when each transaction committed, for pg_xact_commit_timestamp(): the settlement
+            # benchmark times the orders side by it (bench/settlement.py)
+            "-c track_commit_timestamp=on",
         ]
         if not self.durable:
             # throwaway clusters (tests): durability buys nothing and costs time
