@@ -93,6 +93,11 @@ def service_env() -> dict[str, str]:
         # the embedded broker does not answer a waiting fetch when records arrive; it looks again
         # only after about half the fetch's max wait (measured), so a short wait keeps each hop fast
         "CONSUMER_FETCH_MAX_WAIT_MS": "50",
+        # one partition per topic: the stack runs one worker per service, so more partitions buy
+        # no parallelism here, while the embedded broker and every consumer pay for each one on
+        # every fetch (measured: the broker's idle CPU 10.4 % → 5.8 % of a core, and 2.8 → 2.3 ms
+        # per refund settlement under load). Order per order id holds either way.
+        "KAFKA_TOPIC_PARTITIONS": "1",
     }
     for svc in SERVICES:
         up = svc.upper()
