@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -9,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from ticketing_shared.db import set_clause
+from ticketing_shared.outbox import OUTBOX_COLUMNS
 
 # --------------------------------------------------------------------------------------- tenants
 
@@ -410,6 +412,55 @@ async def set_order_status(
         expected,
         status,
         *values,
+    )
+
+
+async def set_order_status_audited(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    *,
+    expected: str,
+    status: str,
+    extra: dict[str, Any] | None = None,
+    audit: list[tuple[Any, ...]],
+    outbox_row: tuple[Any, ...],
+) -> bool:
+    """``set_order_status()``, its audit rows (as for ``audit_many()``) and the event announcing it
+    (``outbox_values()``), in ONE statement: one round trip, not three. Nothing is written unless
+    the order was still in ``expected``; False then."""
+    assignments, values = set_clause(extra or {}, first=23)
+    cols = list(zip(*audit, strict=True)) if audit else [()] * 9
+    return bool(
+        await conn.fetchval(
+            f"""
+            WITH o AS (
+                UPDATE orders SET {assignments}status = $3, updated_at = now()
+                WHERE id = $1 AND status = $2 RETURNING id
+            ), a AS (
+                INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action,
+                                       from_status, to_status, details)
+                SELECT t.tenant_id, t.order_id, t.entity, t.entity_id, t.actor, t.action,
+                       t.from_status, t.to_status, t.details::jsonb
+                FROM unnest($4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[],
+                            $9::text[], $10::text[], $11::text[], $12::text[])
+                     AS t(tenant_id, order_id, entity, entity_id, actor, action, from_status,
+                          to_status, details)
+                WHERE EXISTS (SELECT 1 FROM o)
+            ), e AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS})
+                SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22
+                WHERE EXISTS (SELECT 1 FROM o)
+            )
+            SELECT EXISTS (SELECT 1 FROM o)
+            """,
+            order_id,
+            expected,
+            status,
+            *[list(c) for c in cols[:8]],
+            [json.dumps(d) for d in cols[8]],
+            *outbox_row,
+            *values,
+        )
     )
 
 

@@ -250,6 +250,34 @@ async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_
     assert done["registrations"][0]["status"] == "CANCELLED"
     assert await _current(orders_service, event["id"]) == 0
     await orders_service.check_inventory_invariant()
+    # each settlement is announced once, with what it voided and released…
+    applied = await orders_service.outbox("order.refund_applied", order["id"])
+    assert [
+        (a["refund_id"], a["status"], a["refunded_amount"], sorted(a["voided_seat_ids"]))
+        for a in applied
+    ] == [
+        (str(partial.refund_id), "PARTIALLY_REFUNDED", 2666, sorted(seats[1:])),
+        (str(rest.refund_id), "REFUNDED", 4000, [seats[0]]),
+    ]
+    assert [a["released"] for a in applied] == [2, 1]
+    # …and audited: the order's moves, the registration cancelled and the invites voided
+    audit = await orders_service.pool.fetch(
+        "SELECT entity, actor, action, from_status, to_status, details FROM audit_log"
+        " WHERE order_id = $1 AND actor LIKE 'refund:%' ORDER BY id",
+        uuid.UUID(order["id"]),
+    )
+    moves = [a for a in audit if a["action"] == "order.refund_settled"]
+    assert [(m["actor"], m["from_status"], m["to_status"]) for m in moves] == [
+        (f"refund:{partial.refund_id}", "PAID", "PARTIALLY_REFUNDED"),
+        (f"refund:{rest.refund_id}", "PARTIALLY_REFUNDED", "REFUNDED"),
+    ]
+    assert moves[1]["details"]["voided_seats"] == [seats[0]]
+    assert moves[1]["details"]["refunded_amount"] == 4000
+    cancelled = [a for a in audit if a["action"] == "registration.cancelled"]
+    assert [(c["actor"], c["details"]) for c in cancelled] == [
+        (f"refund:{rest.refund_id}", {"reason": "organizer"})
+    ]
+    assert sum(a["action"] == "invite.voided" for a in audit) == 2
 
 
 async def test_staff_cannot_cancel_or_reject_a_paid_registration(

@@ -19,10 +19,11 @@ from ticketing_shared.contracts import (
     RefundStatusChanged,
 )
 from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.outbox import outbox_values
 
 from .. import repository as repo
 from ..domain import OrderStatus, RegistrationStatus, order_transition
-from .common import actor, emit, now
+from .common import SOURCE, actor, emit, now
 
 log = logging.getLogger(__name__)
 
@@ -465,18 +466,27 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         voided, regs, invites = await repo.void_order_seats(
             conn, order["id"], order["ticket_type_id"], seat_ids=seat_ids, reason=reason, note=note
         )
-    updated = await repo.set_order_status(
+    who, tenant = f"refund:{refund.refund_id}", order["tenant_id"]
+    applied = OrderRefundApplied(
+        order_id=order["id"],
+        tenant_id=tenant,
+        refund_id=refund.refund_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        refunded_amount=refunded_amount,
+        status=target.value,
+        voided_seat_ids=voided,
+        released=len(voided),
+    )
+    # the order's move, its audit and its announcement: one statement (the order is locked above)
+    updated = await repo.set_order_status_audited(
         conn,
         order["id"],
         expected=status.value,
         status=target.value,
         extra={"refunded_amount": refunded_amount},
-    )
-    assert updated is not None
-    who, tenant = f"refund:{refund.refund_id}", order["tenant_id"]
-    await repo.audit_many(
-        conn,
-        [
+        outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
+        audit=[
             (
                 tenant,
                 order["id"],
@@ -496,19 +506,5 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
             *_cancellation_audit(tenant, order["id"], who, reason, regs, invites),
         ],
     )
-    await emit(
-        conn,
-        OrderRefundApplied(
-            order_id=order["id"],
-            tenant_id=tenant,
-            refund_id=refund.refund_id,
-            amount=refund.amount,
-            currency=refund.currency,
-            refunded_amount=refunded_amount,
-            status=target.value,
-            voided_seat_ids=voided,
-            released=len(voided),
-        ),
-        order["id"],
-    )
+    assert updated
     return target.value
