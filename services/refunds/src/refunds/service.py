@@ -330,7 +330,7 @@ async def on_payment_rejected(conn: asyncpg.Connection, data: OrderPaymentReject
 async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdated) -> str:
     """The provider's answer moves the refund along its states; anything else is ignored (a
     redelivery, or news older than what is known)."""
-    refund = await repo.get_refund(conn, data.refund_id, for_update=True)
+    refund = await repo.lock_for_provider_update(conn, data.refund_id)
     if refund is None:
         raise NotFound(f"provider update for unknown refund {data.refund_id}")
     current, target = RefundStatus(refund["status"]), RefundStatus(data.status)
@@ -347,7 +347,31 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
         fields["failure_message"] = data.failure_message or "the provider could not refund"
     if target is RefundStatus.REFUNDED:
         fields["refunded_at"] = data.at
-    refund = await repo.record_provider_update(
+    event: RefundCompleted | RefundStatusChanged
+    if target is RefundStatus.REFUNDED:
+        total = refund["refunded_by_others"] + (
+            refund["amount"] if refund["kind"] == "order" else 0
+        )
+        event = RefundCompleted(
+            **_event_fields(refund),
+            voided_seat_ids=list(refund["seat_ids"]),
+            fully_refunded=refund["kind"] == "order" and total >= refund["paid_amount"],
+            refunded_total=total,
+            refunded_at=data.at,
+            buyer_email=refund["buyer_email"],
+            buyer_locale=refund["buyer_locale"],
+            event_title=refund["event_title"],
+        )
+    else:
+        event = RefundStatusChanged(
+            **_event_fields(refund),
+            status=target.value,
+            previous_status=current.value,
+            failure_code=fields.get("failure_code", refund["failure_code"]),
+            failure_message=fields.get("failure_message", refund["failure_message"]),
+        )
+    # the move, its audit and its announcement: one statement, under the lock taken above
+    await repo.record_provider_update(
         conn,
         refund["id"],
         fields,
@@ -355,37 +379,8 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
         action=f"refund.{target.value}",
         from_status=current.value,
         to_status=target.value,
+        outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
     )
-    if target is RefundStatus.REFUNDED:
-        total = refund["refunded_total"]
-        await outbox.emit(
-            conn,
-            RefundCompleted(
-                **_event_fields(refund),
-                voided_seat_ids=list(refund["seat_ids"]),
-                fully_refunded=refund["kind"] == "order" and total >= refund["paid_amount"],
-                refunded_total=total,
-                refunded_at=data.at,
-                buyer_email=refund["buyer_email"],
-                buyer_locale=refund["buyer_locale"],
-                event_title=refund["event_title"],
-            ),
-            subject=refund["order_id"],
-            source=SOURCE,
-        )
-    else:
-        await outbox.emit(
-            conn,
-            RefundStatusChanged(
-                **_event_fields(refund),
-                status=target.value,
-                previous_status=current.value,
-                failure_code=refund["failure_code"],
-                failure_message=refund["failure_message"],
-            ),
-            subject=refund["order_id"],
-            source=SOURCE,
-        )
     return target.value
 
 

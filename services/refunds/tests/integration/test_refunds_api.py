@@ -201,6 +201,17 @@ async def test_provider_answers_drive_the_refund(refunds_service: RefundsService
         body = await svc.wait_refund(failing["id"], "failed")
         assert body["failure_code"] == "NOT_ENOUGH"
         assert "top up" in body["failure_message"]
+        (told,) = [
+            e
+            for e in await svc.outbox("refund.status_changed", order.id)
+            if e["refund_id"] == failing["id"]
+        ]
+        assert (told["status"], told["previous_status"], told["failure_code"]) == (
+            "failed",
+            "pending",
+            "NOT_ENOUGH",
+        )
+        assert "top up" in told["failure_message"]
         retry = await refund(c, order)
         assert retry.status_code == 201 and retry.json()["amount"] == 2000
         await provider_says(svc, order, retry.json()["id"], "refunded")
