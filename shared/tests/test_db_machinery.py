@@ -326,6 +326,60 @@ async def test_a_batch_route_applies_consecutive_events_of_its_type_in_one_call_
     ]
 
 
+async def test_a_tenant_scoped_consumer_scopes_each_transaction_in_its_inbox_claim(
+    pool: asyncpg.Pool,
+) -> None:
+    """The claim scopes the transaction to the event's tenant in the same statement: a handler
+    finds it scoped, and its own ``set_tenant()`` for that tenant sends nothing; another tenant
+    in the same batch is still scoped by its handler."""
+    from ticketing_shared.consumer import EventConsumer, Record
+    from ticketing_shared.envelope import CloudEvent
+
+    consumer = EventConsumer("scoped-test", tenant_scoped=True)
+    seen: list[tuple[str, str, int]] = []
+
+    @consumer.on(OrderExpired)
+    async def on_expired(conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent) -> None:
+        found = await conn.fetchval("SELECT current_setting('app.tenant_id', true)")
+        sent: list[str] = []
+
+        def log(record: object) -> None:
+            sent.append(str(record))
+
+        conn.add_query_logger(log)
+        try:
+            await db.set_tenant(conn, data.tenant_id)
+        finally:
+            conn.remove_query_logger(log)
+        after = await conn.fetchval("SELECT current_setting('app.tenant_id', true)")
+        assert after == data.tenant_id
+        seen.append((found, after, len(sent)))
+
+    consumer.bind(pool, None)  # type: ignore[arg-type]
+
+    def record(i: int, tenant: str) -> Record:
+        e = CloudEvent(
+            id=uuid.uuid4(),
+            type=OrderExpired.ce_type,
+            source="test",
+            subject=str(uuid.uuid4()),
+            time=datetime.now(UTC),
+            data=OrderExpired(order_id=uuid.uuid4(), tenant_id=tenant).model_dump(mode="json"),
+        )
+        return Record(ORDERS_EVENTS, 0, i, e.key(), e.value(), e.headers())
+
+    await consumer.handle(record(0, "t1"))  # on its own
+    assert seen == [("t1", "t1", 0)]
+    seen.clear()
+    await consumer.handle_batch([record(1, "t1"), record(2, "t1"), record(3, "t2")])
+    assert seen == [("t1", "t1", 0), ("t1", "t1", 0), ("t1", "t2", 1)]
+    # an unscoped consumer leaves the scope to its handlers, as before
+    seen.clear()
+    consumer.tenant_scoped = False
+    await consumer.handle(record(4, "t3"))
+    assert seen == [("", "t3", 1)]
+
+
 async def test_the_pool_serves_waiting_callers_first_come_first_served(dsn: str) -> None:
     """Callers keep arriving faster than two connections can serve them: each is served in its
     turn, none overtaken by later arrivals (a flash sale's buyers, first come, first served)."""

@@ -99,8 +99,12 @@ class EventConsumer:
         max_attempts: int = 5,
         backoff_ms: float = 50.0,
         backoff_max_ms: float = 2000.0,
+        tenant_scoped: bool = False,
     ) -> None:
         self.name = name
+        # events carry ``tenant_id`` and handlers scope their transaction to it: the inbox claim
+        # sets that scope in its own statement, saving each handler's ``set_tenant()`` round trip
+        self.tenant_scoped = tenant_scoped
         self.max_attempts = max_attempts
         self.backoff = backoff_ms / 1000
         self.backoff_max = backoff_max_ms / 1000
@@ -221,6 +225,10 @@ class EventConsumer:
         for ce_type, outcome in outcomes:
             EVENTS.labels(self.name, ce_type, outcome).inc()
 
+    def _tenant(self, data: Any) -> str | None:
+        tenant = getattr(data, "tenant_id", None) if self.tenant_scoped else None
+        return tenant if isinstance(tenant, str) and tenant else None
+
     def _routed(self, record: Record) -> bool:
         ce_type = _header(record.headers, "ce_type")
         return ce_type is None or ce_type in self.routes
@@ -239,6 +247,7 @@ class EventConsumer:
                     conn,
                     consumer=self.name,
                     claims=[(e, r.topic, r.partition, r.offset) for r, e, _, _ in parsed],
+                    tenant=self._tenant(parsed[0][3]),
                 )
                 fresh: list[tuple[CloudEvent, _Route, Any]] = []
                 for _record, event, route, data in parsed:
@@ -268,16 +277,18 @@ class EventConsumer:
         try:
             assert self.pool is not None, "consumer not bound to a pool"
             async with self.pool.acquire() as conn, conn.transaction():
-                fresh = await claim(
-                    conn,
-                    consumer=self.name,
-                    event=event,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-                if fresh:
-                    await route.handler(conn, data, event)
+                with scope_cache():
+                    fresh = await claim(
+                        conn,
+                        consumer=self.name,
+                        event=event,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        tenant=self._tenant(data),
+                    )
+                    if fresh:
+                        await route.handler(conn, data, event)
             crash_point("consumer.after_commit", event.type)
             if fresh:
                 for callback in self.after_commit:

@@ -143,6 +143,17 @@ def scope_cache() -> Iterator[None]:
         _scopes.reset(token)
 
 
+def scoped_by_claim(conn: asyncpg.Connection, tenant: str) -> str:
+    """The scope a consumer's inbox claim sets on ``conn`` in the same statement (it passes the
+    returned value to ``set_config``); within :func:`scope_cache`, :func:`set_tenant` for that
+    tenant then skips its own round trip."""
+    scope = tenant_scope(tenant)
+    cache = _scopes.get()
+    if cache is not None:
+        cache[id(conn)] = scope
+    return scope
+
+
 async def set_tenant(conn: asyncpg.Connection, tenants: str | Iterable[str]) -> None:
     """Scope the current transaction to a tenant, several, or all (row-level security key)."""
     scope = tenant_scope(tenants)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from .db import scoped_by_claim
 from .envelope import CloudEvent
+
+# With a tenant: the same statement scopes the transaction to it (``app.tenant_id``), so the
+# handler's own ``set_tenant()`` for that tenant costs no round trip (see ``scoped_by_claim``).
+_SCOPE = ", set_config('app.tenant_id', $8, true)"
 
 
 async def claim(
@@ -15,22 +20,24 @@ async def claim(
     topic: str,
     partition: int,
     offset: int,
+    tenant: str | None = None,
 ) -> bool:
-    """True the first time ``consumer`` sees ``event``; False for a redelivery (do nothing)."""
+    """True the first time ``consumer`` sees ``event``; False for a redelivery (do nothing).
+    With ``tenant``, the transaction is also scoped to it, in the same round trip."""
+    args: list[object] = [consumer, event.id, event.type, event.subject, topic, partition, offset]
+    if tenant is not None:
+        args.append(scoped_by_claim(conn, tenant))
     claimed = await conn.fetchval(
-        """
-        INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (consumer, event_id) DO NOTHING
-        RETURNING true
+        f"""
+        WITH c AS (
+            INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (consumer, event_id) DO NOTHING
+            RETURNING true
+        )
+        SELECT EXISTS (SELECT 1 FROM c){_SCOPE if tenant is not None else ""}
         """,
-        consumer,
-        event.id,
-        event.type,
-        event.subject,
-        topic,
-        partition,
-        offset,
+        *args,
     )
     return bool(claimed)
 
@@ -40,20 +47,12 @@ async def claim_many(
     *,
     consumer: str,
     claims: list[tuple[CloudEvent, str, int, int]],
+    tenant: str | None = None,
 ) -> set[str]:
     """:func:`claim` for a batch in ONE statement: the ids of the events seen for the first time
     (an id twice in the batch is claimed once). ``claims`` holds (event, topic, partition,
-    offset), in order."""
-    rows = await conn.fetch(
-        """
-        INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
-        SELECT $1, c.event_id, c.ce_type, c.ce_subject, c.topic, c.partition, c."offset"
-        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[])
-             WITH ORDINALITY AS c(event_id, ce_type, ce_subject, topic, partition, "offset", n)
-        ORDER BY c.n
-        ON CONFLICT (consumer, event_id) DO NOTHING
-        RETURNING event_id
-        """,
+    offset), in order. ``tenant`` as for :func:`claim`."""
+    args: list[object] = [
         consumer,
         [e.id for e, _, _, _ in claims],
         [e.type for e, _, _, _ in claims],
@@ -61,5 +60,22 @@ async def claim_many(
         [t for _, t, _, _ in claims],
         [p for _, _, p, _ in claims],
         [o for _, _, _, o in claims],
+    ]
+    if tenant is not None:
+        args.append(scoped_by_claim(conn, tenant))
+    fresh = await conn.fetchval(
+        f"""
+        WITH c AS (
+            INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
+            SELECT $1, c.event_id, c.ce_type, c.ce_subject, c.topic, c.partition, c."offset"
+            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[])
+                 WITH ORDINALITY AS c(event_id, ce_type, ce_subject, topic, partition, "offset", n)
+            ORDER BY c.n
+            ON CONFLICT (consumer, event_id) DO NOTHING
+            RETURNING event_id
+        )
+        SELECT ARRAY(SELECT event_id FROM c){_SCOPE if tenant is not None else ""}
+        """,
+        *args,
     )
-    return {str(r["event_id"]) for r in rows}
+    return {str(i) for i in fresh}
