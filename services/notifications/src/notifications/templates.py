@@ -7,6 +7,7 @@ optional ``<locale>.html``. An unknown locale falls back to English.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     select_autoescape,
 )
@@ -25,6 +27,8 @@ _env = Environment(
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    # the templates ship with the code: no stat() of each file at every render
+    auto_reload=False,
 )
 
 
@@ -51,18 +55,26 @@ class Rendered:
     html: str | None
 
 
+@lru_cache(maxsize=256)
+def _template(path: str) -> Template | None:
+    """The template at ``path``, or None: a missing one (say, no HTML part) is looked up once."""
+    try:
+        return _env.get_template(path)
+    except TemplateNotFound:
+        return None
+
+
 def render(name: str, locale: str | None, context: dict[str, Any]) -> Rendered:
     loc = normalize_locale(locale)
-    try:
-        text = _env.get_template(f"{name}/{loc}.txt").render(**context)
-    except TemplateNotFound:
-        loc = "en"
-        text = _env.get_template(f"{name}/en.txt").render(**context)
+    txt = _template(f"{name}/{loc}.txt")
+    if txt is None:
+        loc, txt = "en", _template(f"{name}/en.txt")
+        if txt is None:
+            raise TemplateNotFound(f"{name}/en.txt")
+    text = txt.render(**context)
     first, _, body = text.partition("\n")
     if not first.startswith("Subject:"):
         raise ValueError(f"template {name}/{loc}.txt must start with 'Subject:'")
-    try:
-        html: str | None = _env.get_template(f"{name}/{loc}.html").render(**context)
-    except TemplateNotFound:
-        html = None
+    html_part = _template(f"{name}/{loc}.html")
+    html = html_part.render(**context) if html_part is not None else None
     return Rendered(loc, first.removeprefix("Subject:").strip(), body.lstrip("\n"), html)
