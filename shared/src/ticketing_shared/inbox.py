@@ -24,22 +24,8 @@ async def claim(
 ) -> bool:
     """True the first time ``consumer`` sees ``event``; False for a redelivery (do nothing).
     With ``tenant``, the transaction is also scoped to it, in the same round trip."""
-    args: list[object] = [consumer, event.id, event.type, event.subject, topic, partition, offset]
-    if tenant is not None:
-        args.append(scoped_by_claim(conn, tenant))
-    claimed = await conn.fetchval(
-        f"""
-        WITH c AS (
-            INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (consumer, event_id) DO NOTHING
-            RETURNING true
-        )
-        SELECT EXISTS (SELECT 1 FROM c){_SCOPE if tenant is not None else ""}
-        """,
-        *args,
-    )
-    return bool(claimed)
+    claims = [(event, topic, partition, offset)]
+    return str(event.id) in await claim_many(conn, consumer=consumer, claims=claims, tenant=tenant)
 
 
 async def claim_many(
