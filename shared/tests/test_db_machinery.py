@@ -340,7 +340,7 @@ async def test_a_tenant_scoped_consumer_scopes_each_transaction_in_its_inbox_cla
 
     @consumer.on(OrderExpired)
     async def on_expired(conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent) -> None:
-        found = await conn.fetchval("SELECT current_setting('app.tenant_id', true)")
+        found = await conn.fetchval("SELECT coalesce(current_setting('app.tenant_id', true), '')")
         sent: list[str] = []
 
         def log(record: object) -> None:
@@ -351,7 +351,7 @@ async def test_a_tenant_scoped_consumer_scopes_each_transaction_in_its_inbox_cla
             await db.set_tenant(conn, data.tenant_id)
         finally:
             conn.remove_query_logger(log)
-        after = await conn.fetchval("SELECT current_setting('app.tenant_id', true)")
+        after = await conn.fetchval("SELECT coalesce(current_setting('app.tenant_id', true), '')")
         assert after == data.tenant_id
         seen.append((found, after, len(sent)))
 

@@ -103,7 +103,9 @@ class EventConsumer:
     ) -> None:
         self.name = name
         # events carry ``tenant_id`` and handlers scope their transaction to it: the inbox claim
-        # sets that scope in its own statement, saving each handler's ``set_tenant()`` round trip
+        # sets that scope in its own statement, saving each handler's ``set_tenant()`` round trip.
+        # Handlers must still call ``set_tenant()`` themselves: in a batch, the claim scopes to
+        # the FIRST event's tenant, which is not the right scope for the others.
         self.tenant_scoped = tenant_scoped
         self.max_attempts = max_attempts
         self.backoff = backoff_ms / 1000
