@@ -12,6 +12,11 @@ import asyncpg
 from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
 
+# an audit row's columns, in the order of the tuples audit_many() and friends take
+_AUDIT_COLUMNS = (
+    "tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details"
+)
+
 # --------------------------------------------------------------------------------------- tenants
 
 
@@ -437,8 +442,7 @@ async def set_order_status_audited(
                 UPDATE orders SET {assignments}status = $3, updated_at = now()
                 WHERE id = $1 AND status = $2 RETURNING id
             ), a AS (
-                INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action,
-                                       from_status, to_status, details)
+                INSERT INTO audit_log ({_AUDIT_COLUMNS})
                 SELECT t.tenant_id, t.order_id, t.entity, t.entity_id, t.actor, t.action,
                        t.from_status, t.to_status, t.details::jsonb
                 FROM unnest($4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[],
@@ -732,8 +736,8 @@ async def audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        """
-        INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details)
+        f"""
+        INSERT INTO audit_log ({_AUDIT_COLUMNS})
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         """,
         tenant_id,
@@ -752,8 +756,8 @@ async def audit_many(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> N
     """Rows of (tenant_id, order_id, entity, entity_id, actor, action, from, to, details)."""
     if rows:
         await conn.executemany(
-            """
-            INSERT INTO audit_log (tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details)
+            f"""
+            INSERT INTO audit_log ({_AUDIT_COLUMNS})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             """,
             rows,
