@@ -36,10 +36,31 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_gateway_routes_each_path_to_its_service(
     stack: Stack, path: str, service: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.gateway, timeout=5) as c:
-        resp = await c.get(path)
-    assert resp.headers["x-service"] == service
+    """Which API answered is told by the request counters each one exports (the answers
+    themselves do not name their service)."""
+
+    async def counts(c: httpx.AsyncClient) -> dict[str, float]:
+        out = {}
+        for svc in ("orders", "payments", "refunds", "notifications"):
+            text = (
+                await c.get(f"http://127.0.0.1:{stack.port(f'{svc.upper()}_API_PORT')}/metrics")
+            ).text
+            out[svc] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("http_requests_total{") and 'route="/metrics"' not in line
+            )
+        return out
+
+    async with httpx.AsyncClient(timeout=5) as c:
+        before = await counts(c)
+        resp = await c.get(stack.gateway + path)
+        after = await counts(c)
+    assert {svc for svc in after if after[svc] > before[svc]} == {service}
     assert resp.headers["content-type"].startswith("application/problem+json")
+    assert "x-service" not in resp.headers
+    assert resp.headers["cache-control"] == "no-store"
+    assert resp.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_every_service_role_is_healthy_and_exposes_metrics(stack: Stack) -> None:

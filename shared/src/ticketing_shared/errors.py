@@ -8,7 +8,8 @@ Exception tree::
     ├── NotFound            404      missing, or not the caller's to see
     ├── Conflict            409      a rule of the domain forbids it now
     ├── Unprocessable       422      well-formed but not acceptable
-    └── BadRequest          400      malformed request (e.g. missing header)
+    ├── BadRequest          400      malformed request (e.g. missing header)
+    └── ServiceUnavailable  503      a dependency is down; try again (``Retry-After``)
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+INTERNAL_ERROR: dict[str, Any] = {
+    "type": "https://errors.ticketing.dev/internal_error",
+    "title": "Internal error",
+    "status": 500,
+    "code": "internal_error",
+    "detail": "an unexpected error occurred; it has been logged",
+}
+log = logging.getLogger("ticketing.errors")
 
 
 class DomainError(Exception):
@@ -71,6 +81,11 @@ class Unprocessable(DomainError):
     status, code, title = 422, "unprocessable", "Unprocessable request"
 
 
+class ServiceUnavailable(DomainError):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+    retry_after: int = 1
+
+
 class IdempotencyKeyReused(Unprocessable):
     code, title = "idempotency_key_reused", "Idempotency-Key reused with another request"
 
@@ -86,7 +101,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, ServiceUnavailable):
+            headers = {"Retry-After": str(exc.retry_after)}
         return problem_response(exc.status, exc.problem(), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -105,18 +124,28 @@ def install_handlers(app: FastAPI) -> None:
         }
         return problem_response(422, body)
 
+    @app.exception_handler(asyncpg.DataError)
+    async def _data(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # PostgreSQL refused a value (class 22: out of range, untranslatable, malformed): the
+        # input was bad, which the request models should have said first; logged so they can
+        log.warning(
+            "http.input_refused_by_database",
+            extra={"sqlstate": exc.sqlstate, "error": type(exc).__name__},
+        )
+        body = {
+            "type": "https://errors.ticketing.dev/invalid_input",
+            "title": "Invalid request",
+            "status": 422,
+            "code": "invalid_input",
+            "detail": "a value in the request is out of range or cannot be stored",
+        }
+        return problem_response(422, body)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # logged with its traceback by the server; the client gets a stable, non-leaking body
-        logging.getLogger("ticketing.errors").exception("http.unhandled_error", exc_info=exc)
-        body = {
-            "type": "https://errors.ticketing.dev/internal_error",
-            "title": "Internal error",
-            "status": 500,
-            "code": "internal_error",
-            "detail": "an unexpected error occurred; it has been logged",
-        }
-        return problem_response(500, body)
+        log.exception("http.unhandled_error", exc_info=exc)
+        return problem_response(500, INTERNAL_ERROR)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

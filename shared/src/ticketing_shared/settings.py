@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .auth import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenVerifier
+
 _PLACEHOLDERS = {"", "changeme", "secret", "placeholder", "xxx"}
 
 
@@ -39,6 +41,11 @@ class ServiceSettings(BaseSettings):
     topic_replication: int = Field(1, validation_alias=_shared("KAFKA_REPLICATION_FACTOR"))
     jwt_public_key_file: Path | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY_FILE"))
     jwt_public_key: str | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY"))
+    # the identity provider's JWKS document, instead of a PEM key (keys cached and rotated)
+    jwt_jwks_url: str | None = Field(None, validation_alias=_shared("JWT_JWKS_URL"))
+    jwt_jwks_lifespan_s: float = Field(300.0, validation_alias=_shared("JWT_JWKS_LIFESPAN_S"))
+    jwt_jwks_cooldown_s: float = Field(30.0, validation_alias=_shared("JWT_JWKS_COOLDOWN_S"))
+    # always verified: required outside dev/test, where the local stack's values are the default
     jwt_issuer: str | None = Field(None, validation_alias=_shared("JWT_ISSUER"))
     jwt_audience: str | None = Field(None, validation_alias=_shared("JWT_AUDIENCE"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
@@ -76,14 +83,38 @@ class ServiceSettings(BaseSettings):
     worker_host: str = "127.0.0.1"
     worker_port: int = 9000
 
+    @property
+    def is_dev(self) -> bool:
+        return self.env in ("dev", "test")
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> ServiceSettings:
         missing_key = (
-            self.jwt_public_key_file is None and (self.jwt_public_key or "") in _PLACEHOLDERS
+            self.jwt_public_key_file is None
+            and (self.jwt_public_key or "") in _PLACEHOLDERS
+            and not self.jwt_jwks_url
         )
-        if self.env not in ("dev", "test") and missing_key:
-            raise ValueError("JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEY must be set outside dev")
+        if not self.is_dev:
+            if missing_key:
+                raise ValueError(
+                    "JWT_PUBLIC_KEY_FILE, JWT_PUBLIC_KEY or JWT_JWKS_URL must be set outside dev"
+                )
+            if not self.jwt_issuer or not self.jwt_audience:
+                raise ValueError("JWT_ISSUER and JWT_AUDIENCE must be set outside dev")
         return self
+
+    def token_verifier(self) -> TokenVerifier:
+        """The verifier of this deployment's tokens: its key or JWKS, issuer and audience."""
+        issuer = self.jwt_issuer or DEV_ISSUER
+        audience = self.jwt_audience or DEV_AUDIENCE
+        if self.jwt_jwks_url:
+            jwks = JwksKeys(
+                self.jwt_jwks_url,
+                lifespan=self.jwt_jwks_lifespan_s,
+                cooldown=self.jwt_jwks_cooldown_s,
+            )
+            return TokenVerifier(issuer=issuer, audience=audience, jwks=jwks)
+        return TokenVerifier(self.public_key_pem(), issuer=issuer, audience=audience)
 
     def public_key_pem(self) -> str:
         if self.jwt_public_key:

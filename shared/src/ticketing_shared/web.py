@@ -8,6 +8,7 @@ The API process has no Kafka client: it only writes outbox rows.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,11 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
-from .auth import TokenVerifier
-from .errors import install_handlers
+from .errors import INTERNAL_ERROR, install_handlers, problem_response
 from .logs import child_traceparent, configure_logging, traceparent_var
 from .settings import ServiceSettings
 
+log = logging.getLogger("ticketing.errors")
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 DURATION = Histogram(
     "http_request_duration_seconds",
@@ -78,12 +79,17 @@ class FastJSONResponse(Response):
 
 
 class _Observe:
-    """Pure ASGI middleware: binds the request's trace context, counts and times requests, and
-    names the answering service (``X-Service``), e.g. behind the gateway."""
+    """Pure ASGI middleware: binds the request's trace context, counts and times requests, adds
+    the headers every answer carries, and answers an unexpected exception itself.
 
-    def __init__(self, app: ASGIApp, *, service: str) -> None:
+    An exception that reached uvicorn would make it close the connection after the 500, and the
+    gateway, which keeps upstream connections alive, would then send the next (innocent) request
+    on a closed connection and answer it 502. Here it becomes a logged problem+json 500 on a
+    connection that stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.service = service.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,22 +100,37 @@ class _Observe:
         )
         token = traceparent_var.set(child_traceparent(parent))
         status = 500
+        responding = False
         started = time.perf_counter()
 
-        async def send_with_service(message: Message) -> None:
-            nonlocal status
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, responding
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-service", self.service)]
+                responding = True
+                headers = message.get("headers", [])
+                # answers are per caller (tokens, orders, payments): never stored by a cache
+                extra = _NOSNIFF if any(k == b"cache-control" for k, _ in headers) else _SECURE
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_service)
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if responding:
+                raise  # too late for an answer: the connection has to close
+            log.exception("http.unhandled_error")
+            status = 500
+            await problem_response(500, INTERNAL_ERROR)(scope, receive, send_with_headers)
         finally:
             traceparent_var.reset(token)
             path = getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope["method"], path, str(status)).inc()
             DURATION.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+_NOSNIFF = [(b"x-content-type-options", b"nosniff")]
+_SECURE = [(b"cache-control", b"no-store"), *_NOSNIFF]
 
 
 def create_base_app(
@@ -129,9 +150,7 @@ def create_base_app(
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         state = State(settings=settings, pool=pool, http=http)
         app.state.ctx = state
-        app.state.verifier = TokenVerifier(
-            settings.public_key_pem(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
+        app.state.verifier = settings.token_verifier()
         try:
             if on_startup is not None:
                 await on_startup(state)
@@ -145,7 +164,7 @@ def create_base_app(
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     install_handlers(app)
 
-    app.add_middleware(_Observe, service=settings.service_name)
+    app.add_middleware(_Observe)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

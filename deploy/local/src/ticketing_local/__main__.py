@@ -10,22 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
 
 from ticketing_shared import db
-from ticketing_shared.auth import mint_token
+from ticketing_shared.auth import TENANT_ID_PATTERN, mint_token
 from ticketing_shared.embedded import EmbeddedBroker, EmbeddedPostgres, port_open
 
 from . import supervisor
 from .keys import ensure_keys
-from .stack import PATHS, REPO, SERVICES, components, pg_dsn, port, render_gateway
+from .stack import (
+    PATHS,
+    REPO,
+    SERVICES,
+    components,
+    pg_dsn,
+    port,
+    render_gateway,
+    service_env,
+)
 
 
 def _postgres() -> EmbeddedPostgres:
@@ -121,6 +132,21 @@ def up(timeout: float) -> int:
 DEMO_TENANT = "demo-tenant"
 
 
+def _dev_token(private_pem: str, **claims: Any) -> str:
+    """A token of the local stack's identity: its issuer and audience, as the services verify."""
+    env = service_env()
+    return mint_token(private_pem, issuer=env["JWT_ISSUER"], audience=env["JWT_AUDIENCE"], **claims)
+
+
+def _demo_admin_token() -> str:
+    return _dev_token(
+        (PATHS.keys / "jwt-private.pem").read_text(),
+        sub="demo-admin",
+        email="admin@example.test",
+        roles={DEMO_TENANT: "owner"},
+    )
+
+
 def _seed_demo() -> str:
     """A demo tenant with a policy and an event (paid and free ticket types), once; its event id."""
 
@@ -137,12 +163,7 @@ def _seed_demo() -> str:
 
     if found := asyncio.run(existing()):
         return found
-    token = mint_token(
-        (PATHS.keys / "jwt-private.pem").read_text(),
-        sub="demo-admin",
-        email="admin@example.test",
-        roles={DEMO_TENANT: "owner"},
-    )
+    token = _demo_admin_token()
     policy = {
         "allow_cancellation": True,
         "include_transaction_fees": False,
@@ -184,12 +205,7 @@ def _seed_demo() -> str:
 
 
 def _print_urls(demo_event: str) -> None:
-    token = mint_token(
-        (PATHS.keys / "jwt-private.pem").read_text(),
-        sub="demo-admin",
-        email="admin@example.test",
-        roles={"demo-tenant": "owner"},
-    )
+    token = _demo_admin_token()
     print(
         f"""
 The ticketing stack is up.
@@ -240,12 +256,14 @@ def token(args: argparse.Namespace) -> int:
     roles = {}
     for item in filter(None, (args.roles or "").split(",")):
         tenant, _, role = item.partition(":")
+        if not re.fullmatch(TENANT_ID_PATTERN, tenant):
+            raise SystemExit(f"bad tenant id in {item!r}: letters, digits, '.', '_', '-' (≤ 64)")
         if role not in ("owner", "admin", "member"):
             raise SystemExit(f"bad role in {item!r}: use tenant-id:owner|admin|member")
         roles[tenant] = role
     keys = ensure_keys(PATHS.keys)
     print(
-        mint_token(
+        _dev_token(
             keys["jwt_private"].read_text(),
             sub=args.sub,
             email=args.email or f"{args.sub}@example.test",

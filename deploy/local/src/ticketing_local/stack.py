@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from ticketing_shared.auth import DEV_AUDIENCE, DEV_ISSUER
+
 REPO = Path(__file__).resolve().parents[4]
 RUN = Path(os.environ.get("TICKETING_RUN_DIR", REPO / "run"))
 SERVICES = ("orders", "payments", "refunds", "notifications")
@@ -79,6 +81,9 @@ def service_env() -> dict[str, str]:
         "APP_ENV": os.environ.get("APP_ENV", "dev"),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap(),
         "JWT_PUBLIC_KEY_FILE": str(PATHS.keys / "jwt-public.pem"),
+        # verified on every token, here too; `make token` issues tokens with these
+        "JWT_ISSUER": os.environ.get("JWT_ISSUER", DEV_ISSUER),
+        "JWT_AUDIENCE": os.environ.get("JWT_AUDIENCE", DEV_AUDIENCE),
         "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
         "NOTIFICATIONS_SMTP_PORT": str(port("MAIL_SMTP_PORT")),
         "NOTIFICATIONS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from ticketing_shared.auth import TenantIdPath
 from ticketing_shared.web import FastJSONResponse
 
 from .dependencies import AppSettings, Caller, Db, IdempotencyKey, idempotent
@@ -37,7 +38,9 @@ router = APIRouter(prefix="/v1")
 
 # ----------------------------------------------------------------------------------------- catalog
 @router.get("/tenants/{tenant_id}/cancellation-policies")
-async def get_cancellation_policies(tenant_id: str, principal: Caller, db: Db) -> dict[str, Any]:
+async def get_cancellation_policies(
+    tenant_id: TenantIdPath, principal: Caller, db: Db
+) -> dict[str, Any]:
     """The tenant's cancellation policy variants (owner/admin)."""
     async with db.read(tenants=principal.tenant_scope()) as conn:
         return await catalog.get_policies(conn, principal, tenant_id)
@@ -45,7 +48,7 @@ async def get_cancellation_policies(tenant_id: str, principal: Caller, db: Db) -
 
 @router.put("/tenants/{tenant_id}/cancellation-policies")
 async def put_cancellation_policies(
-    tenant_id: str, body: CancellationPoliciesIn, principal: Caller, db: Db
+    tenant_id: TenantIdPath, body: CancellationPoliciesIn, principal: Caller, db: Db
 ) -> dict[str, Any]:
     """Replace the tenant's cancellation policy variants (owner/admin)."""
     async with db.transaction(tenants=principal.tenant_scope()) as conn:
@@ -54,7 +57,7 @@ async def put_cancellation_policies(
 
 @router.post("/tenants/{tenant_id}/event-templates", status_code=201, response_model=TemplatePublic)
 async def create_event_template(
-    tenant_id: str, body: TemplateCreate, principal: Caller, db: Db
+    tenant_id: TenantIdPath, body: TemplateCreate, principal: Caller, db: Db
 ) -> Any:
     """Create an event template with its ticket types (owner/admin)."""
     async with db.transaction(tenants=principal.tenant_scope()) as conn:
@@ -74,7 +77,9 @@ async def create_event_from_template(
 
 
 @router.post("/tenants/{tenant_id}/events", status_code=201, response_model=EventPublic)
-async def create_event(tenant_id: str, body: EventCreate, principal: Caller, db: Db) -> Any:
+async def create_event(
+    tenant_id: TenantIdPath, body: EventCreate, principal: Caller, db: Db
+) -> Any:
     """Create a published event (owner/admin)."""
     async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return views.event_public(await catalog.create_event(conn, principal, tenant_id, body))
@@ -187,6 +192,7 @@ async def order_invites(order_id: UUID, principal: Caller, db: Db) -> Any:
 @router.post("/invites/{token}/redeem", status_code=201)
 async def redeem_invite(token: str, principal: Caller, db: Db) -> dict[str, Any]:
     """Redeem an open invite: the caller gets a registration on its seat (once)."""
+    invites.check_token_shape(token)
     async with db.transaction(of=("invite", token)) as conn:
         return {"registration": RegistrationPublic(**await invites.redeem(conn, principal, token))}
 
@@ -197,8 +203,8 @@ async def event_registrations(
     event_id: UUID,
     principal: Caller,
     db: Db,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 200,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     """All registrations of an event with each one's order status (tenant staff)."""
     async with db.read(tenants=principal.tenant_scope()) as conn:

@@ -8,18 +8,21 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticketing_shared.inputs import Amount, EventTime, StrictInput
+
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# a cut-off beyond ten years would close every cancellation window there is
+MAX_CUTOFF_DAYS = 3650
+MAX_PRICE_TIERS = 100
+MAX_TICKET_TYPES = 100
+Strict = StrictInput
 
 
 class CancellationPolicyIn(Strict):
     allow_cancellation: bool
     include_transaction_fees: bool = False
     include_app_fees: bool = False
-    cutoff_days: int = Field(0, ge=0)
+    cutoff_days: int = Field(0, ge=0, le=MAX_CUTOFF_DAYS)
     cutoff_hours: int = Field(0, ge=0, le=23)
 
 
@@ -48,7 +51,7 @@ class CancellationPoliciesIn(Strict):
 
 class PriceTier(Strict):
     quantity: int = Field(ge=1, le=1000)
-    total_amount: int = Field(ge=0)
+    total_amount: Amount
 
 
 def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
@@ -66,7 +69,7 @@ def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
 class TicketTypeCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     max_quantity: int = Field(ge=0, le=1_000_000)
-    price_tiers: list[PriceTier]
+    price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
     organizer_registration: bool = False
     use_tenant_cancellation_policy: bool = True
     cancellation_policy: CancellationPolicyIn | None = None
@@ -77,7 +80,7 @@ class TicketTypeCreate(Strict):
 class TicketTypeUpdate(Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     max_quantity: int | None = Field(None, ge=0, le=1_000_000)
-    price_tiers: list[PriceTier] | None = None
+    price_tiers: list[PriceTier] | None = Field(None, max_length=MAX_PRICE_TIERS)
     organizer_registration: bool | None = None
     use_tenant_cancellation_policy: bool | None = None
     cancellation_policy: CancellationPolicyIn | None = None
@@ -95,7 +98,7 @@ class TicketTypePublic(BaseModel):
     max_quantity: int
     current_quantity: int
     available: int
-    price_tiers: list[PriceTier]
+    price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
     organizer_registration: bool
     use_tenant_cancellation_policy: bool
     cancellation_policy: CancellationPolicyIn | None
@@ -103,29 +106,15 @@ class TicketTypePublic(BaseModel):
 
 class EventCreate(Strict):
     title: str = Field(min_length=1, max_length=300)
-    starts_at: datetime
+    starts_at: EventTime
     require_approval: bool = False
     currency: Currency
-
-    @field_validator("starts_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
-        return v
 
 
 class EventUpdate(Strict):
     title: str | None = Field(None, min_length=1, max_length=300)
-    starts_at: datetime | None = None
+    starts_at: EventTime | None = None
     require_approval: bool | None = None
-
-    @field_validator("starts_at")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
-        return v
 
 
 class EventPublic(BaseModel):
@@ -144,7 +133,7 @@ class TemplateCreate(Strict):
     title: str = Field(min_length=1, max_length=300)
     require_approval: bool = False
     currency: Currency
-    ticket_types: list[TicketTypeCreate] = []
+    ticket_types: list[TicketTypeCreate] = Field([], max_length=MAX_TICKET_TYPES)
 
 
 class TemplatePublic(BaseModel):
@@ -159,18 +148,11 @@ class TemplatePublic(BaseModel):
 class EventFromTemplate(Strict):
     """Create an event from a template; any field of the template may be overridden."""
 
-    starts_at: datetime
+    starts_at: EventTime
     title: str | None = Field(None, min_length=1, max_length=300)
     require_approval: bool | None = None
     currency: Currency | None = None
-    ticket_types: list[TicketTypeCreate] | None = None
-
-    @field_validator("starts_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("starts_at must carry a UTC offset (RFC 3339)")
-        return v
+    ticket_types: list[TicketTypeCreate] | None = Field(None, max_length=MAX_TICKET_TYPES)
 
 
 class RegistrationCreate(Strict):

@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from ticketing_shared.inputs import StrictInput
 
 
-class CheckoutCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CheckoutCreate(StrictInput):
     provider: Literal["wechatpay", "mollie"]
-    openid: str | None = Field(None, min_length=1, max_length=128)
+    # what WeChat issues: letters, digits, '-' and '_'
+    openid: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class JsapiParams(BaseModel):

@@ -6,22 +6,20 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from ticketing_shared.inputs import PositiveAmount, StrictInput
 
 
-class RefundItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RefundItemIn(StrictInput):
     seat_id: UUID
 
 
-class RefundCreate(BaseModel):
+class RefundCreate(StrictInput):
     """``{amount?, items?, reason, note?, internal_note?}``: neither amount nor items refunds
     everything that remains; ``items`` void those seats; ``amount`` alone refunds money only."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    amount: int | None = Field(None, gt=0, description="minor units")
+    amount: PositiveAmount | None = None
     items: list[RefundItemIn] | None = Field(None, min_length=1, max_length=500)
     # who asks, in the cancellation vocabulary ('user' is reserved for buyers' own cancellations)
     reason: Literal["organizer", "admin", "other"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,16 @@ _NOT_OPEN = {
     "REDEEMED": ("invite_already_redeemed", "this invite has already been used"),
     "VOID": ("invite_void", "this invite is no longer valid"),
 }
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{16,200}")
+
+
+def check_token_shape(token: str) -> None:
+    """A token that cannot be one of ours is not found, like one that is not (no other answer
+    tells the two apart), and never reaches the database."""
+    if not _TOKEN.fullmatch(token):
+        raise NotFound("invite not found")
 
 
 async def redeem(conn: asyncpg.Connection, principal: Principal, token: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -117,6 +118,13 @@ class Notification:
     resource: dict[str, Any]
 
 
+# The signature headers as WeChat Pay sends them (a Unix time, a nonce of 32 characters, an RSA
+# signature in base64); anything else is refused before it is parsed.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{1,1400}={0,2}")
+
+
 def _nonce() -> str:
     return secrets.token_hex(16).upper()
 
@@ -163,14 +171,21 @@ class WeChatPayClient(ProviderClient):
         if h.get("wechatpay-serial") != self.config.platform_public_key_id:
             raise SignatureError(f"unknown platform serial {h.get('wechatpay-serial')!r}")
         ts, nonce = h.get("wechatpay-timestamp", ""), h.get("wechatpay-nonce", "")
-        if not ts.isdigit() or not nonce or not signature:
-            raise SignatureError("missing signature headers")
+        # whatever arrives in these headers is an unauthenticated stranger's: only ASCII of a
+        # bounded length is even looked at (str.isdigit() admits '²', which int() refuses)
+        if not _TIMESTAMP.fullmatch(ts) or not _NONCE.fullmatch(nonce):
+            raise SignatureError("missing or malformed signature headers")
+        if not _SIGNATURE.fullmatch(signature):
+            raise SignatureError("missing or malformed signature")
         if abs((now if now is not None else time.time()) - int(ts)) >= MAX_CLOCK_SKEW_S:
             raise SignatureError("timestamp outside the 5-minute window")
         message = f"{ts}\n{nonce}\n".encode() + body + b"\n"
         try:
             self.config.platform_public_key.verify(
-                base64.b64decode(signature), message, padding.PKCS1v15(), hashes.SHA256()
+                base64.b64decode(signature, validate=True),
+                message,
+                padding.PKCS1v15(),
+                hashes.SHA256(),
             )
         except (InvalidSignature, ValueError) as exc:
             raise SignatureError("signature does not verify") from exc
@@ -383,5 +398,5 @@ class WeChatPayClient(ProviderClient):
                 original_type=str(resource.get("original_type", "")),
                 resource=json.loads(plaintext),
             )
-        except (KeyError, ValueError, InvalidTag) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, InvalidTag) as exc:
             raise SignatureError(f"notification cannot be decrypted: {exc!r}") from exc
