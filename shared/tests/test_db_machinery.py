@@ -26,14 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def test_concurrent_migration_runs_apply_each_migration_once(infra: Infra) -> None:
     name = f"mig_{uuid.uuid4().hex[:8]}"
-    await db.ensure_database(infra.pg_admin_dsn, name)
-    dsn = infra.dsn(name)
+    owner = db.owner_role(name)
+    await db.ensure_database(infra.pg_admin_dsn, name, owner=owner, runtime=name)
+    dsn = db.role_dsn(infra.pg_admin_dsn, name, owner)
     migs = db.shared_migrations()
-    results = await asyncio.gather(*(db.migrate(dsn, migs) for _ in range(4)))
-    assert sorted(len(r) for r in results) == [0, 0, 0, len(migs)]
+    numbered = [m for m in migs if not m.repeatable]
+    results = await asyncio.gather(*(db.migrate(dsn, migs, runtime_role=name) for _ in range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(numbered)]
     conn = await asyncpg.connect(dsn)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(migs)
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(numbered)
     finally:
         await conn.close()
 
@@ -156,7 +158,11 @@ async def test_an_outbox_with_the_wake_trigger_wakes_its_idle_relay_at_every_ins
 ) -> None:
     """With every poll 30 s apart, a row is published at once only because its insert woke the
     relay (the trigger the payments, refunds and notifications outboxes carry)."""
-    await pool.execute((REPO / "services/refunds/migrations/0002_outbox_wake.sql").read_text())
+    owner = await asyncpg.connect(infra.owner_dsn(dsn))  # DDL is the owner's
+    try:
+        await owner.execute((REPO / "services/refunds/migrations/0002_outbox_wake.sql").read_text())
+    finally:
+        await owner.close()
     relay = outbox.OutboxRelay(
         dsn=dsn,
         bootstrap=infra.bootstrap,

@@ -116,7 +116,6 @@ class Messaging:
         """Write events to a service's outbox in ONE transaction (with a business-like write)."""
         pool = self.pools[service]
         async with db.transaction(pool) as conn:
-            await conn.execute("CREATE TABLE IF NOT EXISTS business_touch (n bigint)")
             await conn.execute("INSERT INTO business_touch VALUES (1)")
             return [
                 await outbox.emit(conn, ev, subject=subject, source=service)
@@ -217,6 +216,14 @@ async def messaging(
     }
     m = Messaging(infra, mailsink, broker, bootstrap, dsn, base_env, work_dir / "logs", [])
     for svc, d in dsn.items():
+        # a stand-in for a business table, written with the events (tables are the owner's)
+        owner = await asyncpg.connect(infra.owner_dsn(d))
+        try:
+            await owner.execute(
+                f'CREATE TABLE business_touch (n bigint); GRANT INSERT ON business_touch TO "{db.user_of(d)}"'
+            )
+        finally:
+            await owner.close()
         m.pools[svc] = await db.create_pool(d, min_size=1, max_size=4)
     try:
         yield m

@@ -47,8 +47,9 @@ def run_cli(
     if args.command == "migrate":
         applied = asyncio.run(
             db.migrate(
-                settings.database_url,
+                settings.migration_dsn(),
                 db.shared_migrations() + db.dir_migrations(service, migrations_dir),
+                runtime_role=db.user_of(settings.database_url),
             )
         )
         print(f"{service}: {len(applied)} migration(s) applied", *applied, sep="\n  ")

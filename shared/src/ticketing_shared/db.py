@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import asyncpg
@@ -171,11 +172,22 @@ class Migration:
     version: int
     name: str
     sql: str
+    # applied after every run, not once: a track's GRANTS_FILE, what the runtime role may do
+    repeatable: bool = False
+
+
+# A migrations folder's grants to the runtime role (``${runtime}`` stands for it), applied after
+# every migration run, so that privileges always match the tables the migrations left.
+GRANTS_FILE = "grants.sql"
 
 
 def _load_dir(track: str, files: list[tuple[str, str]]) -> list[Migration]:
     out = []
+    grants = None
     for fname, text in files:
+        if fname == GRANTS_FILE:
+            grants = Migration(track, 0, fname, text, repeatable=True)
+            continue
         m = _MIGRATION_RE.match(fname)
         if m is None:
             continue
@@ -184,7 +196,7 @@ def _load_dir(track: str, files: list[tuple[str, str]]) -> list[Migration]:
     versions = [mig.version for mig in out]
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"duplicate migration numbers in track {track!r}: {versions}")
-    return out
+    return out + ([grants] if grants is not None else [])
 
 
 def shared_migrations() -> list[Migration]:
@@ -201,11 +213,15 @@ def dir_migrations(track: str, directory: Path) -> list[Migration]:
     return _load_dir(track, files)
 
 
-async def migrate(dsn: str, migrations: list[Migration]) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction, under an advisory lock.
+async def migrate(
+    dsn: str, migrations: list[Migration], *, runtime_role: str | None = None
+) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction, under an advisory lock;
+    then, given the service's ``runtime_role``, grant it exactly what the tracks' grants say.
 
-    Safe to run from several processes at once: the lock serialises them and the second
-    finds nothing left to do. Returns the names applied.
+    ``dsn`` is the owner role's (the tables' owner; never the role the service runs as). Safe to
+    run from several processes at once: the lock serialises them and the second finds nothing
+    left to do. Returns the names applied.
     """
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
@@ -228,7 +244,7 @@ async def migrate(dsn: str, migrations: list[Migration]) -> list[str]:
                 for r in await conn.fetch("SELECT track, version FROM schema_migrations")
             }
             for mig in migrations:
-                if (mig.track, mig.version) in done:
+                if mig.repeatable or (mig.track, mig.version) in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(mig.sql)
@@ -240,11 +256,38 @@ async def migrate(dsn: str, migrations: list[Migration]) -> list[str]:
                     )
                 applied.append(f"{mig.track}/{mig.name}")
                 log.info("db.migration_applied", extra={"migration": f"{mig.track}/{mig.name}"})
+            if runtime_role is not None:
+                await _grant(conn, runtime_role, [m for m in migrations if m.repeatable])
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     finally:
         await conn.close()
     return applied
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def _grant(conn: asyncpg.Connection, role: str, grants: list[Migration]) -> None:
+    """Everything the runtime role had is taken back, then what the grants files list is given,
+    in one transaction: privileges are exactly those, whatever an earlier release granted. Only
+    the runtime and owner roles may connect to the database."""
+    runtime = _ident(role)
+    database = _ident(await conn.fetchval("SELECT current_database()"))
+    async with conn.transaction():
+        await conn.execute(
+            f"""
+            REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+            GRANT CONNECT ON DATABASE {database} TO {runtime};
+            REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+            GRANT USAGE ON SCHEMA public TO {runtime};
+            REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {runtime};
+            REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {runtime};
+            """
+        )
+        for grant in grants:
+            await conn.execute(Template(grant.sql).substitute(runtime=runtime))
 
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
@@ -258,41 +301,51 @@ def role_dsn(admin_dsn: str, database: str, role: str) -> str:
     return f"{scheme}://{role}@{hostpart}/{database}"
 
 
-async def ensure_database(admin_dsn: str, name: str, *, owner: str | None = None) -> bool:
+def owner_role(runtime: str) -> str:
+    """The name of the role that owns a runtime role's tables, where one names both (the local
+    stack and the tests: ``orders`` runs the service, ``orders_owner`` migrates it)."""
+    return f"{runtime}_owner"
+
+
+async def ensure_database(admin_dsn: str, name: str, *, owner: str, runtime: str) -> bool:
     """Create database ``name`` if missing (used by the local stack and tests); True if created.
 
-    ``owner``: a login role (created if missing) that owns the database and everything in it.
-    Services connect as that role, never as a superuser: row-level security does not apply to
-    superusers. A database created before by another role is handed over to ``owner``.
+    Two login roles, created if missing, neither a superuser nor able to bypass row-level
+    security: ``owner`` owns the database and everything in it and runs the migrations;
+    ``runtime`` is what the service connects as, granted only what it uses (:func:`migrate`), so
+    the policies bind it and it cannot turn them off. Objects owned by anyone else (a database
+    migrated by an earlier release, when the service ran as the owner) are handed to ``owner``.
     """
-    for ident in (name, owner or name):
+    for ident in (name, owner, runtime):
         if not _NAME_RE.fullmatch(ident):
             raise ValueError(f"bad database or role name {ident!r}")
+    if owner == runtime:
+        raise ValueError("the runtime role must not be the owner role")
     conn = await asyncpg.connect(admin_dsn)
     try:
-        if owner is not None:
+        for role in (owner, runtime):
             with suppress(asyncpg.DuplicateObjectError):
                 await conn.execute(
-                    f'CREATE ROLE "{owner}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'
+                    f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'
                 )
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         created = False
         if not exists:
-            clause = f' OWNER "{owner}"' if owner else ""
             try:
-                await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+                await conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
                 created = True
             except asyncpg.DuplicateDatabaseError:
                 pass
-        if owner is not None and not created:
+        if not created:
             await conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{owner}"')
-            await _hand_over(role_dsn(admin_dsn, name, _user_of(admin_dsn)), owner)
+            await _hand_over(role_dsn(admin_dsn, name, user_of(admin_dsn)), owner)
         return created
     finally:
         await conn.close()
 
 
-def _user_of(dsn: str) -> str:
+def user_of(dsn: str) -> str:
+    """The role a DSN connects as (``postgres`` when it names none, as libpq's default)."""
     rest = dsn.partition("://")[2]
     return rest.split("@", 1)[0].split(":", 1)[0] if "@" in rest else "postgres"
 
@@ -322,6 +375,44 @@ async def _hand_over(admin_dsn_of_db: str, owner: str) -> None:
             await conn.execute(f'ALTER {r["kind"]} {r["name"]} OWNER TO "{owner}"')
     finally:
         await conn.close()
+
+
+class PrivilegedRole(RuntimeError):
+    """The service would connect as a role that row-level security does not bind."""
+
+
+async def check_runtime_role(pool: asyncpg.Pool) -> None:
+    """Refuse to run as a role the row-level security policies cannot hold: a superuser, a role
+    with BYPASSRLS, or one that owns (or may act as the owner of) the database or its tables,
+    which could simply switch the policies off (``ALTER TABLE … NO FORCE ROW LEVEL SECURITY``)."""
+    row = await pool.fetchrow(
+        """
+        SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+               pg_has_role(r.oid, d.datdba, 'MEMBER') AS owns_database,
+               ARRAY(SELECT c.relname::text FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                       AND pg_has_role(r.oid, c.relowner, 'MEMBER')
+                     ORDER BY 1) AS owned_tables
+        FROM pg_roles r, pg_database d
+        WHERE r.rolname = current_user AND d.datname = current_database()
+        """
+    )
+    assert row is not None
+    problems = []
+    if row["rolsuper"]:
+        problems.append("is a superuser")
+    if row["rolbypassrls"]:
+        problems.append("bypasses row-level security")
+    if row["owns_database"]:
+        problems.append("owns the database")
+    if row["owned_tables"]:
+        problems.append(f"owns tables ({', '.join(row['owned_tables'][:5])}…)")
+    if problems:
+        raise PrivilegedRole(
+            f"refusing to run as database role {row['rolname']!r}: it {' and '.join(problems)}; "
+            "connect as the service's runtime role (migrations run as the owner role)"
+        )
 
 
 def set_clause(fields: dict[str, Any], *, first: int) -> tuple[str, list[Any]]:

@@ -237,7 +237,7 @@ class OutboxRelay:
                 ):
                     # the table's statistics, for the plans above: a table that grew from empty
                     # and churns (every row inserted, then updated) outruns autovacuum's analyze
-                    await conn.execute("ANALYZE outbox")
+                    await conn.execute("SELECT outbox_analyze()")  # ANALYZE, as the owner
                     last_analyze, published_since = time.monotonic(), 0
                 self._wake.clear()  # before looking, so a wake-up during the read is not lost
                 rows = await conn.fetch(

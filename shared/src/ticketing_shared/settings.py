@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import db
 from .auth import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenVerifier
 
 _PLACEHOLDERS = {"", "changeme", "secret", "placeholder", "xxx"}
@@ -28,7 +29,11 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "service"
     env: str = Field("dev", validation_alias=_shared("APP_ENV"))
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/postgres"
+    # the role the service runs as, granted only what it uses; the services refuse to start as a
+    # superuser, a role that bypasses row-level security or one that owns the tables
+    database_url: str = "postgresql://service@127.0.0.1:55432/service"
+    # the tables' owner, for `migrate` only (default: the runtime role's name + "_owner")
+    migration_database_url: str | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
     kafka_bootstrap_servers: str = Field(
@@ -115,6 +120,14 @@ class ServiceSettings(BaseSettings):
             )
             return TokenVerifier(issuer=issuer, audience=audience, jwks=jwks)
         return TokenVerifier(self.public_key_pem(), issuer=issuer, audience=audience)
+
+    def migration_dsn(self) -> str:
+        """The owner role's DSN, which applies the migrations and the runtime role's grants."""
+        if self.migration_database_url:
+            return self.migration_database_url
+        runtime = db.user_of(self.database_url)
+        database = self.database_url.rsplit("/", 1)[1].split("?", 1)[0]
+        return db.role_dsn(self.database_url, database, db.owner_role(runtime))
 
     def public_key_pem(self) -> str:
         if self.jwt_public_key:

@@ -147,6 +147,11 @@ def create_base_app(
         pool = await db.create_pool(
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
+        try:
+            await db.check_runtime_role(pool)
+        except BaseException:
+            await pool.close()
+            raise
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         state = State(settings=settings, pool=pool, http=http)
         app.state.ctx = state

@@ -244,6 +244,11 @@ def create_worker(
         pool = await db.create_pool(
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
+        try:
+            await db.check_runtime_role(pool)
+        except BaseException:
+            await pool.close()
+            raise
         ctx = WorkerContext(settings=settings, pool=pool, stopping=asyncio.Event())
         state["ctx"] = ctx
         tasks: list[asyncio.Task[None]] = []

@@ -59,11 +59,12 @@ def _supervisor_pid() -> int | None:
 async def _migrate_all() -> None:
     admin = pg_dsn("postgres")
     for svc in SERVICES:
-        await db.ensure_database(admin, svc, owner=svc)
+        owner = db.owner_role(svc)
+        await db.ensure_database(admin, svc, owner=owner, runtime=svc)
         mig = db.shared_migrations() + db.dir_migrations(
             svc, REPO / "services" / svc / "migrations"
         )
-        applied = await db.migrate(pg_dsn(svc, role=svc), mig)
+        applied = await db.migrate(pg_dsn(svc, role=owner), mig, runtime_role=svc)
         print(f"  {svc}: {len(applied)} migration(s) applied")
 
 

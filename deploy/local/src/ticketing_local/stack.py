@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from ticketing_shared import db
 from ticketing_shared.auth import DEV_AUDIENCE, DEV_ISSUER
 
 REPO = Path(__file__).resolve().parents[4]
@@ -106,7 +107,9 @@ def service_env() -> dict[str, str]:
     }
     for svc in SERVICES:
         up = svc.upper()
+        # the service runs as a role that owns nothing; its owner role only migrates
         env[f"{up}_DATABASE_URL"] = pg_dsn(svc, role=svc)
+        env[f"{up}_MIGRATION_DATABASE_URL"] = pg_dsn(svc, role=db.owner_role(svc))
         env[f"{up}_API_PORT"] = str(port(f"{up}_API_PORT"))
         env[f"{up}_WORKER_PORT"] = str(port(f"{up}_WORKER_PORT"))
     # what the caller set wins (e.g. ORDER_TTL_SECONDS=5 make up)

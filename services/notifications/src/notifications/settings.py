@@ -13,7 +13,8 @@ class Settings(ServiceSettings):
     )
 
     service_name: str = "notifications"
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/notifications"
+    # the runtime role (never a superuser nor the tables' owner: row-level security binds it)
+    database_url: str = "postgresql://notifications@127.0.0.1:55432/notifications"
     api_port: int = 8004
     worker_port: int = 8014
     smtp_host: str = "127.0.0.1"

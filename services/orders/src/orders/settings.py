@@ -14,7 +14,8 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "orders"
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/orders"
+    # the runtime role (never a superuser nor the tables' owner: row-level security binds it)
+    database_url: str = "postgresql://orders@127.0.0.1:55432/orders"
     api_port: int = 8001
     worker_port: int = 8011
     # all opened at start: a flash sale must not wait for connections to be made

@@ -17,7 +17,8 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "payments"
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/payments"
+    # the runtime role (never a superuser nor the tables' owner: row-level security binds it)
+    database_url: str = "postgresql://payments@127.0.0.1:55432/payments"
     api_port: int = 8002
     worker_port: int = 8012
     # where providers reach our webhooks (the gateway in front of this service)

@@ -56,14 +56,19 @@ class Infra:
         return self.dsn(dsn.rsplit("/", 1)[1].split("?", 1)[0])
 
     async def fresh_database(self, prefix: str, migrations: list[db.Migration]) -> str:
-        """Create a new, migrated database owned by a login role of the same name; returns the
-        DSN of that role, which is what a service connects as (``dsn(name)`` is the superuser's).
-        """
+        """Create a new database, migrated by its owner role (``<name>_owner``), and return the
+        DSN of its runtime role (``<name>``), which owns nothing and is granted only what the
+        grants files say: what a service connects as (``dsn(name)`` is the superuser's)."""
         name = f"{prefix}_{os.getpid()}_{next(self._dbs)}"
-        await db.ensure_database(self.pg_admin_dsn, name, owner=name)
-        dsn = db.role_dsn(self.pg_admin_dsn, name, name)
-        await db.migrate(dsn, migrations)
-        return dsn
+        owner = db.owner_role(name)
+        await db.ensure_database(self.pg_admin_dsn, name, owner=owner, runtime=name)
+        await db.migrate(db.role_dsn(self.pg_admin_dsn, name, owner), migrations, runtime_role=name)
+        return db.role_dsn(self.pg_admin_dsn, name, name)
+
+    def owner_dsn(self, dsn: str) -> str:
+        """The owner role's DSN of the database a runtime DSN points at (migrations, DDL)."""
+        database = dsn.rsplit("/", 1)[1].split("?", 1)[0]
+        return db.role_dsn(self.pg_admin_dsn, database, db.owner_role(db.user_of(dsn)))
 
     def new_broker(self) -> EmbeddedBroker:
         """A private broker (embedded only), for tests that restart it or must not share it."""
