@@ -91,10 +91,12 @@ async def test_the_runtime_role_may_do_what_the_services_do(runtime_dsn: str) ->
     try:
         # the relay refreshes the outbox's statistics through the owner's function
         await conn.execute("SELECT outbox_analyze()")
-        await conn.execute(
-            'INSERT INTO dead_letters (consumer, topic, partition, "offset", error, attempts)'
-            " VALUES ('c', 't', 0, 0, 'e', 1)"
-        )
+        async with conn.transaction():
+            await db.set_tenant(conn, "t1")
+            await conn.execute(
+                'INSERT INTO dead_letters (consumer, topic, partition, "offset", error,'
+                " attempts, tenant_id) VALUES ('c', 't', 0, 0, 'e', 1, 't1')"
+            )
     finally:
         await conn.close()
 

@@ -56,19 +56,24 @@ async def test_idempotency_key_replays_first_response_and_refuses_other_body(
     pool: asyncpg.Pool,
 ) -> None:
     fp = idempotency.request_hash("POST", "/v1/x", {"a": 1})
-    async with db.transaction(pool) as conn:
-        assert await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp) is None
+    async with db.transaction(pool, tenant_id="t1") as conn:
+        assert (
+            await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp, tenant="t1") is None
+        )
         await idempotency.complete(conn, scope="u1", key="k1", status=201, body={"id": "r1"})
-    async with db.transaction(pool) as conn:
-        stored = await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp)
+    async with db.transaction(pool, tenant_id="t1") as conn:
+        stored = await idempotency.begin(conn, scope="u1", key="k1", fingerprint=fp, tenant="t1")
     assert stored == idempotency.StoredResponse(201, {"id": "r1"})
     other = idempotency.request_hash("POST", "/v1/x", {"a": 2})
     with pytest.raises(IdempotencyKeyReused):
-        async with db.transaction(pool) as conn:
-            await idempotency.begin(conn, scope="u1", key="k1", fingerprint=other)
+        async with db.transaction(pool, tenant_id="t1") as conn:
+            await idempotency.begin(conn, scope="u1", key="k1", fingerprint=other, tenant="t1")
     # the same key in another scope (another caller) is unrelated
-    async with db.transaction(pool) as conn:
-        assert await idempotency.begin(conn, scope="u2", key="k1", fingerprint=other) is None
+    async with db.transaction(pool, tenant_id="t1") as conn:
+        assert (
+            await idempotency.begin(conn, scope="u2", key="k1", fingerprint=other, tenant="t1")
+            is None
+        )
 
 
 async def test_concurrent_same_key_creates_once_and_replays_to_the_rest(pool: asyncpg.Pool) -> None:
@@ -76,8 +81,10 @@ async def test_concurrent_same_key_creates_once_and_replays_to_the_rest(pool: as
     created = []
 
     async def request(i: int) -> object:
-        async with db.transaction(pool) as conn:
-            stored = await idempotency.begin(conn, scope="u", key="race", fingerprint=fp)
+        async with db.transaction(pool, tenant_id="t1") as conn:
+            stored = await idempotency.begin(
+                conn, scope="u", key="race", fingerprint=fp, tenant="t1"
+            )
             if stored is not None:
                 return stored.body
             await asyncio.sleep(
@@ -96,11 +103,14 @@ async def test_concurrent_same_key_creates_once_and_replays_to_the_rest(pool: as
 async def test_a_failed_first_attempt_releases_the_key(pool: asyncpg.Pool) -> None:
     fp = idempotency.request_hash("POST", "/v1/x", {})
     with pytest.raises(RuntimeError):
-        async with db.transaction(pool) as conn:
-            await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp)
+        async with db.transaction(pool, tenant_id="t1") as conn:
+            await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp, tenant="t1")
             raise RuntimeError("inventory_exhausted")
-    async with db.transaction(pool) as conn:
-        assert await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp) is None
+    async with db.transaction(pool, tenant_id="t1") as conn:
+        assert (
+            await idempotency.begin(conn, scope="u", key="retry", fingerprint=fp, tenant="t1")
+            is None
+        )
 
 
 async def test_only_one_relay_is_active_and_a_standby_takes_over(
@@ -126,7 +136,7 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
         order_ids = [uuid.uuid4() for _ in range(5)]
         written: dict[str, list[uuid.UUID]] = defaultdict(list)
         for round_ in range(2):
-            async with db.transaction(pool) as conn:
+            async with db.transaction(pool, tenant_id="t") as conn:
                 for oid in order_ids:
                     ev = OrderExpired(order_id=oid, tenant_id="t", buyer_email=f"{round_}@x")
                     written[str(oid)].append(
@@ -176,7 +186,7 @@ async def test_an_outbox_with_the_wake_trigger_wakes_its_idle_relay_at_every_ins
         await wait_until(lambda: asyncio.sleep(0, relay.active), timeout=15, message="active")
         await wait_until(lambda: _all_published(pool), timeout=15, message="nothing pending")
         await asyncio.sleep(0.2)  # the relay is now in its 30 s idle wait
-        async with db.transaction(pool) as conn:
+        async with db.transaction(pool, tenant_id="t") as conn:
             oid = uuid.uuid4()
             ev = OrderExpired(order_id=oid, tenant_id="t", buyer_email="wake@x")
             await outbox.emit(conn, ev, subject=oid, source="test")
@@ -187,7 +197,8 @@ async def test_an_outbox_with_the_wake_trigger_wakes_its_idle_relay_at_every_ins
 
 
 async def _all_published(pool: asyncpg.Pool) -> bool:
-    return await pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL")
+    rows = await _peek(pool, "SELECT count(*) = 0 AS done FROM outbox WHERE published_at IS NULL")
+    return bool(rows[0]["done"])
 
 
 async def _read_topic(bootstrap: str, wanted: set[uuid.UUID]) -> dict[str, list[uuid.UUID]]:
@@ -215,7 +226,7 @@ async def _read_topic(bootstrap: str, wanted: set[uuid.UUID]) -> dict[str, list[
 
 
 async def test_replay_requeues_only_rows_since_the_given_time(pool: asyncpg.Pool) -> None:
-    async with db.transaction(pool) as conn:
+    async with db.transaction(pool, tenant_id="t") as conn:
         for age in (1, 30, 120):
             eid = await outbox.emit(
                 conn, OrderExpired(order_id=uuid.uuid4(), tenant_id="t"), subject="s", source="t"
@@ -269,8 +280,12 @@ async def test_a_fetched_batch_is_claimed_and_applied_in_one_go_duplicates_once(
     assert applied == [str(o) for o in orders]
     await consumer.handle_batch(batch)
     assert applied == [str(o) for o in orders]
-    rows = await pool.fetch("SELECT event_id FROM inbox WHERE consumer = 'batch-test' ORDER BY seq")
-    assert [r["event_id"] for r in rows] == [e.id for e in events]
+    rows = await _peek(
+        pool, "SELECT event_id, tenant_id FROM inbox WHERE consumer = 'batch-test' ORDER BY seq"
+    )
+    assert [(r["event_id"], r["tenant_id"]) for r in rows] == [(e.id, "t") for e in events]
+    # row-level security: unscoped, the claims are not there at all
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
 
 
 async def test_a_batch_route_applies_consecutive_events_of_its_type_in_one_call_in_order(
@@ -332,16 +347,16 @@ async def test_a_batch_route_applies_consecutive_events_of_its_type_in_one_call_
     ]
 
 
-async def test_a_tenant_scoped_consumer_scopes_each_transaction_in_its_inbox_claim(
+async def test_the_inbox_claim_scopes_each_transaction_to_its_events_tenants(
     pool: asyncpg.Pool,
 ) -> None:
-    """The claim scopes the transaction to the event's tenant in the same statement: a handler
-    finds it scoped, and its own ``set_tenant()`` for that tenant sends nothing; another tenant
-    in the same batch is still scoped by its handler."""
+    """The claim scopes the transaction to its events' tenants in the same statement: a handler
+    finds it scoped, and its own ``set_tenant()`` for a batch of one tenant sends nothing; in a
+    batch of several tenants each handler narrows the scope to its own."""
     from ticketing_shared.consumer import EventConsumer, Record
     from ticketing_shared.envelope import CloudEvent
 
-    consumer = EventConsumer("scoped-test", tenant_scoped=True)
+    consumer = EventConsumer("scoped-test")
     seen: list[tuple[str, str, int]] = []
 
     @consumer.on(OrderExpired)
@@ -377,13 +392,23 @@ async def test_a_tenant_scoped_consumer_scopes_each_transaction_in_its_inbox_cla
     await consumer.handle(record(0, "t1"))  # on its own
     assert seen == [("t1", "t1", 0)]
     seen.clear()
-    await consumer.handle_batch([record(1, "t1"), record(2, "t1"), record(3, "t2")])
-    assert seen == [("t1", "t1", 0), ("t1", "t1", 0), ("t1", "t2", 1)]
-    # an unscoped consumer leaves the scope to its handlers, as before
+    await consumer.handle_batch([record(1, "t3"), record(2, "t3")])  # one tenant's batch
+    assert seen == [("t3", "t3", 0), ("t3", "t3", 0)]
     seen.clear()
-    consumer.tenant_scoped = False
-    await consumer.handle(record(4, "t3"))
-    assert seen == [("", "t3", 1)]
+    await consumer.handle_batch([record(3, "t1"), record(4, "t1"), record(5, "t2")])
+    assert seen == [("t1,t2", "t1", 1), ("t1", "t1", 0), ("t1", "t2", 1)]
+
+
+async def test_an_event_naming_all_tenants_cannot_widen_a_claims_scope(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="all tenants"):
+            db.scoped_by_claim(conn, {"t1", "*"})
+
+
+async def _peek(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyncpg.Record]:
+    """What every tenant's rows say (the all-tenants scope, as an operator would look)."""
+    async with db.transaction(pool, tenant_id=db.ALL_TENANTS) as conn:
+        return list(await conn.fetch(sql, *args))
 
 
 async def test_the_pool_serves_waiting_callers_first_come_first_served(dsn: str) -> None:

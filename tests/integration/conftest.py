@@ -42,7 +42,11 @@ class Messaging:
     base_env: dict[str, str]
     log_dir: Path
     processes: list[ServiceProcess]
+    # what the tests look at, as the superuser (every tenant's rows; row-level security would
+    # hide them from the services' own role)...
     pools: dict[str, asyncpg.Pool] = field(default_factory=dict)
+    # ...and the services' own role, which writes the events
+    writers: dict[str, asyncpg.Pool] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def env_for(
@@ -114,8 +118,9 @@ class Messaging:
         self, events: list[tuple[EventData, str]], *, service: str = "orders"
     ) -> list[uuid.UUID]:
         """Write events to a service's outbox in ONE transaction (with a business-like write)."""
-        pool = self.pools[service]
-        async with db.transaction(pool) as conn:
+        pool = self.writers[service]
+        tenants = {str(getattr(ev, "tenant_id", "")) for ev, _ in events}
+        async with db.transaction(pool, tenant_id=tenants) as conn:
             await conn.execute("INSERT INTO business_touch VALUES (1)")
             return [
                 await outbox.emit(conn, ev, subject=subject, source=service)
@@ -224,13 +229,14 @@ async def messaging(
             )
         finally:
             await owner.close()
-        m.pools[svc] = await db.create_pool(d, min_size=1, max_size=4)
+        m.writers[svc] = await db.create_pool(d, min_size=1, max_size=4)
+        m.pools[svc] = await db.create_pool(infra.admin_dsn(d), min_size=1, max_size=4)
     try:
         yield m
     finally:
         for p in m.processes:
             p.stop()
-        for pool in m.pools.values():
+        for pool in [*m.pools.values(), *m.writers.values()]:
             await pool.close()
         if broker is not None:
             broker.stop()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -31,15 +32,17 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Histogram
 
+from .auth import TENANT_ID_PATTERN
 from .contracts.base import EventData
 from .contracts.topics import dlq_topic
 from .crash import crash_point
 from .db import scope_cache
-from .envelope import CloudEvent, Headers, decode
+from .envelope import CloudEvent, EnvelopeError, Headers, decode
 from .inbox import claim, claim_many
 from .logs import traceparent_var
 
 log = logging.getLogger(__name__)
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 E = TypeVar("E", bound=EventData)
 Handler = Callable[[asyncpg.Connection, Any, CloudEvent], Awaitable[None]]
@@ -99,14 +102,8 @@ class EventConsumer:
         max_attempts: int = 5,
         backoff_ms: float = 50.0,
         backoff_max_ms: float = 2000.0,
-        tenant_scoped: bool = False,
     ) -> None:
         self.name = name
-        # events carry ``tenant_id`` and handlers scope their transaction to it: the inbox claim
-        # sets that scope in its own statement, saving each handler's ``set_tenant()`` round trip.
-        # Handlers must still call ``set_tenant()`` themselves: in a batch, the claim scopes to
-        # the FIRST event's tenant, which is not the right scope for the others.
-        self.tenant_scoped = tenant_scoped
         self.max_attempts = max_attempts
         self.backoff = backoff_ms / 1000
         self.backoff_max = backoff_max_ms / 1000
@@ -227,8 +224,12 @@ class EventConsumer:
         for ce_type, outcome in outcomes:
             EVENTS.labels(self.name, ce_type, outcome).inc()
 
-    def _tenant(self, data: Any) -> str | None:
-        tenant = getattr(data, "tenant_id", None) if self.tenant_scoped else None
+    @staticmethod
+    def _tenant(data: Any) -> str | None:
+        """The tenant an event names (every contract has one): the inbox claim scopes the
+        transaction to the batch's tenants (see ``inbox``); handlers working for one tenant of a
+        batch of several still narrow the scope to it themselves."""
+        tenant = getattr(data, "tenant_id", None)
         return tenant if isinstance(tenant, str) and tenant else None
 
     def _routed(self, record: Record) -> bool:
@@ -248,8 +249,10 @@ class EventConsumer:
                 fresh_ids = await claim_many(
                     conn,
                     consumer=self.name,
-                    claims=[(e, r.topic, r.partition, r.offset) for r, e, _, _ in parsed],
-                    tenant=self._tenant(parsed[0][3]),
+                    claims=[
+                        (e, r.topic, r.partition, r.offset, self._tenant(d))
+                        for r, e, _, d in parsed
+                    ],
                 )
                 fresh: list[tuple[CloudEvent, _Route, Any]] = []
                 for _record, event, route, data in parsed:
@@ -326,11 +329,15 @@ class EventConsumer:
         await self.producer.send_and_wait(
             dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
         )
+        # kept with its tenant when the message can be read that far (NULL when not: only the
+        # all-tenants scope, an operator's, sees those), written under the all-tenants scope
+        # (the message may name no tenant, or one this consumer never scoped to)
         await self.pool.execute(
             """
             INSERT INTO dead_letters (consumer, event_id, ce_type, topic, partition, "offset",
-                                      error, attempts)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      error, attempts, tenant_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+            WHERE set_config('app.tenant_id', '*', true) IS NOT NULL
             """,
             self.name,
             _header(record.headers, "ce_id"),
@@ -340,6 +347,7 @@ class EventConsumer:
             record.offset,
             error,
             attempts,
+            _record_tenant(record),
         )
 
 
@@ -368,6 +376,15 @@ async def _apply_run(conn: asyncpg.Connection, run: list[tuple[CloudEvent, _Rout
             await route.handler(conn, data, first)
     finally:
         traceparent_var.reset(token)
+
+
+def _record_tenant(record: Record) -> str | None:
+    """The tenant a record's data names, if the record can be read at all."""
+    try:
+        tenant = decode(record.headers, record.value).data.get("tenant_id")
+    except EnvelopeError:
+        return None
+    return tenant if isinstance(tenant, str) and _TENANT_ID.fullmatch(tenant) else None
 
 
 def _header(headers: Headers, name: str) -> str | None:

@@ -29,14 +29,16 @@ _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIGRATION_LOCK_KEY = 0x7469636B  # "tick"
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _release_without_reset(conn: asyncpg.Connection) -> None:
     """Nothing to undo: our pooled connections never leave session state behind (settings are
-    transaction-local, ``set_config(..., true)``; advisory locks live on dedicated connections).
+    transaction-local, ``set_config(..., true)``, but for the all-tenants scope of a pool made
+    for it (``create_pool(all_tenants=True)``), which is meant to stay; advisory locks live on
+    dedicated connections).
     asyncpg still rolls back an unfinished transaction first. This saves the ``RESET ALL`` round
     trip asyncpg makes on every release by default."""
 
@@ -78,8 +80,21 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
                 self._turns.release()
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """Create a fair pool whose connections decode json/jsonb to Python objects."""
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, all_tenants: bool = False
+) -> asyncpg.Pool:
+    """Create a fair pool whose connections decode json/jsonb to Python objects.
+
+    ``all_tenants``: every connection is scoped to all tenants for its whole session (row-level
+    security), for work that spans tenants by design: schedulers, the e-mail sender, provider
+    callbacks, which find their rows by a provider's reference. Such a pool is never used for a
+    request made on a caller's behalf; a transaction on it may still narrow its own scope.
+    """
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        await conn.execute("SELECT set_config('app.tenant_id', $1, false)", ALL_TENANTS)
+
     pool = await FairPool(
         dsn,
         min_size=min_size,
@@ -89,7 +104,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
-        init=_init_connection,
+        init=init if all_tenants else init_connection,
         reset=_release_without_reset,
         command_timeout=30,
     )
@@ -144,11 +159,15 @@ def scope_cache() -> Iterator[None]:
         _scopes.reset(token)
 
 
-def scoped_by_claim(conn: asyncpg.Connection, tenant: str) -> str:
+def scoped_by_claim(conn: asyncpg.Connection, tenants: Iterable[str]) -> str:
     """The scope a consumer's inbox claim sets on ``conn`` in the same statement (it passes the
-    returned value to ``set_config``); within :func:`scope_cache`, :func:`set_tenant` for that
-    tenant then skips its own round trip."""
-    scope = tenant_scope(tenant)
+    returned value to ``set_config``): the tenants of the events it claims, never all of them (an
+    event naming ``*`` is refused). Within :func:`scope_cache`, :func:`set_tenant` for that
+    scope then skips its own round trip."""
+    tenants = set(tenants)
+    if ALL_TENANTS in tenants:
+        raise ValueError("an event cannot be of all tenants")
+    scope = tenant_scope(tenants)
     cache = _scopes.get()
     if cache is not None:
         cache[id(conn)] = scope

@@ -77,17 +77,20 @@ async def begin(
     scope: str,
     key: str,
     fingerprint: str,
+    tenant: str,
     response: StoredResponse | None = None,
 ) -> StoredResponse | None:
     """Claim ``key``; None when this request is the first, else the first response to replay.
 
     ``response``: when the response is known before the work (ids chosen up front), it is stored
-    with the claim, so no write to this table follows the work itself.
+    with the claim, so no write to this table follows the work itself. ``tenant``: whose data
+    the request creates (the key's row is bound by row-level security like that data).
     """
     claimed = await conn.fetchval(
         """
-        INSERT INTO idempotency_keys (scope, key, request_hash, response_status, response_body)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO idempotency_keys (scope, key, request_hash, response_status, response_body,
+                                      tenant_id)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (scope, key) DO NOTHING RETURNING true
         """,
         scope,
@@ -95,14 +98,11 @@ async def begin(
         fingerprint,
         response.status if response else None,
         response.body if response else None,
+        tenant,
     )
     if claimed:
         return None
-    row = await conn.fetchrow(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        scope,
-        key,
-    )
+    row = await _stored(conn, scope, key)
     if row is None:  # the claimant rolled back between our two statements: treat as in flight
         raise Conflict(
             "a request with this Idempotency-Key is in progress", code="idempotency_key_in_use"
@@ -125,11 +125,7 @@ async def lookup(
 
     For creations that write the key together with their response in one statement.
     """
-    row = await conn.fetchrow(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        scope,
-        key,
-    )
+    row = await _stored(conn, scope, key)
     if row is None:
         return None
     if row["request_hash"] != fingerprint:
@@ -141,6 +137,12 @@ async def lookup(
             "a request with this Idempotency-Key is in progress", code="idempotency_key_in_use"
         )
     return StoredResponse(row["response_status"], row["response_body"])
+
+
+async def _stored(conn: asyncpg.Connection, scope: str, key: str) -> asyncpg.Record | None:
+    """The key's row, whatever the transaction's row-level security scope (the scope names the
+    caller: this is theirs), which is left as it was."""
+    return await conn.fetchrow("SELECT * FROM idempotency_lookup($1, $2)", scope, key)
 
 
 async def complete(

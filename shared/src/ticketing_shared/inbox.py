@@ -1,4 +1,11 @@
-"""Idempotent consumers: claim ``(consumer, event_id)`` in the transaction of the effects."""
+"""Idempotent consumers: claim ``(consumer, event_id)`` in the transaction of the effects.
+
+The claim also scopes that transaction for row-level security, in the same statement: to the
+tenants of the events claimed (every event names its tenant). The inbox rows themselves are
+bound by it, and so is everything the handlers then do; a handler that works for one tenant of a
+batch still narrows the scope to that tenant itself (``db.set_tenant``), which costs no round trip
+when the batch is that tenant's alone (``db.scoped_by_claim``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,8 @@ import asyncpg
 from .db import scoped_by_claim
 from .envelope import CloudEvent
 
-# With a tenant: the same statement scopes the transaction to it (``app.tenant_id``), so the
-# handler's own ``set_tenant()`` for that tenant costs no round trip (see ``scoped_by_claim``).
-_SCOPE = ", set_config('app.tenant_id', $8, true)"
+# (event, topic, partition, offset, tenant) of one record
+Claim = tuple[CloudEvent, str, int, int, str | None]
 
 
 async def claim(
@@ -20,48 +26,45 @@ async def claim(
     topic: str,
     partition: int,
     offset: int,
-    tenant: str | None = None,
+    tenant: str | None,
 ) -> bool:
-    """True the first time ``consumer`` sees ``event``; False for a redelivery (do nothing).
-    With ``tenant``, the transaction is also scoped to it, in the same round trip."""
-    claims = [(event, topic, partition, offset)]
-    return str(event.id) in await claim_many(conn, consumer=consumer, claims=claims, tenant=tenant)
+    """True the first time ``consumer`` sees ``event``; False for a redelivery (do nothing)."""
+    claims = [(event, topic, partition, offset, tenant)]
+    return str(event.id) in await claim_many(conn, consumer=consumer, claims=claims)
 
 
-async def claim_many(
-    conn: asyncpg.Connection,
-    *,
-    consumer: str,
-    claims: list[tuple[CloudEvent, str, int, int]],
-    tenant: str | None = None,
-) -> set[str]:
+async def claim_many(conn: asyncpg.Connection, *, consumer: str, claims: list[Claim]) -> set[str]:
     """:func:`claim` for a batch in ONE statement: the ids of the events seen for the first time
-    (an id twice in the batch is claimed once). ``claims`` holds (event, topic, partition,
-    offset), in order. ``tenant`` as for :func:`claim`."""
-    args: list[object] = [
-        consumer,
-        [e.id for e, _, _, _ in claims],
-        [e.type for e, _, _, _ in claims],
-        [e.subject for e, _, _, _ in claims],
-        [t for _, t, _, _ in claims],
-        [p for _, _, p, _ in claims],
-        [o for _, _, _, o in claims],
-    ]
-    if tenant is not None:
-        args.append(scoped_by_claim(conn, tenant))
+    (an id twice in the batch is claimed once), the transaction scoped to the batch's tenants."""
+    tenants = {t for *_, t in claims if t}
     fresh = await conn.fetchval(
-        f"""
+        """
         WITH c AS (
-            INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset")
-            SELECT $1, c.event_id, c.ce_type, c.ce_subject, c.topic, c.partition, c."offset"
-            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[])
-                 WITH ORDINALITY AS c(event_id, ce_type, ce_subject, topic, partition, "offset", n)
+            INSERT INTO inbox (consumer, event_id, ce_type, ce_subject, topic, partition, "offset",
+                               tenant_id)
+            SELECT $1, c.event_id, c.ce_type, c.ce_subject, c.topic, c.partition, c."offset",
+                   c.tenant_id
+            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[],
+                        $8::text[])
+                 WITH ORDINALITY AS c(event_id, ce_type, ce_subject, topic, partition, "offset",
+                                      tenant_id, n)
+            -- evaluated for each row before it is inserted: the row-level security check of the
+            -- insert, and all that follows in the transaction, sees the batch's scope
+            WHERE set_config('app.tenant_id', $9, true) IS NOT NULL
             ORDER BY c.n
             ON CONFLICT (consumer, event_id) DO NOTHING
             RETURNING event_id
         )
-        SELECT ARRAY(SELECT event_id FROM c){_SCOPE if tenant is not None else ""}
+        SELECT ARRAY(SELECT event_id FROM c)
         """,
-        *args,
+        consumer,
+        [e.id for e, *_ in claims],
+        [e.type for e, *_ in claims],
+        [e.subject for e, *_ in claims],
+        [t for _, t, _, _, _ in claims],
+        [p for _, _, p, _, _ in claims],
+        [o for _, _, _, o, _ in claims],
+        [t for *_, t in claims],
+        scoped_by_claim(conn, tenants),
     )
     return {str(i) for i in fresh}

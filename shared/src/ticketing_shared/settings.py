@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     migration_database_url: str | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # the connections scoped to all tenants, for schedulers and provider callbacks
+    db_all_tenants_pool_max: int = 4
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
     )

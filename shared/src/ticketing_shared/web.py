@@ -45,6 +45,9 @@ class State:
     settings: ServiceSettings
     pool: asyncpg.Pool
     http: httpx.AsyncClient
+    # scoped to all tenants, for what no caller's scope fits (provider callbacks); None unless
+    # the service asked for it
+    all_tenants_pool: asyncpg.Pool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,6 +142,7 @@ def create_base_app(
     title: str,
     on_startup: Callable[[State], Awaitable[None]] | None = None,
     on_shutdown: Callable[[State], Awaitable[None]] | None = None,
+    all_tenants_pool: bool = False,
 ) -> FastAPI:
     configure_logging(f"{settings.service_name}-api", settings.log_level)
 
@@ -154,6 +158,13 @@ def create_base_app(
             raise
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         state = State(settings=settings, pool=pool, http=http)
+        if all_tenants_pool:
+            state.all_tenants_pool = await db.create_pool(
+                settings.database_url,
+                min_size=1,
+                max_size=settings.db_all_tenants_pool_max,
+                all_tenants=True,
+            )
         app.state.ctx = state
         app.state.verifier = settings.token_verifier()
         try:
@@ -164,6 +175,8 @@ def create_base_app(
             if on_shutdown is not None:
                 await on_shutdown(state)
             await http.aclose()
+            if state.all_tenants_pool is not None:
+                await state.all_tenants_pool.close()
             await pool.close()
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)

@@ -54,6 +54,9 @@ class WorkerContext:
     settings: ServiceSettings
     pool: asyncpg.Pool
     stopping: asyncio.Event
+    # scoped to all tenants for the whole session: the schedulers' (expiry, provider tasks,
+    # e-mail sending, retention), whose work spans tenants by design
+    all_tenants_pool: asyncpg.Pool
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def sleep(self, seconds: float) -> bool:
@@ -249,7 +252,15 @@ def create_worker(
         except BaseException:
             await pool.close()
             raise
-        ctx = WorkerContext(settings=settings, pool=pool, stopping=asyncio.Event())
+        jobs_pool = await db.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.db_all_tenants_pool_max,
+            all_tenants=True,
+        )
+        ctx = WorkerContext(
+            settings=settings, pool=pool, stopping=asyncio.Event(), all_tenants_pool=jobs_pool
+        )
         state["ctx"] = ctx
         tasks: list[asyncio.Task[None]] = []
         dlq_producer = kafka.producer(
@@ -307,6 +318,7 @@ def create_worker(
             await asyncio.gather(*tasks, return_exceptions=True)
             if on_shutdown is not None:
                 await on_shutdown(ctx)
+            await jobs_pool.close()
             await pool.close()
 
     async def healthz(_: Request) -> JSONResponse:

@@ -32,6 +32,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
         await queue_email(
             conn,
             event_id=event.id,
+            tenant_id=data.tenant_id,
             template="order_paid",
             recipient=data.buyer_email,
             locale=data.buyer_locale,
@@ -47,6 +48,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
         await queue_email(
             conn,
             event_id=event.id,
+            tenant_id=data.tenant_id,
             template="order_expired",
             recipient=data.buyer_email,
             locale=data.buyer_locale,
@@ -64,6 +66,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
         await queue_email(
             conn,
             event_id=event.id,
+            tenant_id=data.tenant_id,
             template="refund_completed",
             recipient=data.buyer_email,
             locale=data.buyer_locale,

@@ -13,6 +13,7 @@ async def insert_delivery(
     *,
     delivery_id: UUID,
     event_id: UUID,
+    tenant_id: str,
     template: str,
     recipient: str,
     locale: str,
@@ -25,8 +26,8 @@ async def insert_delivery(
     inserted = await conn.fetchval(
         """
         INSERT INTO deliveries (id, event_id, template, recipient, locale, order_id, subject,
-                                body_text, body_html)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                body_text, body_html, tenant_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (event_id, template, recipient) DO NOTHING
         RETURNING true
         """,
@@ -39,6 +40,7 @@ async def insert_delivery(
         subject,
         body_text,
         body_html,
+        tenant_id,
     )
     return bool(inserted)
 

@@ -31,5 +31,7 @@ class Settings(ServiceSettings):
     # mails per SMTP session, and how many sessions run at once
     sender_batch: int = 10
     sender_concurrency: int = 4
+    # the sender's loops each hold one (they work for every tenant), and room for the rest
+    db_all_tenants_pool_max: int = 6
     # fresh mail wakes the sender at once; the poll only finds retries that came due
     sender_idle_poll_s: float = 0.25

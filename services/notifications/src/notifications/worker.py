@@ -38,7 +38,7 @@ def create_worker(settings: Settings | None = None) -> Starlette:
 
     async def send_emails(ctx: WorkerContext) -> None:
         """Deliver queued e-mails over SMTP with retries and backoff."""
-        await sender.run(ctx.pool, ctx.stopping)
+        await sender.run(ctx.all_tenants_pool, ctx.stopping)
 
     async def close_sessions(ctx: WorkerContext) -> None:
         await mailer.close()

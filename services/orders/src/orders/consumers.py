@@ -21,7 +21,6 @@ def build_consumer(settings: Settings) -> EventConsumer:
         "orders",
         max_attempts=settings.consumer_max_attempts,
         backoff_ms=settings.consumer_backoff_ms,
-        tenant_scoped=True,
     )
 
     @consumer.on(PaymentSucceeded)

@@ -345,16 +345,6 @@ async def create_free_registration(
     )
 
 
-async def stored_response(
-    conn: asyncpg.Connection, *, scope: str, key: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        scope,
-        key,
-    )
-
-
 # ---------------------------------------------------------------------------------------- orders
 
 

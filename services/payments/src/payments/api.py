@@ -26,6 +26,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def shutdown(state: State) -> None:
         await state.extra["provider_http"].aclose()
 
-    app = create_base_app(settings, title="Payments API", on_startup=startup, on_shutdown=shutdown)
+    app = create_base_app(
+        settings,
+        title="Payments API",
+        on_startup=startup,
+        on_shutdown=shutdown,
+        all_tenants_pool=True,  # the providers' callbacks
+    )
     app.include_router(router)
     return app

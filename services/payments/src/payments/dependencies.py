@@ -24,6 +24,14 @@ async def get_pool(request: Request) -> asyncpg.Pool:
     return _state(request).pool
 
 
+async def get_all_tenants_pool(request: Request) -> asyncpg.Pool:
+    """Connections scoped to all tenants: for provider callbacks only, which find their rows by
+    the provider's reference (verified by the provider's signature, or fetched from its API)."""
+    pool = _state(request).all_tenants_pool
+    assert pool is not None
+    return pool
+
+
 async def get_providers(request: Request) -> Providers:
     providers: Providers = _state(request).extra["providers"]
     return providers
@@ -41,6 +49,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+AllTenantsPool = Annotated[asyncpg.Pool, Depends(get_all_tenants_pool)]
 WeChat = Annotated[WeChatPayClient, Depends(get_wechat)]
 ProviderSet = Annotated[Providers, Depends(get_providers)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

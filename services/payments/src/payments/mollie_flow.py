@@ -64,6 +64,7 @@ async def checkout(
     (a new attempt id, hence a new Idempotency-Key). An attempt still open is resumed, so a
     double click creates one Mollie payment."""
     async with db.transaction(pool) as conn:
+        await repo.scope_to_order(conn, order_id)
         order = check_provider(
             await repo.get_order(conn, order_id, for_update=True), principal, PROVIDER
         )
@@ -77,6 +78,7 @@ async def checkout(
                 {
                     "id": attempt,
                     "order_id": order_id,
+                    "tenant_id": order["tenant_id"],
                     "provider": PROVIDER,
                     "payment_method": PaymentMethod.REDIRECT.value,
                     "out_trade_no": attempt.hex,
@@ -102,7 +104,7 @@ async def checkout(
     href = ((created.get("_links") or {}).get("checkout") or {}).get("href")
     if not href:
         raise ProviderUnavailable("Mollie returned a payment without a checkout link")
-    async with db.transaction(pool) as conn:
+    async with db.transaction(pool, tenant_id=order["tenant_id"]) as conn:
         stored = await repo.update_payment(
             conn,
             payment["id"],
@@ -173,6 +175,7 @@ async def on_webhook(
             reference=mollie_id,
             payload=snapshot,
             outcome=outcome,
+            tenant_id=payment["tenant_id"],
         )
     NOTIFICATIONS.labels(PROVIDER, outcome if fresh or changed else "redelivered").inc()
     return outcome
@@ -319,6 +322,7 @@ async def _apply_payment(
             "event_type": "payment.paid",
             "reference": str(obj["id"]),
             "payload": obj,
+            "tenant_id": payment["tenant_id"],
         },
         outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
     )

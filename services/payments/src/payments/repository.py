@@ -38,6 +38,13 @@ async def set_order_status(conn: asyncpg.Connection, order_id: UUID, status: str
     )
 
 
+async def scope_to_order(conn: asyncpg.Connection, order_id: UUID) -> str | None:
+    """Scope the transaction to the tenant of an order of the read model (migration 0006): a
+    request on one order sees that tenant's rows only. None when there is no such order."""
+    tenant: str | None = await conn.fetchval("SELECT scope_to_order($1)", order_id)
+    return tenant
+
+
 async def get_order(
     conn: asyncpg.Connection, order_id: UUID, *, for_update: bool = False
 ) -> asyncpg.Record | None:
@@ -53,15 +60,11 @@ async def get_payment(
     provider_payment_id: str | None = None,
     for_update: bool = False,
 ) -> asyncpg.Record | None:
-    """A payment by our order number, or by the provider's own id (Mollie's ``tr_…``), with its
-    order's tenant."""
+    """A payment by our order number, or by the provider's own id (Mollie's ``tr_…``)."""
     column = "out_trade_no" if provider_payment_id is None else "provider_payment_id"
-    lock = " FOR UPDATE OF p" if for_update else ""
+    lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
-        f"""
-        SELECT p.*, o.tenant_id FROM payments p JOIN orders_view o ON o.order_id = p.order_id
-        WHERE p.provider = $1 AND p.{column} = $2{lock}
-        """,
+        f"SELECT * FROM payments WHERE provider = $1 AND {column} = $2{lock}",
         provider,
         out_trade_no if provider_payment_id is None else provider_payment_id,
     )
@@ -94,8 +97,9 @@ async def insert_payment(conn: asyncpg.Connection, payment: dict[str, Any]) -> a
     """Insert an attempt, or return the one already there for this provider order number."""
     row = await conn.fetchrow(
         """
-        INSERT INTO payments (id, order_id, provider, payment_method, out_trade_no, amount, currency)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO payments (id, order_id, provider, payment_method, out_trade_no, amount, currency,
+                              tenant_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (provider, out_trade_no) DO NOTHING RETURNING *
         """,
         payment["id"],
@@ -105,6 +109,7 @@ async def insert_payment(conn: asyncpg.Connection, payment: dict[str, Any]) -> a
         payment["out_trade_no"],
         payment["amount"],
         payment["currency"],
+        payment["tenant_id"],
     )
     if row is None:
         row = await get_payment(
@@ -154,13 +159,16 @@ async def record_notification(
     reference: str,
     payload: dict[str, Any],
     outcome: str,
+    tenant_id: str | None,
 ) -> bool:
-    """False when this notification id was recorded before (a redelivery)."""
+    """False when this notification id was recorded before (a redelivery). ``tenant_id``: of
+    the payment or refund it is about (None when it is about nothing of ours)."""
     return bool(
         await conn.fetchval(
             """
-            INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload, outcome)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
+            INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
+                                                payload, outcome, tenant_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true
             """,
             provider,
             notification_id,
@@ -168,6 +176,7 @@ async def record_notification(
             reference,
             payload,
             outcome,
+            tenant_id,
         )
     )
 
@@ -196,9 +205,9 @@ async def mark_paid(
                 INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
             ), n AS (
                 INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload,
-                                                    outcome)
+                                                    outcome, tenant_id)
                 SELECT $16, $17, $18, $19, $20,
-                       CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END
+                       CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END, $23
                 ON CONFLICT DO NOTHING
             )
             SELECT EXISTS (SELECT 1 FROM p)
@@ -216,6 +225,7 @@ async def mark_paid(
             notification["payload"],
             fields.get("payment_method"),
             expected,
+            notification["tenant_id"],
         )
     )
 
@@ -228,10 +238,12 @@ async def add_task(
     provider: str,
     reference: str,
     payload: dict[str, Any],
+    tenant_id: str,
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO provider_tasks (id, kind, provider, reference, payload) VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO provider_tasks (id, kind, provider, reference, payload, tenant_id)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (kind, provider, reference) DO NOTHING
         """,
         task_id,
@@ -239,6 +251,7 @@ async def add_task(
         provider,
         reference,
         payload,
+        tenant_id,
     )
 
 
@@ -370,7 +383,7 @@ async def settle_refund_once(
     """A provider's refund news: the refund moved on (only from an ``expected`` state), its
     ``payment.refund_updated`` outbox row and the notification record, in ONE statement (False:
     nothing to apply, and only the notification is recorded)."""
-    assignments, values = set_clause(fields, first=19)
+    assignments, values = set_clause(fields, first=20)
     return bool(
         await conn.fetchval(
             f"""
@@ -382,9 +395,9 @@ async def settle_refund_once(
                 SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
             ), n AS (
                 INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
-                                                    payload, outcome)
+                                                    payload, outcome, tenant_id)
                 SELECT $13, $14, $15, $16, $17,
-                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END
+                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END, $19
                 ON CONFLICT DO NOTHING
             )
             SELECT EXISTS (SELECT 1 FROM r)
@@ -398,6 +411,7 @@ async def settle_refund_once(
             notification["reference"],
             notification["payload"],
             outcome,
+            notification["tenant_id"],
             *values,
         )
     )

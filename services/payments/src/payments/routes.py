@@ -13,7 +13,7 @@ from ticketing_shared import db
 from ticketing_shared.web import FastJSONResponse
 
 from . import mollie_flow, service
-from .dependencies import AppSettings, Caller, Pool, ProviderSet, WeChat
+from .dependencies import AllTenantsPool, AppSettings, Caller, Pool, ProviderSet, WeChat
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic
@@ -54,7 +54,7 @@ async def list_payments(order_id: UUID, principal: Caller, pool: Pool, wechat: W
 
 @router.post("/webhooks/wechatpay", include_in_schema=True)
 async def wechatpay_webhook(
-    request: Request, pool: Pool, wechat: WeChat, settings: AppSettings
+    request: Request, pool: AllTenantsPool, wechat: WeChat, settings: AppSettings
 ) -> Response:
     """WeChat Pay notifications: verified over the raw body, decrypted, applied once."""
     body = await request.body()
@@ -86,7 +86,7 @@ async def wechatpay_webhook(
 
 @router.post("/webhooks/mollie", include_in_schema=True)
 async def mollie_webhook(
-    request: Request, pool: Pool, providers: ProviderSet, settings: AppSettings
+    request: Request, pool: AllTenantsPool, providers: ProviderSet, settings: AppSettings
 ) -> Response:
     """Mollie's classic webhook: ``id=tr_…`` and nothing else. The payment (and its refunds) is
     fetched from Mollie and only real changes are applied. Answers 200 to anything, known or not

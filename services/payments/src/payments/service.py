@@ -85,6 +85,7 @@ async def on_order_ended(conn: asyncpg.Connection, order_id: UUID) -> None:
             provider=payment["provider"],
             reference=payment["out_trade_no"],
             payload={"payment_id": str(payment["id"])},
+            tenant_id=payment["tenant_id"],
         )
 
 
@@ -148,12 +149,14 @@ async def checkout(
     if method is PaymentMethod.JSAPI and not openid:
         raise OpenIdRequired("paying inside WeChat needs the buyer's openid (body or token claim)")
     async with db.transaction(pool) as conn:
+        await repo.scope_to_order(conn, order_id)
         order = check_provider(await repo.get_order(conn, order_id), principal, "wechatpay")
         payment = await repo.insert_payment(
             conn,
             {
                 "id": _new_id(),
                 "order_id": order_id,
+                "tenant_id": order["tenant_id"],
                 "provider": "wechatpay",
                 "payment_method": method.value,
                 "out_trade_no": out_trade_no(order_id),
@@ -203,7 +206,7 @@ async def checkout(
         if exc.code == "ORDER_CLOSED":
             raise OrderNotPayable("this order's payment was closed") from exc
         raise ProviderUnavailable(f"WeChat Pay: {exc.code} {exc.message}") from exc
-    async with db.transaction(pool) as conn:
+    async with db.transaction(pool, tenant_id=order["tenant_id"]) as conn:
         stored = await repo.update_payment(conn, payment["id"], fields)
     assert stored is not None
     return payment_public(stored, wechat)
@@ -213,6 +216,7 @@ async def list_payments(
     conn: asyncpg.Connection, principal: Principal, order_id: UUID, wechat: WeChatPayClient | None
 ) -> list[dict[str, Any]]:
     """The payment attempts of an order (its buyer, or the tenant's staff)."""
+    await repo.scope_to_order(conn, order_id)
     order = await repo.get_order(conn, order_id)
     if order is None or not (
         order["buyer_id"] == principal.sub or principal.is_staff_of(order["tenant_id"])
@@ -240,18 +244,21 @@ async def apply_wechat_payment(
     """
     tx = note.resource
     ref = str(tx.get("out_trade_no", ""))
-    record = {
+    record: dict[str, Any] = {
         "provider": "wechatpay",
         "notification_id": note.id,
         "event_type": note.event_type,
         "reference": ref,
         "payload": tx,
+        "tenant_id": None,
     }
-    outcome, paid = await _wechat_outcome(
+    outcome, payment, fields = await _wechat_outcome(
         conn, tx, mchid=mchid, appid=appid, fee_bps=fee_bps, app_fee_bps=app_fee_bps
     )
-    if paid is not None:
-        payment, fields = paid
+    if payment is not None:
+        record["tenant_id"] = payment["tenant_id"]
+    if fields is not None:
+        assert payment is not None
         event = PaymentSucceeded(
             order_id=payment["order_id"],
             tenant_id=payment["tenant_id"],
@@ -321,24 +328,24 @@ async def _wechat_outcome(
     appid: str,
     fee_bps: int,
     app_fee_bps: int,
-) -> tuple[str, tuple[asyncpg.Record, dict[str, Any]] | None]:
-    """(outcome, (payment, fields to mark it paid) when this notification pays it)."""
+) -> tuple[str, asyncpg.Record | None, dict[str, Any] | None]:
+    """(outcome, the payment it is about if ours, the fields to mark it paid if it pays it)."""
     if tx.get("mchid") != mchid or tx.get("appid") != appid:
         log.error(
             "payments.alert_foreign_notification",
             extra={"mchid": tx.get("mchid"), "appid": tx.get("appid")},
         )
-        return "foreign_merchant", None
+        return "foreign_merchant", None, None
     if tx.get("trade_state") != "SUCCESS":
-        return f"ignored_{str(tx.get('trade_state', '')).lower()}", None
+        return f"ignored_{str(tx.get('trade_state', '')).lower()}", None, None
     payment = await repo.get_payment(
         conn, provider="wechatpay", out_trade_no=str(tx.get("out_trade_no"))
     )
     if payment is None:
         log.error("payments.alert_unknown_payment", extra={"out_trade_no": tx.get("out_trade_no")})
-        return "unknown_payment", None
+        return "unknown_payment", None, None
     if payment["status"] == PaymentStatus.SUCCEEDED:
-        return "duplicate", None
+        return "duplicate", payment, None
     amount = tx.get("amount") or {}
     if (
         amount.get("total") != payment["amount"]
@@ -352,7 +359,7 @@ async def _wechat_outcome(
             currency=amount.get("currency"),
             transaction_id=tx.get("transaction_id"),
         )
-        return "amount_mismatch", None
+        return "amount_mismatch", payment, None
     transition(PaymentStatus(payment["status"]), PaymentStatus.SUCCEEDED)
     paid_at = (
         datetime.fromisoformat(str(tx.get("success_time")))
@@ -365,7 +372,7 @@ async def _wechat_outcome(
         "transaction_fee": fee(payment["amount"], fee_bps),
         "app_fee": fee(payment["amount"], app_fee_bps),
     }
-    return "paid", (payment, fields)
+    return "paid", payment, fields
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -429,6 +436,7 @@ async def on_refund_requested(conn: asyncpg.Connection, data: RefundRequested) -
         provider=payment["provider"],
         reference=data.refund_id.hex,
         payload={"refund_id": str(data.refund_id)},
+        tenant_id=data.tenant_id,
     )
     return "queued"
 
@@ -463,6 +471,7 @@ async def on_refund_cancel_requested(conn: asyncpg.Connection, data: RefundCance
         provider="mollie",
         reference=refund["out_refund_no"],
         payload={"refund_id": str(data.refund_id)},
+        tenant_id=data.tenant_id,
     )
     return "cancel_queued"
 
@@ -661,12 +670,13 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
     outbox event and the notification record; a redelivery writes only its record.
     """
     res = note.resource
-    record = {
+    record: dict[str, Any] = {
         "provider": "wechatpay",
         "notification_id": note.id,
         "event_type": note.event_type,
         "reference": str(res.get("out_refund_no", "")),
         "payload": res,
+        "tenant_id": None,
     }
     refund = change = None
     if res.get("mchid") != mchid:
@@ -683,6 +693,8 @@ async def apply_wechat_refund(conn: asyncpg.Connection, note: Notification, *, m
         outcome = "duplicate"  # a status we do not know: recorded and alerted, not applied
     else:
         outcome = f"refund_{str(res.get('refund_status', '')).lower()}"
+    if refund is not None:
+        record["tenant_id"] = refund["tenant_id"]
     if refund is not None and change is not None:
         status, values = change
         event = refund_updated_event(

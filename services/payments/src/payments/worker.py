@@ -49,7 +49,10 @@ def create_worker(settings: Settings | None = None) -> Starlette:
             providers = Providers.from_settings(settings, http)
             while not ctx.stopping.is_set():
                 done = await tasks.run_due_tasks(
-                    ctx.pool, providers, limit=10, max_attempts=settings.task_max_attempts
+                    ctx.all_tenants_pool,
+                    providers,
+                    limit=10,
+                    max_attempts=settings.task_max_attempts,
                 )
                 if done:
                     continue
@@ -67,7 +70,7 @@ def create_worker(settings: Settings | None = None) -> Starlette:
             mollie = Providers.from_settings(settings, http).mollie
             while not await ctx.sleep(settings.reconcile_interval_s):
                 await mollie_flow.reconcile(
-                    ctx.pool,
+                    ctx.all_tenants_pool,
                     mollie,
                     after_s=settings.mollie_reconcile_after_s,
                     every_s=settings.mollie_reconcile_every_s,

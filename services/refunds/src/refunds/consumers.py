@@ -27,7 +27,6 @@ def build_consumer(settings: Settings) -> EventConsumer:
         "refunds",
         max_attempts=settings.consumer_max_attempts,
         backoff_ms=settings.consumer_backoff_ms,
-        tenant_scoped=True,
     )
 
     @consumer.on_batch(OrderCreated)

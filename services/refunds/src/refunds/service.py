@@ -155,7 +155,11 @@ async def request_refund(
     async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         order = _order_for_staff(principal, await repo.get_order(conn, order_id, for_update=True))
         stored = await idempotency.begin(
-            conn, scope=idem.scope, key=idem.key, fingerprint=idem.fingerprint
+            conn,
+            scope=idem.scope,
+            key=idem.key,
+            fingerprint=idem.fingerprint,
+            tenant=order["tenant_id"],
         )
         if stored is not None:
             return stored.status, stored.body
