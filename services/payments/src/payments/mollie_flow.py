@@ -209,6 +209,10 @@ async def reconcile(
             log.warning(
                 "payments.reconcile_failed", extra={"mollie_id": mollie_id, "code": exc.code}
             )
+            if exc.status == 429:
+                # Mollie limits the whole API key: asking about the rest now would only push the
+                # checkout and the webhooks further back; they come again at their next turn
+                break
             continue
         if outcome != "unchanged":
             log.warning(
