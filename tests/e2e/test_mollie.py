@@ -10,10 +10,13 @@ Pay. Real processes and real HTTP throughout.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -34,6 +37,22 @@ class MollieShop(RefundShop):
         async with httpx.AsyncClient(timeout=10) as c:
             listed = (await c.get(f"{self.mollie()}/sandbox/webhooks")).json()
         return [w for w in listed if w["payment_id"] == payment_id]
+
+    async def api_calls(self, payment_id: str, endpoint: str | None = None) -> int:
+        """How many calls of Mollie's API about ``payment_id`` the sandbox received."""
+        params = {"payment_id": payment_id, **({"endpoint": endpoint} if endpoint else {})}
+        async with httpx.AsyncClient(timeout=10) as c:
+            listed = await c.get(f"{self.mollie()}/sandbox/requests", params=params)
+        return int(listed.json()["count"])
+
+    async def gated_webhooks(self) -> dict[str, float]:
+        """How the payments API served Mollie webhooks so far (from its /metrics): ``fetch``,
+        queued a fetch; ``coalesced``, joined one already queued."""
+        port = self.stack.port("PAYMENTS_API_PORT")
+        async with httpx.AsyncClient(timeout=10) as c:
+            text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+        found = re.findall(r'^payments_mollie_webhooks_total\{served="(\w+)"\} (\S+)$', text, re.M)
+        return {served: float(value) for served, value in found}
 
     async def mollie_payment(self, buyer: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
         attempts = (await buyer.get(f"/v1/orders/{order_id}/payments")).json()
@@ -308,3 +327,81 @@ async def test_a_lost_webhook_is_made_up_for_by_asking_mollie(shop: MollieShop) 
         assert body["transaction_id"] == tr
         assert await shop.webhooks(tr) == []
         assert len(await wait_until(lambda: shop.order_mails("ml-buyer-9@example.test"))) == 1
+
+
+async def test_a_webhook_flood_is_one_fetch_at_a_time_and_loses_no_news(
+    shop: MollieShop,
+) -> None:
+    """Anyone who knows a tr_ id can post it. While payments' fetch of the payment is in flight
+    (it read the payment open from Mollie, then the buyer paid), 50 more webhooks at once start
+    no fetch of their own: they share one more fetch after it, which sees the payment paid, and
+    are answered once that is applied. Mollie is asked twice in all. An id payments does not
+    know is never fetched."""
+    dsn = f"postgresql://postgres@127.0.0.1:{shop.stack.port('POSTGRES_PORT')}/payments"
+    async with (
+        shop.client("ml-buyer-10") as buyer,
+        httpx.AsyncClient(timeout=30) as poster,
+    ):
+        order = await shop.order(buyer, 1, currency="EUR")
+        checkout = (
+            await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "mollie"})
+        ).json()
+        tr = checkout["provider_payment_id"]
+
+        async def webhook(mollie_id: str) -> int:
+            answer = await poster.post(
+                f"{shop.stack.gateway}/v1/webhooks/mollie",
+                content=f"id={mollie_id}".encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            return answer.status_code
+
+        before = await shop.gated_webhooks()
+
+        async def gated(served: str) -> float:
+            return (await shop.gated_webhooks()).get(served, 0.0) - before.get(served, 0.0)
+
+        lock = await asyncpg.connect(dsn)
+        try:
+            # the reconciler (which asks about open attempts after 3 s in this stack) is kept
+            # off this attempt: every call counted below is a webhook's
+            await lock.execute(
+                "UPDATE payments SET reconciled_at = now() + interval '1 hour'"
+                " WHERE provider_payment_id = $1",
+                tr,
+            )
+            # the attempt's row is held locked: a fetch reads Mollie, then waits to apply what
+            # it read, so it stays in flight for as long as the test needs
+            held = lock.transaction()
+            await held.start()
+            await lock.execute(
+                "SELECT 1 FROM payments WHERE provider_payment_id = $1 FOR UPDATE", tr
+            )
+            first = asyncio.create_task(webhook(tr))
+            await wait_until(
+                lambda: shop.api_calls(tr, "get_payment"), timeout=30, message="the first fetch"
+            )
+            paid = await shop.control(f"/sandbox/payments/{tr}/pay", {"webhook": False})
+            assert paid.status_code == 200, paid.text
+            flood = [asyncio.create_task(webhook(tr)) for _ in range(50)]
+
+            async def flood_arrived() -> bool:  # all 50 wait at the gate, or one got past it
+                return await gated("coalesced") >= 49 or await shop.api_calls(tr) > 1
+
+            await wait_until(flood_arrived, timeout=30, message="the flood at the payments API")
+            # one fetch in flight, one queued for all 50: none started a fetch of its own
+            assert await shop.api_calls(tr) == 1
+            assert await gated("fetch") == 2
+            await held.rollback()
+        finally:
+            await lock.close()
+        assert await first == 200
+        assert await asyncio.gather(*flood) == [200] * 50
+        # answered only after the trailing fetch: the attempt is paid already, not eventually
+        assert (await shop.mollie_payment(buyer, order["id"]))["status"] == "SUCCEEDED"
+        assert await shop.api_calls(tr, "get_payment") == 2
+        await shop.order_status(buyer, order["id"], "PAID")
+
+        unknown = "tr_" + uuid.uuid4().hex[:12]
+        assert await asyncio.gather(*(webhook(unknown) for _ in range(20))) == [200] * 20
+        assert await shop.api_calls(unknown) == 0

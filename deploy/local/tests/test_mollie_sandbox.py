@@ -1363,7 +1363,14 @@ async def test_a_503_fault_creates_nothing_and_a_retry_with_the_same_key_creates
         refunds = (await fresh.api("GET", path)).json()
     assert added.status_code == 201
     assert added.json()["faults"] == [
-        {"endpoint": "create_refund", "status": 503, "detail": None, "delay_ms": 0, "times": 1}
+        {
+            "endpoint": "create_refund",
+            "status": 503,
+            "detail": None,
+            "delay_ms": 0,
+            "retry_after": None,
+            "times": 1,
+        }
     ]
     assert_hal_error(unavailable, 503)
     assert after_fault["refunds"] == []
@@ -1411,6 +1418,84 @@ async def test_fault_injection_per_endpoint(fresh: Sandbox) -> None:
     assert listed == []
     assert cleared.status_code == 204 and after_clear == []
     assert bad_endpoint.status_code == bad_status.status_code == nothing.status_code == 400
+
+
+async def test_a_fault_can_carry_retry_after(fresh: Sandbox) -> None:
+    date = "Wed, 21 Oct 2037 07:28:00 GMT"
+    async with asyncio.timeout(TEST_TIMEOUT):
+        pid = (await fresh.create_payment())["id"]
+        for fault in (
+            {"endpoint": "get_payment", "status": 429, "retry_after": 1},
+            {"endpoint": "create_refund", "status": 503, "retry_after": date},
+        ):
+            assert (await fresh.control("/faults", fault)).status_code == 201
+        listed = (await fresh.http.get("/sandbox/faults")).json()["faults"]
+        limited = await fresh.api("GET", f"/v2/payments/{pid}")
+        fetched = await fresh.api("GET", f"/v2/payments/{pid}")
+        unavailable = await fresh.api(
+            "POST",
+            f"/v2/payments/{pid}/refunds",
+            {"amount": {"currency": "EUR", "value": "1.00"}},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        refused = [
+            await fresh.control("/faults", {"endpoint": "get_payment", **bad})
+            for bad in (
+                {"status": 429, "retry_after": -1},
+                {"status": 429, "retry_after": 3601},
+                {"status": 429, "retry_after": True},
+                {"status": 429, "retry_after": "soon"},
+                {"status": 429, "retry_after": date + "\r\nX-Injected: 1"},
+                {"delay_ms": 10, "retry_after": 1},  # a Retry-After needs an error answer
+            )
+        ]
+    assert [(f["endpoint"], f["retry_after"]) for f in listed] == [
+        ("get_payment", 1),
+        ("create_refund", date),
+    ]
+    assert_hal_error(limited, 429)
+    assert limited.headers["retry-after"] == "1"
+    assert fetched.status_code == 200 and "retry-after" not in fetched.headers
+    assert_hal_error(unavailable, 503)
+    assert unavailable.headers["retry-after"] == date
+    assert [r.status_code for r in refused] == [400] * 6
+
+
+async def test_request_log_counts_the_calls_per_payment(fresh: Sandbox) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        pid = (await fresh.create_payment())["id"]
+        other = (await fresh.create_payment())["id"]
+        await fresh.control("/faults", {"endpoint": "get_payment", "status": 503})
+        for _ in range(3):
+            await fresh.api("GET", f"/v2/payments/{pid}")
+        await fresh.api("GET", f"/v2/payments/{other}")
+        await fresh.http.get(f"/v2/payments/{pid}")  # unauthenticated: logged all the same
+        await fresh.api("GET", f"/v2/payments/{pid}/refunds")
+        await fresh.http.get(f"/sandbox/payments/{pid}")  # the control API is not logged
+        gets = (
+            await fresh.http.get(
+                "/sandbox/requests", params={"endpoint": "get_payment", "payment_id": pid}
+            )
+        ).json()
+        everything = (await fresh.http.get("/sandbox/requests")).json()
+        unknown = await fresh.http.get("/sandbox/requests", params={"payment_id": "tr_None"})
+    assert gets["count"] == 4
+    assert [r["status"] for r in gets["requests"]] == [503, 200, 200, 401]
+    assert {(r["method"], r["path"]) for r in gets["requests"]} == {("GET", f"/v2/payments/{pid}")}
+    times = [parse_iso(r["at"]) for r in gets["requests"]]
+    assert times == sorted(times)
+    assert [r["endpoint"] for r in everything["requests"]] == [
+        "create_payment",
+        "create_payment",
+        "get_payment",
+        "get_payment",
+        "get_payment",
+        "get_payment",
+        "get_payment",
+        "list_refunds",
+    ]
+    assert everything["requests"][0]["payment_id"] is None
+    assert unknown.json() == {"count": 0, "requests": []}
 
 
 async def test_errors_are_hal(sandbox: Sandbox) -> None:

@@ -1327,6 +1327,38 @@ async def test_faults_are_not_consumed_by_unsigned_requests(fresh: Sandbox) -> N
     assert signed.status_code == 500
 
 
+async def test_a_fault_can_carry_retry_after(fresh: Sandbox) -> None:
+    date = "Wed, 21 Oct 2037 07:28:00 GMT"
+    async with asyncio.timeout(TEST_TIMEOUT):
+        for fault in (
+            {"endpoint": "query", "code": "FREQUENCY_LIMITED", "retry_after": 1},
+            {"endpoint": "refund", "code": "SERVICE_UNAVAILABLE", "retry_after": date},
+        ):
+            assert (await fresh.http.post("/sandbox/faults", json=fault)).status_code == 201
+        listed = (await fresh.http.get("/sandbox/faults")).json()["faults"]
+        no = new_no()
+        limited = await fresh.query(no)
+        unlimited = await fresh.query(no)
+        unavailable = await fresh.refund(new_no(), new_no("R"), 1, 100)
+        refused = [
+            await fresh.http.post(
+                "/sandbox/faults",
+                json={"endpoint": "query", "code": "FREQUENCY_LIMITED", "retry_after": bad},
+            )
+            for bad in (-1, 3601, 1.5, "later", date + "\r\nX-Injected: 1")
+        ]
+    assert [(f["endpoint"], f["retry_after"]) for f in listed] == [
+        ("query", 1),
+        ("refund", date),
+    ]
+    assert (limited.status_code, limited.json()["code"]) == (429, "FREQUENCY_LIMITED")
+    assert limited.headers["retry-after"] == "1"
+    assert_signed(limited, fresh.keys)
+    assert unlimited.status_code == 404 and "retry-after" not in unlimited.headers
+    assert (unavailable.status_code, unavailable.headers["retry-after"]) == (503, date)
+    assert [r.status_code for r in refused] == [400] * 5
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 

@@ -96,6 +96,9 @@ def service_env() -> dict[str, str]:
         "PAYMENTS_MOLLIE_KEYS_DIR": str(PATHS.keys),
         "PAYMENTS_MOLLIE_REDIRECT_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}/orders/{{order_id}}",
         "PAYMENTS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port('GATEWAY_PORT')}",
+        # the Mollie sandbox walks a refund a step per SANDBOX_AUTO_SETTLE_MS (200 ms for what
+        # takes Mollie days), webhook after webhook: fetches spaced 1 s apart would skip steps
+        "PAYMENTS_MOLLIE_WEBHOOK_MIN_INTERVAL_MS": "100",
         # the embedded broker does not answer a waiting fetch when records arrive; it looks again
         # only after about half the fetch's max wait (measured), so a short wait keeps each hop fast
         "CONSUMER_FETCH_MAX_WAIT_MS": "50",

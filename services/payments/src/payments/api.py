@@ -10,6 +10,7 @@ from ticketing_shared.web import State, create_base_app
 from .providers import Providers
 from .routes import router
 from .settings import Settings
+from .webhook_gate import WebhookGate
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,8 +23,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         state.extra["provider_http"] = provider_http
         state.extra["providers"] = Providers.from_settings(settings, provider_http)
+        state.extra["mollie_webhook_gate"] = WebhookGate(
+            min_interval_s=settings.mollie_webhook_min_interval_ms / 1000,
+            max_ids=settings.mollie_webhook_max_ids,
+        )
 
     async def shutdown(state: State) -> None:
+        await state.extra["mollie_webhook_gate"].aclose()
         await state.extra["provider_http"].aclose()
 
     app = create_base_app(

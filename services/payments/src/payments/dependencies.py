@@ -13,6 +13,7 @@ from ticketing_shared.web import State
 from .providers import Providers
 from .providers.wechatpay import WeChatPayClient
 from .settings import Settings
+from .webhook_gate import WebhookGate
 
 
 def _state(request: Request) -> State:
@@ -42,6 +43,11 @@ async def get_wechat(request: Request) -> WeChatPayClient:
     return providers.wechat
 
 
+async def get_mollie_webhook_gate(request: Request) -> WebhookGate:
+    gate: WebhookGate = _state(request).extra["mollie_webhook_gate"]
+    return gate
+
+
 async def get_settings(request: Request) -> Settings:
     settings = _state(request).settings
     assert isinstance(settings, Settings)
@@ -53,4 +59,5 @@ AllTenantsPool = Annotated[asyncpg.Pool, Depends(get_all_tenants_pool)]
 WeChat = Annotated[WeChatPayClient, Depends(get_wechat)]
 ProviderSet = Annotated[Providers, Depends(get_providers)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+MollieWebhookGate = Annotated[WebhookGate, Depends(get_mollie_webhook_gate)]
 Caller = CurrentPrincipal

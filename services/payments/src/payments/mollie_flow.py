@@ -115,6 +115,17 @@ async def checkout(
 
 
 # --------------------------------------------------------------------------------------- webhook
+async def known(pool: asyncpg.Pool, mollie_id: str) -> bool:
+    """Whether one of our attempts is this Mollie payment: a webhook for any other id is
+    answered without asking Mollie (nothing of ours can change)."""
+    async with db.transaction(pool) as conn:
+        found = await repo.get_payment(conn, provider=PROVIDER, provider_payment_id=mollie_id)
+    if found is None:
+        log.warning("payments.mollie_webhook_unknown", extra={"mollie_id": mollie_id})
+        NOTIFICATIONS.labels(PROVIDER, "unknown_payment").inc()
+    return found is not None
+
+
 async def on_webhook(
     pool: asyncpg.Pool,
     mollie: MollieClient,
@@ -212,6 +223,10 @@ async def reconcile(
             log.warning(
                 "payments.reconcile_failed", extra={"mollie_id": mollie_id, "code": exc.code}
             )
+            if exc.status == 429:
+                # Mollie limits the whole API key: asking about the rest now would only push the
+                # checkout and the webhooks further back; they come again at their next turn
+                break
             continue
         if outcome != "unchanged":
             log.warning(

@@ -12,8 +12,16 @@ from fastapi import APIRouter, Header, Request, Response
 from ticketing_shared import db
 from ticketing_shared.web import FastJSONResponse
 
-from . import mollie_flow, service
-from .dependencies import AllTenantsPool, AppSettings, Caller, Pool, ProviderSet, WeChat
+from . import mollie_flow, service, webhook_gate
+from .dependencies import (
+    AllTenantsPool,
+    AppSettings,
+    Caller,
+    MollieWebhookGate,
+    Pool,
+    ProviderSet,
+    WeChat,
+)
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic
@@ -86,7 +94,11 @@ async def wechatpay_webhook(
 
 @router.post("/webhooks/mollie", include_in_schema=True)
 async def mollie_webhook(
-    request: Request, pool: AllTenantsPool, providers: ProviderSet, settings: AppSettings
+    request: Request,
+    pool: AllTenantsPool,
+    providers: ProviderSet,
+    settings: AppSettings,
+    gate: MollieWebhookGate,
 ) -> Response:
     """Mollie's classic webhook: ``id=tr_…`` and nothing else. The payment (and its refunds) is
     fetched from Mollie and only real changes are applied. Answers 200 to anything, known or not
@@ -97,7 +109,8 @@ async def mollie_webhook(
         log.warning("payments.webhook_rejected", extra={"provider": "mollie", "reason": "no id"})
         return Response(status_code=200)
     try:
-        await mollie_flow.on_webhook(
+        await webhook_gate.receive(  # one fetch per id at a time, spaced: see webhook_gate
+            gate,
             pool,
             providers.mollie,
             mollie_id,

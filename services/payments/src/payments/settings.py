@@ -49,11 +49,19 @@ class Settings(ServiceSettings):
     mollie_fee_fixed: int = 29
     app_fee_bps: int = 100
     # Mollie attempts (and open refunds) older than after_s are asked about every every_s, in
-    # case their webhooks were lost; the worker looks for such attempts every interval_s
+    # case their webhooks were lost; the worker looks for such attempts every interval_s (a draw
+    # between half and all of it, so several workers do not look in step)
     mollie_reconcile_after_s: float = 120.0
     mollie_reconcile_every_s: float = 300.0
     reconcile_interval_s: float = 30.0
+    # Mollie webhooks of one payment id start a fetch from Mollie at most once per interval (per
+    # API process; the webhooks in between share the next fetch); at most max_ids ids are tracked
+    mollie_webhook_min_interval_ms: int = 1000
+    mollie_webhook_max_ids: int = 10_000
     provider_timeout_s: float = 10.0
+    # the pauses between attempts of one provider call (a Retry-After included) stay within this;
+    # a longer wait is left to the caller's own retry (the next task attempt, Mollie's next call)
+    provider_retry_budget_s: float = 5.0
     task_interval_s: float = 0.2
     task_max_attempts: int = 10
 

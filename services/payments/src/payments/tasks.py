@@ -10,11 +10,13 @@ import asyncpg
 
 from ticketing_shared import db
 
-from . import mollie_flow, service
+from . import mollie_flow, pacing, service
 from . import repository as repo
 from .providers import ProviderError, Providers
 
 log = logging.getLogger(__name__)
+#: the longest pause between two attempts of a task
+TASK_BACKOFF_CAP_S = 300.0
 
 
 async def _execute(
@@ -37,7 +39,8 @@ async def _execute(
 async def run_due_tasks(
     pool: asyncpg.Pool, providers: Providers, *, limit: int, max_attempts: int
 ) -> int:
-    """Execute due provider tasks; failures are retried with backoff, then given up.
+    """Execute due provider tasks; failures are retried with jittered backoff (no earlier than
+    the provider's ``Retry-After``), then given up.
 
     The claimed rows stay locked (``SKIP LOCKED`` for other workers) while the provider is called,
     so a batch is small and each call has a timeout."""
@@ -60,10 +63,17 @@ async def run_due_tasks(
                         "attempts": attempts,
                     },
                 )
+                # jittered, so tasks that failed together (a provider outage) do not all come
+                # back in the same second; never before the provider's Retry-After
                 retry_at = (
                     None
                     if give_up
-                    else datetime.now(UTC) + timedelta(seconds=min(2**attempts, 300))
+                    else datetime.now(UTC)
+                    + timedelta(
+                        seconds=pacing.retry_delay(
+                            attempts, exc.retry_after_s, base_s=2.0, cap_s=TASK_BACKOFF_CAP_S
+                        )
+                    )
                 )
                 await repo.finish_task(
                     conn,

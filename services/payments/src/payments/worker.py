@@ -18,7 +18,7 @@ from ticketing_shared.envelope import CloudEvent
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
-from . import mollie_flow, tasks
+from . import mollie_flow, pacing, tasks
 from .consumers import build_consumer
 from .providers import Providers
 from .settings import Settings
@@ -68,7 +68,8 @@ def create_worker(settings: Settings | None = None) -> Starlette:
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         ) as http:
             mollie = Providers.from_settings(settings, http).mollie
-            while not await ctx.sleep(settings.reconcile_interval_s):
+            # jittered, so several workers (replicas) do not ask Mollie in step
+            while not await ctx.sleep(pacing.equal_jitter(settings.reconcile_interval_s)):
                 await mollie_flow.reconcile(
                     ctx.all_tenants_pool,
                     mollie,

@@ -1,10 +1,13 @@
 """The Mollie adapter against the Mollie sandbox (served in-process on a free port, real HTTP):
-idempotency keys from our ids, retries only where Mollie may not have acted, errors mapped."""
+idempotency keys from our ids, retries only where Mollie may not have acted (and no earlier than
+Mollie's Retry-After), errors mapped."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -41,6 +44,13 @@ class Bench:
             "/sandbox/faults", json={"endpoint": endpoint, "status": status, "times": times}
         )
         assert resp.status_code in (200, 201), resp.text
+
+    async def gets(self, tr: str) -> list[datetime]:
+        """When the sandbox received each GET of payment ``tr`` (its own request log)."""
+        listed = await self.control.get(
+            "/sandbox/requests", params={"endpoint": "get_payment", "payment_id": tr}
+        )
+        return [datetime.fromisoformat(r["at"]) for r in listed.json()["requests"]]
 
     async def faults_left(self) -> int:
         faults: list[dict[str, Any]] = (await self.control.get("/sandbox/faults")).json()["faults"]
@@ -136,3 +146,33 @@ async def test_cancel_an_open_payment(bench: Bench) -> None:
     with pytest.raises(MollieError) as refused:
         await bench.client.cancel_payment(created["id"])
     assert refused.value.status == 422 and not refused.value.retryable
+
+
+async def test_a_429_is_retried_no_earlier_than_its_retry_after(bench: Bench) -> None:
+    tr = await bench.paid()
+    resp = await bench.control.post(
+        "/sandbox/faults",
+        json={"endpoint": "get_payment", "status": 429, "retry_after": 1, "times": 1},
+    )
+    assert resp.status_code == 201, resp.text
+    fetched = await bench.client.get_payment(tr)
+    assert fetched["status"] == "paid"
+    first, second = await bench.gets(tr)
+    # backoff_s is 0.01 here: only the Retry-After explains a pause this long
+    assert 1.0 <= (second - first).total_seconds() < 3.0
+
+
+async def test_a_retry_after_longer_than_the_budget_is_left_to_the_caller(bench: Bench) -> None:
+    tr = await bench.paid()
+    impatient = MollieClient(bench.client.config, bench.client.http, budget_s=1.0)
+    resp = await bench.control.post(
+        "/sandbox/faults",
+        json={"endpoint": "get_payment", "status": 429, "retry_after": 3, "times": 1},
+    )
+    assert resp.status_code == 201, resp.text
+    started = time.monotonic()
+    with pytest.raises(MollieError) as caught:
+        await impatient.get_payment(tr)
+    assert time.monotonic() - started < 1.0
+    assert caught.value.retryable and caught.value.retry_after_s == 3.0
+    assert len(await bench.gets(tr)) == 1

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,19 @@ async def control_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ControlError(400, "PARAM_ERROR", "body must be a JSON object")
     return data
+
+
+def valid_retry_after(value: object) -> bool:
+    """A ``Retry-After`` a fault may carry: delay-seconds in 0..3600, or an HTTP date (printable
+    ASCII only: it becomes a header as given)."""
+    if type(value) is int:
+        return 0 <= value <= 3600
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        return False
+    try:
+        return parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError, IndexError):
+        return False
 
 
 def control(

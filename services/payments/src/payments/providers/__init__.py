@@ -24,7 +24,8 @@ class Providers:
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> Providers:
+        budget = settings.provider_retry_budget_s
         return cls(
-            wechat=WeChatPayClient(settings.wechat_config(), http),
-            mollie=MollieClient(settings.mollie_config(), http),
+            wechat=WeChatPayClient(settings.wechat_config(), http, budget_s=budget),
+            mollie=MollieClient(settings.mollie_config(), http, budget_s=budget),
         )

@@ -4,10 +4,16 @@ and the transport that retries what may be retried with the same idempotency han
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from ..pacing import parse_retry_after, retry_delay
+
+#: the answers whose ``Retry-After`` says when the provider will take the call again
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class ProviderError(Exception):
@@ -15,6 +21,8 @@ class ProviderError(Exception):
 
     ``retryable`` says whether the same call, with the same idempotency handle, may be made
     again: the provider may not have acted, and acting twice is impossible by construction.
+    ``retry_after_s`` is how long the provider asked us to wait first (its ``Retry-After``), if
+    it said so.
     """
 
     provider = "provider"
@@ -22,6 +30,7 @@ class ProviderError(Exception):
     def __init__(self, code: str, message: str, *, status: int = 0, detail: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.code, self.message, self.status, self.detail = code, message, status, detail
+        self.retry_after_s: float | None = None
 
     @property
     def retryable(self) -> bool:
@@ -29,15 +38,28 @@ class ProviderError(Exception):
 
 
 class ProviderClient:
-    """An adapter's HTTP transport: a call is retried with backoff while the provider's error
-    says it may be (the request carries the same idempotency handle each time)."""
+    """An adapter's HTTP transport: a call is retried with jittered backoff while the provider's
+    error says it may be (the request carries the same idempotency handle each time).
+
+    A ``Retry-After`` on a 429 or 503 is honoured: the next attempt comes no earlier. The pauses
+    of one call stay within ``budget_s`` (a webhook must be answered, a task holds row locks):
+    when the provider asks for a longer wait than is left, the call gives up at once with the
+    retryable error, and the caller's own retry (a task's next attempt, Mollie's next webhook
+    call) comes back later; ``retry_after_s`` on the error tells it when.
+    """
 
     def __init__(
-        self, http: httpx.AsyncClient, *, max_attempts: int = 4, backoff_s: float = 0.2
+        self,
+        http: httpx.AsyncClient,
+        *,
+        max_attempts: int = 4,
+        backoff_s: float = 0.2,
+        budget_s: float = 5.0,
     ) -> None:
         self.http = http
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.budget_s = budget_s
 
     def _error(self, resp: httpx.Response) -> ProviderError:
         raise NotImplementedError
@@ -55,6 +77,7 @@ class ProviderClient:
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
         """The first 2xx answer; ``headers`` is called per attempt (signatures are fresh)."""
+        deadline = time.monotonic() + self.budget_s
         for attempt in range(1, self.max_attempts + 1):
             try:
                 resp = await self.http.request(
@@ -66,7 +89,14 @@ class ProviderClient:
                 if 200 <= resp.status_code < 300:
                     return resp
                 error = self._error(resp)
+                if resp.status_code in RETRY_AFTER_STATUSES:
+                    error.retry_after_s = parse_retry_after(resp.headers.get("retry-after"))
             if not error.retryable or attempt == self.max_attempts:
                 raise error
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            delay = retry_delay(
+                attempt, error.retry_after_s, base_s=self.backoff_s, cap_s=self.budget_s
+            )
+            if delay > deadline - time.monotonic():
+                raise error
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")

@@ -7,7 +7,8 @@
   replays Mollie's first answer instead of acting twice. Mollie forgets keys after an hour; the
   refund path therefore looks the refund up by its metadata before any retry.
 - Errors are HAL bodies with a numeric ``status``: 429 and 5xx (and a 409 "request with this
-  Idempotency-Key is already being processed") are retried with the same key; other 4xx never.
+  Idempotency-Key is already being processed") are retried with the same key, no earlier than
+  a ``Retry-After`` says; other 4xx never.
 - Webhooks carry only ``id=tr_…``: the truth is always fetched with :meth:`get_payment` and
   :meth:`list_refunds`, never read from the request.
 """
@@ -114,8 +115,9 @@ class MollieClient(ProviderClient):
         *,
         max_attempts: int = 4,
         backoff_s: float = 0.2,
+        budget_s: float = 5.0,
     ) -> None:
-        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s)
+        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s, budget_s=budget_s)
         self.config = config
         self.base = config.base_url.rstrip("/") + "/v2"
 

@@ -6,7 +6,8 @@
   configured ``PUB_KEY_ID_…``; an unsigned or badly signed success is treated as forged.
 - Errors are mapped by HTTP class first, then ``code``. ``SYSTEM_ERROR``, ``FREQUENCY_LIMITED``,
   5xx and transport failures are retried with the same ``out_trade_no`` / ``out_refund_no``
-  (WeChat's idempotency handles), so a retry can never pay or refund twice.
+  (WeChat's idempotency handles), so a retry can never pay or refund twice; a ``Retry-After``
+  on a 429 or 503 is waited out first.
 - Notifications: signature verified over the raw body with the platform key, timestamp within
   5 minutes, ``WECHATPAY/SIGNTEST/`` probes refused, resource decrypted with the APIv3 key.
 
@@ -137,8 +138,9 @@ class WeChatPayClient(ProviderClient):
         *,
         max_attempts: int = 4,
         backoff_s: float = 0.2,
+        budget_s: float = 5.0,
     ) -> None:
-        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s)
+        super().__init__(http, max_attempts=max_attempts, backoff_s=backoff_s, budget_s=budget_s)
         self.config = config
 
     # ------------------------------------------------------------------------------- signing

@@ -63,9 +63,13 @@ B1 does not allow → ``409``), ``GET /sandbox/payments/{id}``
 fires the webhook; a refund moved this way is left alone by the automatic walk from then on), ``GET|POST /sandbox/balance`` ``{"low": bool}``, ``GET|POST|DELETE
 /sandbox/faults`` (``{"endpoint": "create_payment"|"get_payment"|"list_payments"|
 "cancel_payment"|"create_refund"|"get_refund"|"list_refunds"|"cancel_refund", "status": 4xx|5xx,
-"detail"?, "delay_ms"?, "times": n}``: the next n calls wait ``delay_ms`` and answer that HAL
-error without applying anything, or with only ``delay_ms`` are merely slow), ``GET
-/sandbox/webhooks`` (``?payment_id=&state=&trigger=``: every delivery with its attempts),
+"detail"?, "delay_ms"?, "retry_after"?, "times": n}``: the next n calls wait ``delay_ms`` and
+answer that HAL error without applying anything, with a ``Retry-After`` header when
+``retry_after`` is given (seconds 0..3600 or an HTTP date, as Mollie's 429s carry it), or with
+only ``delay_ms`` are merely slow), ``GET /sandbox/requests`` (``?endpoint=&method=&payment_id=``:
+the latest 10 000 API calls as received, with their arrival time and answer status, and their
+``count``), ``GET /sandbox/webhooks`` (``?payment_id=&state=&trigger=``: every delivery with its
+attempts),
 ``POST /sandbox/webhooks/redeliver`` ``{"payment_id", "times"}`` and ``GET /healthz``.
 
 Deliberate deviations and choices where Mollie is silent: ``webhookUrl``/``redirectUrl`` may be

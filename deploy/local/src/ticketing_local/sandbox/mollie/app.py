@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..common import ControlError, control, control_body
+from ..common import ControlError, control, control_body, valid_retry_after
 from .config import LOGGER_NAME, SandboxConfig
 from .errors import TITLES, ApiError
 from .idempotency import StoredResponse, fingerprint
@@ -81,6 +81,14 @@ def create_app(config: SandboxConfig) -> Starlette:
         """Wrap a sync provider handler: auth, idempotency key (POST only), fault, lock."""
 
         async def handle(request: Request) -> Response:
+            logged = sandbox.log_request(
+                endpoint, request.method, request.url.path, request.path_params.get("payment_id")
+            )
+            response = await answer(request)
+            logged.status = response.status_code
+            return response
+
+        async def answer(request: Request) -> Response:
             try:
                 caller = authenticate(request)
             except ApiError as err:
@@ -120,7 +128,12 @@ def create_app(config: SandboxConfig) -> Starlette:
                     if fault.delay_ms:
                         await asyncio.sleep(fault.delay_ms / 1000)
                     if fault.status is not None:  # answered without applying anything
-                        return error_response(ApiError(fault.status, fault.detail))
+                        headers = (
+                            None
+                            if fault.retry_after is None
+                            else {"Retry-After": str(fault.retry_after)}
+                        )
+                        return error_response(ApiError(fault.status, fault.detail), headers)
                 params = parse_body(request.headers.get("content-type"), body) if parse else {}
                 async with sandbox.lock:
                     status, payload = run(request, caller, params)
@@ -306,6 +319,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         times = options.get("times", 1)
         delay_ms = options.get("delay_ms", 0)
         detail = options.get("detail")
+        retry_after = options.get("retry_after")
         if endpoint not in FAULT_ENDPOINTS:
             raise ControlError(400, "PARAM_ERROR", f"endpoint must be one of {FAULT_ENDPOINTS}")
         if status is not None and (type(status) is not int or status not in TITLES or status < 400):
@@ -320,8 +334,14 @@ def create_app(config: SandboxConfig) -> Starlette:
             raise ControlError(400, "PARAM_ERROR", "give a status, a delay_ms or both")
         if detail is not None and not isinstance(detail, str):
             raise ControlError(400, "PARAM_ERROR", "detail must be a string")
+        if retry_after is not None and (status is None or not valid_retry_after(retry_after)):
+            raise ControlError(
+                400,
+                "PARAM_ERROR",
+                "retry_after (with a status) must be seconds in 0..3600 or an HTTP date",
+            )
         async with sandbox.lock:
-            sandbox.add_fault(Fault(endpoint, status, detail, delay_ms, times))
+            sandbox.add_fault(Fault(endpoint, status, detail, delay_ms, times, retry_after))
             return 201, {"faults": sandbox.list_faults()}
 
     async def sandbox_list_faults(request: Request) -> tuple[int, Any]:
@@ -331,6 +351,12 @@ def create_app(config: SandboxConfig) -> Starlette:
         async with sandbox.lock:
             sandbox.clear_faults()
         return 204, None
+
+    async def sandbox_requests(request: Request) -> tuple[int, Any]:
+        keys = ("endpoint", "method", "payment_id")
+        filters = {k: v for k, v in request.query_params.items() if k in keys}
+        listed = sandbox.list_requests(filters)
+        return 200, {"count": len(listed), "requests": listed}
 
     async def sandbox_webhooks(request: Request) -> tuple[int, Any]:
         keys = ("id", "payment_id", "refund_id", "trigger", "state")
@@ -390,6 +416,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route("/sandbox/faults", control(sandbox_add_fault), methods=["POST"]),
         Route("/sandbox/faults", control(sandbox_list_faults), methods=["GET"]),
         Route("/sandbox/faults", control(sandbox_clear_faults), methods=["DELETE"]),
+        Route("/sandbox/requests", control(sandbox_requests), methods=["GET"]),
         Route("/sandbox/webhooks", control(sandbox_webhooks), methods=["GET"]),
         Route("/sandbox/webhooks/redeliver", control(sandbox_redeliver), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,8 @@ FAULT_ENDPOINTS = (
     "list_refunds",
     "cancel_refund",
 )
+#: how many API calls ``GET /sandbox/requests`` remembers
+REQUEST_LOG_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,19 @@ class Fault:
     detail: str | None
     delay_ms: int
     remaining: int
+    retry_after: int | str | None = None  # the error's Retry-After header (seconds or a date)
+
+
+@dataclass
+class ApiRequest:
+    """One call of the provider API as the sandbox received it (``GET /sandbox/requests``)."""
+
+    endpoint: str
+    method: str
+    path: str
+    payment_id: str | None
+    at: datetime  # when it arrived
+    status: int | None = None  # the answer's status, once answered
 
 
 class SandboxState:
@@ -119,6 +135,8 @@ class SandboxState:
         self._refunds: dict[str, Refund] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._faults: list[Fault] = []
+        #: the latest API calls, oldest first (a bounded log: the sandbox may run for days)
+        self._requests: deque[ApiRequest] = deque(maxlen=REQUEST_LOG_SIZE)
         self.idempotency = IdempotencyCache(config.idempotency_ttl_s)
         #: low balance: new refunds start ``queued`` and wait (``POST /sandbox/balance``)
         self.balance_low = False
@@ -156,6 +174,7 @@ class SandboxState:
                 "status": f.status,
                 "detail": f.detail,
                 "delay_ms": f.delay_ms,
+                "retry_after": f.retry_after,
                 "times": f.remaining,
             }
             for f in self._faults
@@ -163,3 +182,27 @@ class SandboxState:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    # ---- request log -----------------------------------------------------------------------
+
+    def log_request(
+        self, endpoint: str, method: str, path: str, payment_id: str | None
+    ) -> ApiRequest:
+        entry = ApiRequest(endpoint, method, path, payment_id, datetime.now(UTC))
+        self._requests.append(entry)
+        return entry
+
+    def list_requests(self, filters: dict[str, str]) -> list[Json]:
+        """Logged calls matching every given ``endpoint``/``method``/``payment_id``."""
+        return [
+            {
+                "endpoint": r.endpoint,
+                "method": r.method,
+                "path": r.path,
+                "payment_id": r.payment_id,
+                "at": r.at.isoformat(timespec="microseconds"),
+                "status": r.status,
+            }
+            for r in self._requests
+            if all(getattr(r, key) == value for key, value in filters.items())
+        ]

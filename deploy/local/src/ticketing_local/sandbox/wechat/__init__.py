@@ -35,7 +35,10 @@ nonce and signature; the body (and so the notification ``id``) stays the same.
 Control API (not WeChat's; Part F): ``POST /sandbox/pay/{out_trade_no}`` (the buyer pays; optional
 ``{"amount_total": int, "delay_ms": int, "openid": str, "bank_type": str}``),
 ``POST /sandbox/refunds/{out_refund_no}/settle`` ``{"status": "SUCCESS"|"ABNORMAL"|"CLOSED"}``,
-``POST|GET|DELETE /sandbox/faults``, ``POST /sandbox/notifications/redeliver`` ``{"id", "times"}``,
+``POST|GET|DELETE /sandbox/faults`` (``{"endpoint": "prepay"|"query"|"close"|"refund"|
+"refund_query", "code": an ERRORS key, "status"?, "message"?, "retry_after"?, "times": n}``: the
+next n calls answer that signed error, with a ``Retry-After`` header when ``retry_after`` is given,
+seconds 0..3600 or an HTTP date), ``POST /sandbox/notifications/redeliver`` ``{"id", "times"}``,
 ``GET /sandbox/notifications``, ``POST /sandbox/signtest/{out_trade_no}`` (a ``WECHATPAY/SIGNTEST/``
 probe), ``GET|POST /sandbox/clock`` (``{"advance_seconds": n}`` moves the *business* clock used for
 ``time_expire``, timestamps and refund rules; request signatures are always checked against real

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..common import ControlError, control, control_body
+from ..common import ControlError, control, control_body, valid_retry_after
 from .config import LOGGER_NAME, SandboxConfig
 from .crypto import authenticate, sign_headers
 from .errors import ERRORS, ApiError, ErrorSpec, internal_errno
@@ -28,11 +28,18 @@ log = logging.getLogger(LOGGER_NAME)
 
 
 def signed_response(
-    config: SandboxConfig, status: int, payload: Any | None, *, code: str | None = None
+    config: SandboxConfig,
+    status: int,
+    payload: Any | None,
+    *,
+    code: str | None = None,
+    retry_after: int | str | None = None,
 ) -> Response:
     """A response signed like WeChat's; ``payload`` None means an empty body."""
     body = b"" if payload is None else dumps(payload)
     headers = sign_headers(config, body)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     errno = 0 if code is None else internal_errno(code)
     headers["Request-ID"] = f"{secrets.token_hex(20).upper()}-{errno}"
     media_type = "application/json" if payload is not None else None
@@ -84,12 +91,14 @@ def create_app(config: SandboxConfig) -> Starlette:
                 if endpoint is not None:
                     fault = sandbox.take_fault(endpoint)
                     if fault is not None:
-                        log.info("fault injected on %s: %s", endpoint, fault.code)
+                        spec = fault.spec
+                        log.info("fault injected on %s: %s", endpoint, spec.code)
                         return signed_response(
                             config,
-                            fault.status,
-                            {"code": fault.code, "message": fault.message},
-                            code=fault.code,
+                            spec.status,
+                            {"code": spec.code, "message": spec.message},
+                            code=spec.code,
+                            retry_after=fault.retry_after,
                         )
                 async with sandbox.lock:
                     status, payload = run(request, body)
@@ -165,8 +174,13 @@ def create_app(config: SandboxConfig) -> Starlette:
         message = options.get("message", spec.message)
         if type(status) is not int or not 400 <= status <= 599 or not isinstance(message, str):
             raise ControlError(400, "PARAM_ERROR", "status must be 4xx/5xx, message a string")
+        retry_after = options.get("retry_after")
+        if retry_after is not None and not valid_retry_after(retry_after):
+            raise ControlError(
+                400, "PARAM_ERROR", "retry_after must be seconds in 0..3600 or an HTTP date"
+            )
         async with sandbox.lock:
-            sandbox.add_fault(endpoint, ErrorSpec(status, spec.code, message), times)
+            sandbox.add_fault(endpoint, ErrorSpec(status, spec.code, message), times, retry_after)
             return 201, {"faults": sandbox.list_faults()}
 
     async def sandbox_list_faults(request: Request) -> tuple[int, Any]:

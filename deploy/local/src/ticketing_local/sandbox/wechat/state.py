@@ -81,6 +81,7 @@ class Fault:
     endpoint: str
     spec: ErrorSpec
     remaining: int
+    retry_after: int | str | None = None  # the error's Retry-After header (seconds or a date)
 
 
 class SandboxState:
@@ -122,16 +123,18 @@ class SandboxState:
 
     # ---- faults ----------------------------------------------------------------------------
 
-    def add_fault(self, endpoint: str, spec: ErrorSpec, times: int) -> None:
-        self._faults.append(Fault(endpoint, spec, times))
+    def add_fault(
+        self, endpoint: str, spec: ErrorSpec, times: int, retry_after: int | str | None = None
+    ) -> None:
+        self._faults.append(Fault(endpoint, spec, times, retry_after))
 
-    def take_fault(self, endpoint: str) -> ErrorSpec | None:
+    def take_fault(self, endpoint: str) -> Fault | None:
         for fault in self._faults:
             if fault.endpoint == endpoint and fault.remaining > 0:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)
-                return fault.spec
+                return fault
         return None
 
     def list_faults(self) -> list[Json]:
@@ -140,6 +143,7 @@ class SandboxState:
                 "endpoint": f.endpoint,
                 "code": f.spec.code,
                 "status": f.spec.status,
+                "retry_after": f.retry_after,
                 "times": f.remaining,
             }
             for f in self._faults
