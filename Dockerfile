@@ -64,13 +64,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM ${PYTHON_IMAGE} AS runtime
 
 # A fixed numeric uid/gid, so Kubernetes' runAsNonRoot can check it and volumes can be shared.
-# /keys is created here, owned by that user: a fresh named volume mounted on it (docker-compose's
-# `keys` volume) takes this ownership, so the one-shot key generator can write into it.
+# /keys and /secrets/* are created here, owned by that user: a fresh named volume mounted on one
+# (docker-compose's `keys`, per-service and `kafka-secrets` volumes) takes this ownership, so the
+# one-shot key generator can write into it.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
- && mkdir -p /keys \
- && chown app:app /keys
+ && mkdir -p /keys /secrets/orders /secrets/payments /secrets/refunds /secrets/notifications \
+        /secrets/kafka \
+ && chown -R app:app /keys /secrets
 
 # Owned by root and read-only to the app user: the code cannot modify itself.
 COPY --from=build /app /app
@@ -87,4 +89,4 @@ USER 10001:10001
 # mail sink HTTP 8103 and SMTP 1025. Documentation only; nothing is published by default.
 EXPOSE 8001 8002 8003 8004 8011 8012 8013 8014 8101 8102 8103 1025
 
-CMD ["python", "-c", "print('''ticketing: choose what to run with the container command, e.g.\n\n  python -m orders api            HTTP API            (orders 8001, payments 8002, refunds 8003, notifications 8004)\n  python -m orders worker         consumers, outbox relay, schedulers (8011-8014)\n  python -m orders migrate        apply pending migrations (safe to run concurrently)\n  python -m orders outbox replay --since 15m\n\n  services: orders, payments, refunds, notifications\n  local-stack tools: python -m ticketing_local.keys --out /keys\n                     python -m ticketing_local.mailsink --host 0.0.0.0 --smtp-port 1025 --http-port 8103\n                     python -m ticketing_local.sandbox.wechat | ticketing_local.sandbox.mollie\n\nSettings come from environment variables (ORDERS_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, ...).''')"]
+CMD ["python", "-c", "print('''ticketing: choose what to run with the container command, e.g.\n\n  python -m orders api            HTTP API            (orders 8001, payments 8002, refunds 8003, notifications 8004)\n  python -m orders worker         consumers, outbox relay, schedulers (8011-8014)\n  python -m orders migrate        apply pending migrations (safe to run concurrently)\n  python -m orders outbox replay --since 15m\n\n  services: orders, payments, refunds, notifications\n  local-stack tools: python -m ticketing_local.keys --out /keys\n                     python -m ticketing_local.compose_secrets --keys /keys --out /secrets\n                     python -m ticketing_local.mailsink --host 0.0.0.0 --smtp-port 1025 --http-port 8103\n                     python -m ticketing_local.sandbox.wechat | ticketing_local.sandbox.mollie\n\nSettings come from environment variables (ORDERS_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, ...).''')"]

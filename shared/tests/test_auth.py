@@ -196,13 +196,12 @@ async def test_platform_admin_counts_only_as_json_true() -> None:
 def test_issuer_and_audience_are_required_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_PUBLIC_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
+    prod = {"env": "production", "kafka_allow_plaintext": True}  # Kafka is not the subject
     with pytest.raises(ValueError, match="JWT_ISSUER and JWT_AUDIENCE"):
-        ServiceSettings(env="production", jwt_public_key=PUB)
+        ServiceSettings(**prod, jwt_public_key=PUB)
     with pytest.raises(ValueError, match="JWT_JWKS_URL"):
-        ServiceSettings(env="production", jwt_issuer="https://idp", jwt_audience="api")
-    ok = ServiceSettings(
-        env="production", jwt_public_key=PUB, jwt_issuer="https://idp", jwt_audience="api"
-    )
+        ServiceSettings(**prod, jwt_issuer="https://idp", jwt_audience="api")
+    ok = ServiceSettings(**prod, jwt_public_key=PUB, jwt_issuer="https://idp", jwt_audience="api")
     assert ok.token_verifier() is not None
 
 

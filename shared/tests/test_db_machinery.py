@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ticketing_shared import db, idempotency, outbox
+from ticketing_shared import db, idempotency, kafka, outbox
 from ticketing_shared.contracts import ORDERS_EVENTS, OrderExpired
 from ticketing_shared.envelope import decode
 from ticketing_shared.errors import IdempotencyKeyReused
@@ -119,7 +119,10 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
     topic_check = f"relay-{uuid.uuid4().hex[:6]}"
     relays = [
         outbox.OutboxRelay(
-            dsn=dsn, bootstrap=infra.bootstrap, service=topic_check, standby_interval=0.1
+            dsn=dsn,
+            kafka_options=kafka.plaintext_options(infra.bootstrap),
+            service=topic_check,
+            standby_interval=0.1,
         )
         for _ in range(2)
     ]
@@ -175,7 +178,7 @@ async def test_an_outbox_with_the_wake_trigger_wakes_its_idle_relay_at_every_ins
         await owner.close()
     relay = outbox.OutboxRelay(
         dsn=dsn,
-        bootstrap=infra.bootstrap,
+        kafka_options=kafka.plaintext_options(infra.bootstrap),
         service="wake",
         poll_min_ms=30000,
         poll_max_ms=30000,

@@ -60,7 +60,7 @@ def run_cli(
         async def _replay() -> int:
             # after a memory-only broker restart the topics are gone: recreate them first
             await kafka.ensure_topics(
-                settings.kafka_bootstrap_servers,
+                kafka.client_options(settings),
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,
             )

@@ -1,24 +1,99 @@
-"""Kafka producer and topic administration (aiokafka)."""
+"""Kafka clients (aiokafka): how they connect, the producer and topic administration.
+
+Every client the services build takes :func:`client_options`: the bootstrap servers and the
+deployment's security settings (TLS, SASL). Nothing else constructs an aiokafka client.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
+from aiokafka.helpers import create_ssl_context
 
 from .contracts.topics import ALL_TOPICS, dlq_topic
 
+if TYPE_CHECKING:
+    from faststream.security import BaseSecurity
+
+    from .settings import ServiceSettings
+
 log = logging.getLogger(__name__)
+
+#: keyword arguments of any aiokafka client: ``bootstrap_servers`` and the security settings
+ClientOptions = Mapping[str, Any]
+
+#: CreateTopics answers meaning "not yours to create": the operator provisions the topics
+_NOT_ALLOWED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+_NOT_ALLOWED_CODES = {e.errno for e in _NOT_ALLOWED}
+
+
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The keyword arguments every aiokafka client of this service is built with.
+
+    ``security_protocol`` always; ``ssl_context`` for SSL and SASL_SSL (the CA file, else the
+    system's CAs; a client certificate and key for mutual TLS); ``sasl_*`` for SASL_PLAINTEXT
+    and SASL_SSL (the password file is read now). The settings were validated at start.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password_value()
+    return options
+
+
+def plaintext_options(bootstrap: str) -> dict[str, Any]:
+    """Options of an unauthenticated client: the embedded broker on loopback, and tests."""
+    return {"bootstrap_servers": bootstrap, "security_protocol": "PLAINTEXT"}
+
+
+def faststream_security(options: ClientOptions) -> BaseSecurity | None:
+    """The same options in FastStream's terms, for its ``KafkaBroker`` (which builds the
+    consumers from a security object, not from aiokafka's keyword arguments)."""
+    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = options.get("ssl_context")
+    use_ssl = protocol in ("SSL", "SASL_SSL")
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
+    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    return sasl[options["sasl_mechanism"]](
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+        ssl_context=ssl_context,
+        use_ssl=use_ssl,
+    )
 
 
 def producer(
-    bootstrap: str, *, idempotent: bool = False, client_id: str = "ticketing"
+    options: ClientOptions, *, idempotent: bool = False, client_id: str = "ticketing"
 ) -> AIOKafkaProducer:
     """A producer with ``acks=all``; Kafka idempotence is an option, never relied on."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **options,
         client_id=client_id,
         acks="all",
         enable_idempotence=idempotent,
@@ -28,16 +103,25 @@ def producer(
     )
 
 
+def admin_client(options: ClientOptions, *, request_timeout_ms: int = 10000) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**options, request_timeout_ms=request_timeout_ms)
+
+
 async def ensure_topics(
-    bootstrap: str,
+    options: ClientOptions,
     *,
     partitions: int = 6,
     replication: int = 1,
     topics: tuple[str, ...] = ALL_TOPICS,
 ) -> list[str]:
-    """Create the event topics and their DLQ twins if missing; returns those created."""
+    """Create the event topics and their DLQ twins if missing; returns those created.
+
+    Where the broker's ACLs do not let this service create topics, the deployment provisions
+    them: that answer is logged and the caller carries on, as with topics that already exist.
+    (A service sees only the topics it may describe, so it may find some "missing".)
+    """
     wanted = [*topics, *(dlq_topic(t) for t in topics)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = admin_client(options)
     await admin.start()
     created: list[str] = []
     try:
@@ -51,13 +135,28 @@ async def ensure_topics(
             )
         except TopicAlreadyExistsError:
             return created
+        except _NOT_ALLOWED as exc:
+            _operator_provisions(missing, repr(exc))
+            return created
+        refused: list[str] = []
         for topic, code, *_ in getattr(resp, "topic_errors", []):
             if code == 0:
                 created.append(topic)
+            elif code in _NOT_ALLOWED_CODES:
+                refused.append(topic)
             elif code != TopicAlreadyExistsError.errno:
                 raise KafkaError(f"could not create topic {topic}: error code {code}")
         if created:
             log.info("kafka.topics_created", extra={"topics": created})
+        if refused:
+            _operator_provisions(refused, "not authorized to create topics")
         return created
     finally:
         await admin.close()
+
+
+def _operator_provisions(topics: list[str], reason: str) -> None:
+    log.info(
+        "kafka.topics_provisioned_by_operator",
+        extra={"topics": topics, "reason": reason},
+    )

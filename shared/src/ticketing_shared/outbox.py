@@ -123,7 +123,7 @@ class OutboxRelay:
         self,
         *,
         dsn: str,
-        bootstrap: str,
+        kafka_options: kafka.ClientOptions,
         service: str,
         batch_size: int = 500,
         poll_min_ms: float = 2.0,
@@ -137,7 +137,7 @@ class OutboxRelay:
         idempotent_producer: bool = False,
     ) -> None:
         self.dsn = dsn
-        self.bootstrap = bootstrap
+        self.kafka_options = kafka_options
         self.service = service
         self.batch_size = batch_size
         self.poll_min = poll_min_ms / 1000
@@ -213,10 +213,12 @@ class OutboxRelay:
     async def _relay(self, conn: asyncpg.Connection) -> None:
         await conn.add_listener(OUTBOX_CHANNEL, self.wake)
         await kafka.ensure_topics(
-            self.bootstrap, partitions=self.partitions, replication=self.replication
+            self.kafka_options, partitions=self.partitions, replication=self.replication
         )
         producer = kafka.producer(
-            self.bootstrap, idempotent=self.idempotent_producer, client_id=f"{self.service}-relay"
+            self.kafka_options,
+            idempotent=self.idempotent_producer,
+            client_id=f"{self.service}-relay",
         )
         await producer.start()
         # an outbox whose every insert NOTIFYs (the outbox_wake trigger) needs polling only as a
@@ -313,7 +315,7 @@ class OutboxRelay:
             # The broker may have lost its topics (restart of a memory-only broker).
             try:
                 await kafka.ensure_topics(
-                    self.bootstrap, partitions=self.partitions, replication=self.replication
+                    self.kafka_options, partitions=self.partitions, replication=self.replication
                 )
             except Exception as exc:
                 log.warning("outbox.ensure_topics_failed", extra={"error": repr(exc)})

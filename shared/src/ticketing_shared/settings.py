@@ -7,15 +7,18 @@ shares (the broker, the JWT key) have no prefix, so ``make up`` can pass one env
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import db
 from .auth import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenVerifier
 
 _PLACEHOLDERS = {"", "changeme", "secret", "placeholder", "xxx"}
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 def _shared(name: str) -> Any:
@@ -44,6 +47,26 @@ class ServiceSettings(BaseSettings):
     kafka_idempotent_producer: bool = Field(
         False, validation_alias=_shared("KAFKA_IDEMPOTENT_PRODUCER")
     )
+    # How every Kafka client connects (kafka.client_options). PLAINTEXT, the embedded broker's, is
+    # refused outside dev/test unless KAFKA_ALLOW_PLAINTEXT=true says so on purpose.
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", validation_alias=_shared("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        "SCRAM-SHA-512", validation_alias=_shared("KAFKA_SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias=_shared("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_shared("KAFKA_SASL_PASSWORD")
+    )
+    # read again by each client, so a rotated secret file is picked up by the next one
+    kafka_sasl_password_file: Path | None = Field(
+        None, validation_alias=_shared("KAFKA_SASL_PASSWORD_FILE")
+    )
+    kafka_ssl_cafile: Path | None = Field(None, validation_alias=_shared("KAFKA_SSL_CAFILE"))
+    kafka_ssl_certfile: Path | None = Field(None, validation_alias=_shared("KAFKA_SSL_CERTFILE"))
+    kafka_ssl_keyfile: Path | None = Field(None, validation_alias=_shared("KAFKA_SSL_KEYFILE"))
+    kafka_allow_plaintext: bool = Field(False, validation_alias=_shared("KAFKA_ALLOW_PLAINTEXT"))
     topic_partitions: int = Field(6, validation_alias=_shared("KAFKA_TOPIC_PARTITIONS"))
     topic_replication: int = Field(1, validation_alias=_shared("KAFKA_REPLICATION_FACTOR"))
     jwt_public_key_file: Path | None = Field(None, validation_alias=_shared("JWT_PUBLIC_KEY_FILE"))
@@ -94,6 +117,65 @@ class ServiceSettings(BaseSettings):
     def is_dev(self) -> bool:
         return self.env in ("dev", "test")
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_inconsistent_kafka_security(self) -> ServiceSettings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = protocol in ("SSL", "SASL_SSL")
+        password_set = self.kafka_sasl_password is not None
+        if sasl:
+            if not self.kafka_sasl_username:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME")
+            if password_set == (self.kafka_sasl_password_file is not None):
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs exactly one of "
+                    "KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE"
+                )
+            if not self.kafka_sasl_password_value():
+                raise ValueError("the Kafka SASL password is empty")
+        elif self.kafka_sasl_username or password_set or self.kafka_sasl_password_file:
+            # credentials given to a protocol that would not send them: a forgotten setting
+            raise ValueError(
+                f"KAFKA_SASL_* are set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(SASL_SSL or SASL_PLAINTEXT)"
+            )
+        ssl_files = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if not tls and any(ssl_files.values()):
+            raise ValueError(
+                f"KAFKA_SSL_* are set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)")
+        for name, path in ssl_files.items():
+            if path is not None:
+                _readable(name, path)
+        if not tls and not self.is_dev and not self.kafka_allow_plaintext:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} sends Kafka traffic unencrypted: outside "
+                "dev use SASL_SSL (or SSL), or set KAFKA_ALLOW_PLAINTEXT=true to accept it"
+            )
+        return self
+
+    def kafka_sasl_password_value(self) -> str | None:
+        """The SASL password, from KAFKA_SASL_PASSWORD or (read now) KAFKA_SASL_PASSWORD_FILE."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            return _readable("KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file).rstrip(
+                "\r\n"
+            )
+        return None
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> ServiceSettings:
         missing_key = (
@@ -137,3 +219,10 @@ class ServiceSettings(BaseSettings):
         if self.jwt_public_key_file is not None:
             return self.jwt_public_key_file.read_text()
         raise RuntimeError("no JWT public key configured (JWT_PUBLIC_KEY_FILE)")
+
+
+def _readable(name: str, path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{name}={path} cannot be read: {exc}") from exc

@@ -227,8 +227,13 @@ def create_worker(
 ) -> Starlette:
     """Build the worker ASGI app of one service."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level)
+    kafka_options = kafka.client_options(settings)
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        kafka_options["bootstrap_servers"],
+        security=kafka.faststream_security(kafka_options),
+        # it only consumes: no producer or admin client of its own (the DLQ producer below and
+        # the relay's are ours; the topics are ensured before it starts)
+        consumer_only=True,
         client_id=f"{settings.service_name}-worker",
         logger=logging.getLogger("faststream"),
         # its "Received"/"Processed" line per batch, at DEBUG: no context, and a formatted write
@@ -263,9 +268,7 @@ def create_worker(
         )
         state["ctx"] = ctx
         tasks: list[asyncio.Task[None]] = []
-        dlq_producer = kafka.producer(
-            settings.kafka_bootstrap_servers, client_id=f"{settings.service_name}-dlq"
-        )
+        dlq_producer = kafka.producer(kafka_options, client_id=f"{settings.service_name}-dlq")
         relay_obj: OutboxRelay | None = None
         try:
             if on_startup is not None:
@@ -273,7 +276,7 @@ def create_worker(
             if relay:
                 relay_obj = OutboxRelay(
                     dsn=settings.database_url,
-                    bootstrap=settings.kafka_bootstrap_servers,
+                    kafka_options=kafka_options,
                     service=settings.service_name,
                     batch_size=settings.outbox_batch_size,
                     poll_min_ms=settings.outbox_poll_min_ms,
@@ -291,7 +294,7 @@ def create_worker(
                     # what a consumer emitted is published now, not at the relay's next poll
                     consumer.after_commit.append(relay_obj.wake)
             if consumers:
-                await _wait_for_topics(settings)
+                await _wait_for_topics(settings, kafka_options)
                 await dlq_producer.start()
                 for consumer in consumers:
                     consumer.bind(pool, dlq_producer)
@@ -364,13 +367,13 @@ def asyncapi_json(broker: KafkaBroker, service: str) -> str:
     return json.dumps(spec.to_specification().to_jsonable())
 
 
-async def _wait_for_topics(settings: ServiceSettings) -> None:
+async def _wait_for_topics(settings: ServiceSettings, kafka_options: kafka.ClientOptions) -> None:
     """Create the topics if missing, so subscribers never start on absent topics."""
     delay = 0.2
     for _ in range(60):
         try:
             await kafka.ensure_topics(
-                settings.kafka_bootstrap_servers,
+                kafka_options,
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,
             )

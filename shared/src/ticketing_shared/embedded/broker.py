@@ -25,12 +25,12 @@ def broker_binary() -> str:
 
 async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     """Wait until the broker answers a metadata request (not just a TCP accept)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from ..kafka import admin_client, plaintext_options
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = admin_client(plaintext_options(bootstrap), request_timeout_ms=3000)
         try:
             await admin.start()
             await admin.list_topics()

@@ -1,0 +1,88 @@
+"""docker-compose's credentials, made at run time (never committed): each container gets its own.
+
+``python -m ticketing_local.compose_secrets --keys /keys --out /secrets`` (the compose `keys`
+job) writes, keeping what is already there:
+
+- ``/keys``: every dev key (:mod:`ticketing_local.keys`), for the provider sandboxes and for
+  minting dev tokens, and for nothing else: the JWT private key and the WeChat Pay platform
+  private key live only here;
+- ``/secrets/<service>/`` (one volume per service, mounted read-only at ``/keys`` in that
+  service's containers): ``jwt-public.pem``, ``kafka-password`` (its SCRAM user's) and, for
+  payments only, the keys its settings read: ``wechat/wechat.json``,
+  ``wechat/merchant-private.pem``, ``wechat/platform-public.pem``, ``wechat/apiv3.key``,
+  ``mollie/mollie.json``;
+- ``/secrets/kafka/``: ``admin-password`` and ``users/<service>`` for the broker and its setup
+  job, which creates each service's SCRAM user with that password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from .keys import ensure_keys
+
+SERVICES = ("orders", "payments", "refunds", "notifications")
+
+#: what each service's containers get from the dev keys, besides the JWT public key
+SERVICE_KEYS: dict[str, tuple[str, ...]] = {
+    "orders": (),
+    "payments": (
+        "wechat/wechat.json",
+        "wechat/merchant-private.pem",
+        "wechat/platform-public.pem",
+        "wechat/apiv3.key",
+        "mollie/mollie.json",
+    ),
+    "refunds": (),
+    "notifications": (),
+}
+
+# The broker and its setup job run as the Kafka image's own user, not as this image's: their
+# volume's files are world-readable (the volume is mounted in those two containers only).
+_KAFKA_FILE_MODE = 0o644
+
+
+def _write(path: Path, content: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    os.chmod(path, mode)
+
+
+def _password(path: Path, mode: int = 0o600) -> str:
+    """The password kept in ``path``, made (hex: safe in JAAS and kafka-configs syntax) once."""
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_hex(24)
+    _write(path, password, mode)
+    return password
+
+
+def ensure_compose_secrets(keys: Path, out: Path) -> None:
+    ensure_keys(keys)
+    kafka = out / "kafka"
+    for service in SERVICES:
+        own = out / service
+        for name in ("jwt-public.pem", *SERVICE_KEYS[service]):
+            (own / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(keys / name, own / name)  # again each run: a new dev key follows
+            os.chmod(own / name, 0o600)
+        password = _password(own / "kafka-password")
+        _write(kafka / "users" / service, password, _KAFKA_FILE_MODE)
+    _password(kafka / "admin-password", _KAFKA_FILE_MODE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="generate docker-compose's keys and passwords")
+    parser.add_argument("--keys", type=Path, required=True, help="every dev key (sandboxes)")
+    parser.add_argument("--out", type=Path, required=True, help="one folder per service, kafka")
+    args = parser.parse_args()
+    ensure_compose_secrets(args.keys, args.out)
+    print(f"compose secrets in {args.out}: {', '.join((*SERVICES, 'kafka'))}")
+
+
+if __name__ == "__main__":
+    main()
