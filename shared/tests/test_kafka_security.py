@@ -472,7 +472,11 @@ async def test_the_worker_builds_its_consumer_and_dlq_producer_from_the_options(
     async def create_pool(*args: Any, **kwargs: Any) -> Pool:
         return Pool()
 
+    async def any_role(pool: Any) -> None:
+        pass
+
     monkeypatch.setattr("ticketing_shared.worker.db.create_pool", create_pool)
+    monkeypatch.setattr("ticketing_shared.worker.db.check_runtime_role", any_role)
     consumer = EventConsumer("orders")
 
     @consumer.on(OrderPaid)

@@ -61,8 +61,8 @@ class Bench:
         await self.peek.execute(
             """
             INSERT INTO payments (id, order_id, provider, payment_method, out_trade_no, amount,
-                                  currency, provider_payment_id)
-            VALUES ($1, $2, 'mollie', 'redirect', $3, 1000, 'EUR', $4)
+                                  currency, provider_payment_id, tenant_id)
+            VALUES ($1, $2, 'mollie', 'redirect', $3, 1000, 'EUR', $4, 't-pacing')
             """,
             payment_id,
             order_id,
@@ -71,8 +71,8 @@ class Bench:
         )
         await self.peek.execute(
             """
-            INSERT INTO provider_tasks (id, kind, provider, reference, payload)
-            VALUES ($1, 'close', 'mollie', $2, $3)
+            INSERT INTO provider_tasks (id, kind, provider, reference, payload, tenant_id)
+            VALUES ($1, 'close', 'mollie', $2, $3, 't-pacing')
             """,
             task_id,
             str(payment_id),
@@ -115,7 +115,8 @@ async def bench(infra: Infra) -> AsyncIterator[Bench]:
     dsn = await infra.fresh_database(
         "payments_pacing", db.shared_migrations() + db.dir_migrations("payments", MIGRATIONS)
     )
-    pool = await db.create_pool(dsn, min_size=1, max_size=4)
+    # the worker runs provider tasks and reconciliation on connections scoped to all tenants
+    pool = await db.create_pool(dsn, min_size=1, max_size=4, all_tenants=True)
     peek = await db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=2)
     config = SandboxConfig(api_keys=frozenset({KEY}), auto_settle_ms=-1)
     try:
