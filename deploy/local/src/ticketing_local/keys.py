@@ -9,7 +9,11 @@
   signs responses and notifications; we verify with the public half), the 32-character APIv3 key
   (AES-256-GCM of notifications) and ``wechat.json`` (mchid, appid, merchant serial, public key id);
 - ``mollie/mollie.json``: the Mollie test API key (``test_`` + 30 alphanumerics; the sandbox accepts
-  only it, our adapter sends it as ``Authorization: Bearer …``) and the profile id (``pfl_…``).
+  only it, our adapter sends it as ``Authorization: Bearer …``) and the profile id (``pfl_…``);
+- ``invite-secret``: the key the orders service derives invite tokens with (HMAC).
+
+Secrets are created with mode 0600 (never readable by others, not even for a moment before a
+chmod), in folders of mode 0700.
 """
 
 from __future__ import annotations
@@ -25,16 +29,28 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start (it must not exist yet)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def _write_rsa_pair(private_path: Path, public_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_path.write_bytes(
+    private_path.unlink(missing_ok=True)  # half a pair from an interrupted run
+    write_secret(
+        private_path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    os.chmod(private_path, 0o600)
     public_path.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -50,7 +66,7 @@ def _ensure_pair(private_path: Path, public_path: Path) -> None:
 def ensure_wechat_keys(out: Path) -> dict[str, Path]:
     """The WeChat Pay key material of the local stack (sandbox and adapter), made once."""
     wx = out / "wechat"
-    wx.mkdir(parents=True, exist_ok=True)
+    _private_dir(wx)
     paths = {
         "merchant_private": wx / "merchant-private.pem",
         "merchant_public": wx / "merchant-public.pem",
@@ -62,9 +78,7 @@ def ensure_wechat_keys(out: Path) -> dict[str, Path]:
     _ensure_pair(paths["merchant_private"], paths["merchant_public"])
     _ensure_pair(paths["platform_private"], paths["platform_public"])
     if not paths["apiv3_key"].exists():
-        alphabet = string.ascii_letters + string.digits
-        paths["apiv3_key"].write_text("".join(secrets.choice(alphabet) for _ in range(32)))
-        os.chmod(paths["apiv3_key"], 0o600)
+        write_secret(paths["apiv3_key"], _random_alnum(32).encode())
     if not paths["config"].exists():
         paths["config"].write_text(
             json.dumps(
@@ -92,25 +106,28 @@ def ensure_mollie_keys(out: Path) -> dict[str, Path]:
     ``out/mollie/mollie.json`` holds ``{"api_key": "test_…", "profile_id": "pfl_…"}`` (mode 0600).
     """
     mollie = out / "mollie"
-    mollie.mkdir(parents=True, exist_ok=True)
+    _private_dir(mollie)
     paths = {"config": mollie / "mollie.json"}
     if not paths["config"].exists():
         content = json.dumps(
             {"api_key": "test_" + _random_alnum(30), "profile_id": "pfl_" + _random_alnum(10)},
             indent=2,
         )
-        fd = os.open(paths["config"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(content)
-        os.chmod(paths["config"], 0o600)
+        write_secret(paths["config"], content.encode())
     return paths
 
 
 def ensure_keys(out: Path) -> dict[str, Path]:
     """Generate whatever key files are missing in ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"jwt_private": out / "jwt-private.pem", "jwt_public": out / "jwt-public.pem"}
+    _private_dir(out)
+    paths = {
+        "jwt_private": out / "jwt-private.pem",
+        "jwt_public": out / "jwt-public.pem",
+        "invite_secret": out / "invite-secret",
+    }
     _ensure_pair(paths["jwt_private"], paths["jwt_public"])
+    if not paths["invite_secret"].exists():
+        write_secret(paths["invite_secret"], secrets.token_hex(32).encode())
     paths.update({f"wechat_{k}": v for k, v in ensure_wechat_keys(out).items()})
     paths.update({f"mollie_{k}": v for k, v in ensure_mollie_keys(out).items()})
     return paths

@@ -16,9 +16,11 @@ from ticketing_shared.auth import CurrentPrincipal, Principal
 from ticketing_shared.idempotency import IdempotentRequest
 from ticketing_shared.web import State
 
+from .service.invite_links import InviteLinks
 from .settings import Settings
 
-Resource = tuple[Literal["order", "registration", "invite"], UUID | str]
+# an invite is found by its id (a token of ours) or by its token's digest (a token from before)
+Resource = tuple[Literal["order", "registration", "invite", "invite_id"], UUID | str]
 
 
 class Database:
@@ -94,6 +96,11 @@ async def get_db(request: Request) -> Database:
     return Database(_state(request).pool)
 
 
+async def get_invite_links(request: Request) -> InviteLinks:
+    links: InviteLinks = request.app.state.invite_links
+    return links
+
+
 async def get_settings(request: Request) -> Settings:
     settings = _state(request).settings
     assert isinstance(settings, Settings)
@@ -102,6 +109,7 @@ async def get_settings(request: Request) -> Settings:
 
 Db = Annotated[Database, Depends(get_db)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Links = Annotated[InviteLinks, Depends(get_invite_links)]
 Caller = CurrentPrincipal
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

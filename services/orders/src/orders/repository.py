@@ -367,7 +367,7 @@ async def order_details(
     )
     invites = await conn.fetch(
         """
-        SELECT i.token, i.status, i.seat_id, i.redeemed_by FROM invites i JOIN seats s ON s.id = i.seat_id
+        SELECT i.id, i.status, i.seat_id, i.redeemed_by FROM invites i JOIN seats s ON s.id = i.seat_id
         WHERE i.order_id = $1 ORDER BY s.position
         """,
         order_id,
@@ -550,7 +550,7 @@ async def set_invites_status(
         """
         UPDATE invites SET status = $3, updated_at = now()
         WHERE order_id = $1 AND status = ANY($2::text[]) AND ($4::uuid[] IS NULL OR seat_id = ANY($4::uuid[]))
-        RETURNING id, token, status, seat_id
+        RETURNING id, status, seat_id
         """,
         order_id,
         from_statuses,
@@ -559,23 +559,30 @@ async def set_invites_status(
     )
 
 
-async def invite_tokens(conn: asyncpg.Connection, order_id: UUID, *, status: str) -> list[str]:
+async def invite_ids(conn: asyncpg.Connection, order_id: UUID, *, status: str) -> list[UUID]:
     rows = await conn.fetch(
         """
-        SELECT i.token FROM invites i JOIN seats s ON s.id = i.seat_id
+        SELECT i.id FROM invites i JOIN seats s ON s.id = i.seat_id
         WHERE i.order_id = $1 AND i.status = $2 ORDER BY s.position
         """,
         order_id,
         status,
     )
-    return [r["token"] for r in rows]
+    return [r["id"] for r in rows]
 
 
-async def get_invite_by_token(
-    conn: asyncpg.Connection, token: str, *, for_update: bool = False
+async def get_invite(
+    conn: asyncpg.Connection,
+    *,
+    invite_id: UUID | None = None,
+    digest: str | None = None,
+    for_update: bool = False,
 ) -> asyncpg.Record | None:
+    """An invite by its id, or by its token's digest (tokens from before HMAC tokens)."""
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(f"SELECT * FROM invites WHERE token = $1{lock}", token)
+    if invite_id is not None:
+        return await conn.fetchrow(f"SELECT * FROM invites WHERE id = $1{lock}", invite_id)
+    return await conn.fetchrow(f"SELECT * FROM invites WHERE token = $1{lock}", digest)
 
 
 async def redeem_invite(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from ticketing_shared.auth import TenantIdPath
 from ticketing_shared.web import FastJSONResponse
 
-from .dependencies import AppSettings, Caller, Db, IdempotencyKey, idempotent
+from .dependencies import AppSettings, Caller, Db, IdempotencyKey, Links, idempotent
 from .schemas import (
     AuditEntry,
     CancellationPoliciesIn,
@@ -144,6 +144,7 @@ async def create_registration(
             event_id,
             body,
             catalog=request.app.state.purchase_catalog,
+            links=request.app.state.invite_links,
             order_ttl=settings.order_ttl,
             idem=idem,
             max_quantity_per_order=settings.max_quantity_per_order,
@@ -183,18 +184,18 @@ async def order_audit(order_id: UUID, principal: Caller, db: Db) -> Any:
 
 # --------------------------------------------------------------------------------------- invites
 @router.get("/orders/{order_id}/invites", response_model=list[InvitePublic])
-async def order_invites(order_id: UUID, principal: Caller, db: Db) -> Any:
+async def order_invites(order_id: UUID, principal: Caller, db: Db, links: Links) -> Any:
     """The buyer's invite links for the extra seats."""
     async with db.read(of=("order", order_id)) as conn:
-        return await views.order_invites(conn, principal, order_id)
+        return await views.order_invites(conn, principal, order_id, links)
 
 
 @router.post("/invites/{token}/redeem", status_code=201)
-async def redeem_invite(token: str, principal: Caller, db: Db) -> dict[str, Any]:
+async def redeem_invite(token: str, principal: Caller, db: Db, links: Links) -> dict[str, Any]:
     """Redeem an open invite: the caller gets a registration on its seat (once)."""
-    invites.check_token_shape(token)
-    async with db.transaction(of=("invite", token)) as conn:
-        return {"registration": RegistrationPublic(**await invites.redeem(conn, principal, token))}
+    invite = invites.locate(token, links)
+    async with db.transaction(of=invite) as conn:
+        return {"registration": RegistrationPublic(**await invites.redeem(conn, principal, invite))}
 
 
 # --------------------------------------------------------------------------------- registrations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import pytest
 from orders import repository as repo
 from orders.schemas import RegistrationCreate
 from orders.service import lifecycle, purchase
+from orders.service.invite_links import InviteLinks
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.testing.plugin import Infra
 
 from .conftest import seed_ticket_type
+
+LINKS = InviteLinks(secrets.token_bytes(32))  # a key made at run time
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -39,6 +43,7 @@ async def test_four_concurrent_expiry_runs_release_each_order_once(infra: Infra)
                     event["id"],
                     RegistrationCreate(ticket_type_id=tt["id"], quantity=2),
                     catalog=kept,
+                    links=LINKS,
                     order_ttl=timedelta(minutes=5),
                     max_quantity_per_order=10,
                 )

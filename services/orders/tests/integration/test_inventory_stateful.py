@@ -9,6 +9,7 @@ stays within 0..max_quantity.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,11 +22,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from orders import repository as repo
 from orders.schemas import EventCreate, RegistrationCreate, StaffAction, TicketTypeCreate
 from orders.service import catalog, invites, lifecycle, purchase, registrations
+from orders.service.invite_links import InviteLinks
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted
 from ticketing_shared.errors import DomainError
 from ticketing_shared.testing.plugin import Infra
+
+LINKS = InviteLinks(secrets.token_bytes(32))  # a key made at run time
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TENANT = "t-stateful"
@@ -66,6 +70,7 @@ class InventoryMachine(RuleBasedStateMachine):
                     self.event_id,
                     RegistrationCreate(ticket_type_id=ticket_type_id, quantity=quantity),
                     catalog=self.catalog,
+                    links=LINKS,
                     order_ttl=timedelta(minutes=30),
                     max_quantity_per_order=10,
                 )
@@ -148,7 +153,7 @@ class InventoryMachine(RuleBasedStateMachine):
             currency="EUR",
             paid_at=datetime.now(UTC),
         )
-        self._run(self._tx(lifecycle.apply_payment, payment))
+        self._run(self._tx(lifecycle.apply_payment, payment, links=LINKS))
 
     async def _amount(self, order_id: str) -> int:
         return int(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -96,7 +98,20 @@ async def test_payment_marks_paid_opens_invites_and_a_duplicate_changes_nothing(
     await wait_until(consumed_twice, timeout=30, message="second payment event consumed")
     paid_events = await orders_service.outbox("order.paid", order["id"])
     assert len(paid_events) == 1
-    assert len(paid_events[0]["invite_tokens"]) == 2
+    # the e-mail carries the tokens the buyer lists; the database keeps none of them, only
+    # their digests
+    tokens = [i["token"] for i in invites]
+    assert paid_events[0]["invite_tokens"] == tokens
+    stored = await orders_service.pool.fetch(
+        "SELECT token FROM invites WHERE order_id = $1", uuid.UUID(order["id"])
+    )
+    assert sorted(r["token"] for r in stored) == sorted(
+        hashlib.sha256(t.encode()).hexdigest() for t in tokens
+    )
+    dump = "".join(
+        str(r) for r in await orders_service.pool.fetch("SELECT * FROM invites")
+    ) + "".join(str(r) for r in await orders_service.pool.fetch("SELECT * FROM audit_log"))
+    assert not any(t in dump for t in tokens)
 
 
 async def test_payment_with_approval_leaves_registration_pending(
@@ -203,7 +218,35 @@ async def test_invites_open_on_payment_and_redeem_exactly_once(
             "already_registered",
         )
         assert (await g2.post("/v1/invites/not-a-token/redeem")).status_code == 404
+        # a token whose tag is not the secret's is not found (and costs no database look-up)
+        forged = tokens[1][:-2] + ("AA" if tokens[1][-2:] != "AA" else "BA")
+        assert (await g2.post(f"/v1/invites/{forged}/redeem")).status_code == 404
     assert len(await orders_service.outbox("invite.redeemed", order["id"])) == 1
+
+
+async def test_a_link_sent_before_tokens_were_derived_still_redeems(
+    orders_service: OrdersService,
+) -> None:
+    """Invites of before kept their random token, now stored as its digest only (migration
+    0006): the link in the e-mail sent then still works."""
+    _, order = await _buy(orders_service, "legacy-giver")
+    await orders_service.publish(_payment(orders_service, order, "tx-legacy"), order["id"])
+    async with orders_service.client("legacy-giver") as giver:
+        await orders_service.wait_order_status(giver, order["id"], "PAID")
+    legacy = secrets.token_urlsafe(24)
+    await orders_service.pool.execute(
+        """
+        UPDATE invites SET token = $2
+        WHERE id = (SELECT id FROM invites WHERE order_id = $1 ORDER BY id LIMIT 1)
+        """,
+        uuid.UUID(order["id"]),
+        hashlib.sha256(legacy.encode()).hexdigest(),
+    )
+    async with orders_service.client("legacy-guest") as guest:
+        redeemed = await guest.post(f"/v1/invites/{legacy}/redeem")
+        assert redeemed.status_code == 201, redeemed.text
+        again = await guest.post(f"/v1/invites/{secrets.token_urlsafe(24)}/redeem")
+        assert again.status_code == 404
 
 
 async def test_refund_settlement_voids_seats_cancels_registrations_and_releases_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import pytest
 
 from orders.schemas import RegistrationCreate, TicketTypeUpdate
 from orders.service import catalog, purchase
+from orders.service.invite_links import InviteLinks
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.testing.plugin import Infra
 
 from .conftest import seed_ticket_type
+
+LINKS = InviteLinks(secrets.token_bytes(32))  # a key made at run time
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -40,6 +44,7 @@ async def test_a_kept_copy_prices_purchases_only_while_its_catalog_version_is_cu
                     event["id"],
                     RegistrationCreate(ticket_type_id=tt["id"], quantity=1),
                     catalog=kept,
+                    links=LINKS,
                     order_ttl=timedelta(minutes=5),
                     max_quantity_per_order=10,
                 )

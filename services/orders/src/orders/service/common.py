@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -20,11 +19,6 @@ SOURCE = "orders"
 def new_id() -> UUID:
     """uuid7: time-ordered ids keep the indexes of busy tables compact."""
     return UUID(str(uuid_utils.uuid7()))
-
-
-def invite_token() -> str:
-    """192 bits from the OS CSPRNG, URL-safe."""
-    return secrets.token_urlsafe(24)
 
 
 def now() -> datetime:

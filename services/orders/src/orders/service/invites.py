@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -14,6 +14,7 @@ from ticketing_shared.errors import Conflict, NotFound
 from .. import repository as repo
 from . import views
 from .common import actor, emit, new_id, now
+from .invite_links import InviteLinks, digest, legacy_shape
 
 _NOT_OPEN = {
     "LOCKED": ("invite_not_open", "this invite opens when its order is paid"),
@@ -22,19 +23,29 @@ _NOT_OPEN = {
 }
 
 
-_TOKEN = re.compile(r"[A-Za-z0-9_.-]{16,200}")
+InviteRef = tuple[Literal["invite_id"], UUID] | tuple[Literal["invite"], str]
 
 
-def check_token_shape(token: str) -> None:
-    """A token that cannot be one of ours is not found, like one that is not (no other answer
-    tells the two apart), and never reaches the database."""
-    if not _TOKEN.fullmatch(token):
-        raise NotFound("invite not found")
+def locate(token: str, links: InviteLinks) -> InviteRef:
+    """Where a token leads: the invite it names (checked in constant time), or, for a token from
+    before HMAC tokens, the invite holding its digest. Anything else is not found, like a token
+    that leads nowhere (no answer tells them apart), and never reaches the database."""
+    invite_id = links.invite_id(token)
+    if invite_id is not None:
+        return ("invite_id", invite_id)
+    if legacy_shape(token):
+        return ("invite", digest(token))
+    raise NotFound("invite not found")
 
 
-async def redeem(conn: asyncpg.Connection, principal: Principal, token: str) -> dict[str, Any]:
+async def redeem(
+    conn: asyncpg.Connection, principal: Principal, invite_ref: InviteRef
+) -> dict[str, Any]:
     """Exactly once: the first signed-in user to redeem an OPEN invite gets a registration on its seat."""
-    invite = await repo.get_invite_by_token(conn, token, for_update=True)
+    if invite_ref[0] == "invite_id":
+        invite = await repo.get_invite(conn, invite_id=invite_ref[1], for_update=True)
+    else:
+        invite = await repo.get_invite(conn, digest=invite_ref[1], for_update=True)
     if invite is None:
         raise NotFound("invite not found")
     if invite["status"] != "OPEN":

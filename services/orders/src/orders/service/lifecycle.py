@@ -24,6 +24,7 @@ from ticketing_shared.outbox import outbox_values
 from .. import repository as repo
 from ..domain import OrderStatus, RegistrationStatus, order_transition
 from .common import SOURCE, actor, emit, now
+from .invite_links import InviteLinks
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,9 @@ async def expire_due_orders(conn: asyncpg.Connection, *, limit: int) -> int:
     return len(orders)
 
 
-async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> str:
+async def apply_payment(
+    conn: asyncpg.Connection, payment: PaymentSucceeded, *, links: InviteLinks
+) -> str:
     """Payment success: PENDING → PAID; late payment revives or asks for a refund. Returns the outcome."""
     order = await repo.get_order(conn, payment.order_id, for_update=True)
     if order is None:
@@ -177,7 +180,7 @@ async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> 
         )
         return "rejected_amount_mismatch"
     if status == "PENDING":
-        await _mark_paid(conn, order, payment, revived=False)
+        await _mark_paid(conn, order, payment, revived=False, links=links)
         return "paid"
     if order["transaction_id"] == payment.transaction_id:
         return "duplicate"  # the same payment told twice: already applied
@@ -186,7 +189,7 @@ async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> 
             conn, order["ticket_type_id"], order["quantity"]
         ):
             await repo.reactivate_seats(conn, order["id"])
-            await _mark_paid(conn, order, payment, revived=True)
+            await _mark_paid(conn, order, payment, revived=True, links=links)
             return "revived"
         await _reject_payment(conn, order, payment, reason="late_payment", note="late payment")
         return "rejected_late"
@@ -198,7 +201,12 @@ async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> 
 
 
 async def _mark_paid(
-    conn: asyncpg.Connection, order: asyncpg.Record, payment: PaymentSucceeded, *, revived: bool
+    conn: asyncpg.Connection,
+    order: asyncpg.Record,
+    payment: PaymentSucceeded,
+    *,
+    revived: bool,
+    links: InviteLinks,
 ) -> None:
     event = await repo.get_event(conn, order["event_id"])
     assert event is not None
@@ -303,7 +311,9 @@ async def _mark_paid(
             transaction_id=payment.transaction_id,
             paid_at=payment.paid_at,
             event_title=event["title"],
-            invite_tokens=await repo.invite_tokens(conn, order["id"], status="OPEN"),
+            invite_tokens=[
+                links.token(i) for i in await repo.invite_ids(conn, order["id"], status="OPEN")
+            ],
         ),
         order["id"],
     )

@@ -31,7 +31,8 @@ from .. import repository as repo
 from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
-from .common import SOURCE, actor, invite_token, new_id, now
+from .common import SOURCE, actor, new_id, now
+from .invite_links import InviteLinks, digest
 
 
 class AlreadyRegistered(Conflict):
@@ -91,6 +92,7 @@ async def register(
     body: RegistrationCreate,
     *,
     catalog: PurchaseCatalog,
+    links: InviteLinks,
     order_ttl: timedelta,
     max_quantity_per_order: int,
     idem: IdempotentRequest | None = None,
@@ -115,7 +117,15 @@ async def register(
                 ctx = await catalog.read(conn, body.ticket_type_id)
             try:
                 return await _register(
-                    conn, principal, event_id, body, ctx, order_ttl, max_quantity_per_order, idem
+                    conn,
+                    principal,
+                    event_id,
+                    body,
+                    ctx,
+                    order_ttl,
+                    max_quantity_per_order,
+                    idem,
+                    links,
                 )
             except _FROM_THE_COPY as exc:
                 # what the copy led to is decided again on a fresh read; what a fresh read led
@@ -139,6 +149,7 @@ async def _register(
     order_ttl: timedelta,
     max_quantity_per_order: int,
     idem: IdempotentRequest | None,
+    links: InviteLinks,
 ) -> tuple[int, dict[str, Any], bool]:
     if ctx is None or ctx["event_id"] != event_id or ctx["event_status"] != "published":
         raise NotFound("ticket type not found for this event")
@@ -176,6 +187,7 @@ async def _register(
         at,
         order_ttl,
         idem,
+        links,
     )
 
 
@@ -290,11 +302,17 @@ async def _purchase(
     at: Any,
     order_ttl: timedelta,
     idem: IdempotentRequest | None,
+    links: InviteLinks,
 ) -> tuple[int, dict[str, Any], bool]:
     order_id = new_id()
     seat_ids = [new_id() for _ in range(quantity)]
     registration_id = new_id()
-    invites = [(new_id(), seat_id, invite_token()) for seat_id in seat_ids[1:]]
+    # the database keeps a digest of each token, never the token (invite_links)
+    invite_ids = [new_id() for _ in seat_ids[1:]]
+    invites = [
+        (iid, seat_id, digest(links.token(iid)))
+        for iid, seat_id in zip(invite_ids, seat_ids[1:], strict=True)
+    ]
     currency = ctx["currency"].strip()
     order = {
         "id": order_id,

@@ -21,6 +21,7 @@ from ..domain import (
     seat_refund,
 )
 from .common import now, require_staff, require_tenant_member
+from .invite_links import InviteLinks
 
 
 def ticket_type_public(tt: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,11 +220,19 @@ async def order_audit(
 
 
 async def order_invites(
-    conn: asyncpg.Connection, principal: Principal, order_id: UUID
+    conn: asyncpg.Connection, principal: Principal, order_id: UUID, links: InviteLinks
 ) -> list[dict[str, Any]]:
-    """The buyer's invite links (tokens) of an order."""
+    """The buyer's invite links (tokens, derived again: none is stored) of an order."""
     order = await repo.get_order(conn, order_id)
     if order is None or order["buyer_id"] != principal.sub:
         raise NotFound("order not found")
     details = await repo.order_details(conn, order_id)
-    return [dict(i) for i in details["invites"]]
+    return [
+        {
+            "token": links.token(i["id"]),
+            "status": i["status"],
+            "seat_id": i["seat_id"],
+            "redeemed_by": i["redeemed_by"],
+        }
+        for i in details["invites"]
+    ]
