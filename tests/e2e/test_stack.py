@@ -148,3 +148,26 @@ async def test_broker_restart_is_followed_by_automatic_replay(stack: Stack) -> N
         assert stack.state()["children"]["broker"]["restarts"] >= 1
     finally:
         await pool.close()
+
+
+async def test_secrets_are_private_and_the_database_folder_is_not_world_writable(
+    stack: Stack,
+) -> None:
+    import stat as st
+
+    keys = stack.run_dir / "keys"
+    private = [
+        keys / "jwt-private.pem",
+        keys / "invite-secret",
+        keys / "wechat" / "merchant-private.pem",
+        keys / "wechat" / "platform-private.pem",
+        keys / "wechat" / "apiv3.key",
+        keys / "mollie" / "mollie.json",
+    ]
+    for path in private:
+        assert st.S_IMODE(path.stat().st_mode) == 0o600, path
+    for folder in (keys, keys / "wechat", keys / "mollie"):
+        assert st.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    pg = stack.run_dir / "pg"
+    for folder in (pg, *(p for p in pg.iterdir() if p.is_dir())):
+        assert not folder.stat().st_mode & st.S_IWOTH, folder

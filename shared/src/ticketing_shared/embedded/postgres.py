@@ -64,17 +64,24 @@ class EmbeddedPostgres:
         base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir = base_dir
         if self.user is not None:
-            os.chmod(base_dir, 0o777)
+            # the cluster's folder belongs to the user the server runs as, and to nobody else
+            # (never world-writable: anyone could replace the data or the socket)
+            self._own(base_dir)
             if not _reachable_by(self.user, base_dir):
                 # e.g. a checkout inside a 0700 temp folder: keep the cluster where postgres can live
                 digest = hashlib.sha1(str(base_dir.resolve()).encode()).hexdigest()[:10]
                 self.base_dir = Path(f"/var/tmp/ticketing-pg-{digest}")
-                self.base_dir.mkdir(parents=True, exist_ok=True)
-                os.chmod(self.base_dir, 0o777)
+                self.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._own(self.base_dir)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "sock"
         self.log_file = log_file or (self.base_dir / "postgres.log")
         self.bin = find_pg_bin()
+
+    def _own(self, path: Path) -> None:
+        assert self.user is not None
+        shutil.chown(path, self.user, self.user)
+        os.chmod(path, 0o700)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
