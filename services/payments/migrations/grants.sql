@@ -2,4 +2,5 @@
 -- applied).
 GRANT SELECT, INSERT, UPDATE ON orders_view, payments, provider_refunds, provider_tasks
     TO ${runtime};
-GRANT SELECT, INSERT ON provider_notifications TO ${runtime};
+-- notifications are pruned once past their retention
+GRANT SELECT, INSERT, DELETE ON provider_notifications TO ${runtime};

@@ -266,6 +266,9 @@ async def migrate(
                 if mig.repeatable or (mig.track, mig.version) in done:
                     continue
                 async with conn.transaction():
+                    # a migration sees and may change every tenant's rows (row-level security
+                    # binds the owner too: the policies are FORCE'd)
+                    await set_tenant(conn, ALL_TENANTS)
                     await conn.execute(mig.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (track, version, name) VALUES ($1, $2, $3)",

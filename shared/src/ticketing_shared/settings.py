@@ -91,6 +91,19 @@ class ServiceSettings(BaseSettings):
         1000.0, validation_alias=_shared("OUTBOX_NOTIFIED_POLL_MAX_MS")
     )
     outbox_retention_days: int = Field(7, validation_alias=_shared("OUTBOX_RETENTION_DAYS"))
+    # how long an inbox claim is kept: longer than any redelivery can come (Kafka's retention,
+    # an outbox replay), or a very late copy of an event would be applied again
+    inbox_retention_days: float = Field(
+        30.0, gt=0, validation_alias=_shared("INBOX_RETENTION_DAYS")
+    )
+    # how long an Idempotency-Key replays its first response
+    idempotency_key_retention_hours: float = Field(
+        48.0, gt=0, validation_alias=_shared("IDEMPOTENCY_KEY_RETENTION_HOURS")
+    )
+    # how often the worker prunes what is past its retention
+    retention_interval_s: float = Field(
+        3600.0, gt=0, validation_alias=_shared("RETENTION_INTERVAL_S")
+    )
     # consumers: bounded retries with exponential backoff, then the topic's DLQ
     consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))
     consumer_backoff_ms: float = Field(50.0, validation_alias=_shared("CONSUMER_BACKOFF_MS"))

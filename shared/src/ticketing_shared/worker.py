@@ -41,6 +41,7 @@ from . import db, kafka
 from .consumer import EventConsumer, InfrastructureUnavailable, Record
 from .logs import configure_logging
 from .outbox import OutboxRelay
+from .retention import Rule, prune, standard_rules
 from .settings import ServiceSettings
 from .web import broker_reachable, database_ready
 
@@ -224,8 +225,10 @@ def create_worker(
     on_startup: Callable[[WorkerContext], Awaitable[None]] | None = None,
     on_shutdown: Callable[[WorkerContext], Awaitable[None]] | None = None,
     relay: bool = True,
+    retention: Sequence[Rule] = (),
 ) -> Starlette:
-    """Build the worker ASGI app of one service."""
+    """Build the worker ASGI app of one service. ``retention``: what it prunes besides the
+    inbox and the idempotency keys every service has."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level)
     kafka_options = kafka.client_options(settings)
     broker = KafkaBroker(
@@ -246,6 +249,16 @@ def create_worker(
     committers = [_subscribe(broker, consumer, settings) for consumer in consumers]
 
     state: dict[str, Any] = {}
+    rules = [*standard_rules(settings), *retention]
+
+    async def prune_expired_rows(ctx: WorkerContext) -> None:
+        """Delete what is past its retention, now and then (any number of workers may)."""
+        while True:
+            await prune(ctx.all_tenants_pool, rules)
+            if await ctx.sleep(settings.retention_interval_s):
+                return
+
+    schedulers = [*schedulers, prune_expired_rows]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

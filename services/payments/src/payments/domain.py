@@ -137,3 +137,47 @@ MOLLIE_REFUND_STATUS = {
 def provider_for_currency(currency: str) -> str:
     """WeChat Pay (mainland direct merchant) settles CNY only; every other currency is Mollie's."""
     return "wechatpay" if currency.strip().upper() == "CNY" else "mollie"
+
+
+# ------------------------------------------------------------------------------ personal data
+#: what the providers tell us about the payer that we have no use for, wherever it appears in
+#: what we keep of their answers and notifications: WeChat's openid, the payer's device and IP,
+#: the account a refund went back to; Mollie's consumer name, account (IBAN) and BIC, the card
+#: holder and number, billing addresses
+PERSONAL_FIELDS = frozenset(
+    {
+        "openid",
+        "sub_openid",
+        "sp_openid",
+        "payer_client_ip",
+        "device_id",
+        "user_received_account",
+        "consumerName",
+        "consumerAccount",
+        "consumerBic",
+        "cardHolder",
+        "cardNumber",
+        "cardFingerprint",
+        "billingEmail",
+        "billingAddress",
+        "shippingAddress",
+        "bankAccount",
+        "bankBic",
+        "iban",
+        "bic",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def redact(payload: object) -> object:
+    """``payload`` with every personal field's value replaced (at any depth); the rest, which
+    tells what happened (statuses, amounts, ids), is kept as evidence of the provider's word."""
+    if isinstance(payload, dict):
+        return {
+            k: (REDACTED if k in PERSONAL_FIELDS and v is not None else redact(v))
+            for k, v in payload.items()
+        }
+    if isinstance(payload, list):
+        return [redact(v) for v in payload]
+    return payload

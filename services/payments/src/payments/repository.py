@@ -1,4 +1,4 @@
-"""All SQL of the payments service."""
+"""All SQL of the payments service. What providers told us is kept redacted (``domain.redact``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import asyncpg
 
 from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
+
+from .domain import redact
 
 
 async def insert_orders(conn: asyncpg.Connection, orders: list[dict[str, Any]]) -> None:
@@ -174,7 +176,7 @@ async def record_notification(
             notification_id,
             event_type,
             reference,
-            payload,
+            redact(payload),
             outcome,
             tenant_id,
         )
@@ -222,7 +224,7 @@ async def mark_paid(
             notification["notification_id"],
             notification["event_type"],
             notification["reference"],
-            notification["payload"],
+            redact(notification["payload"]),
             fields.get("payment_method"),
             expected,
             notification["tenant_id"],
@@ -409,7 +411,7 @@ async def settle_refund_once(
             notification["notification_id"],
             notification["event_type"],
             notification["reference"],
-            notification["payload"],
+            redact(notification["payload"]),
             outcome,
             notification["tenant_id"],
             *values,

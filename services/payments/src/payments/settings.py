@@ -64,6 +64,8 @@ class Settings(ServiceSettings):
     provider_retry_budget_s: float = 5.0
     task_interval_s: float = 0.2
     task_max_attempts: int = 10
+    # how long the providers' notifications are kept (redacted), as evidence of what they said
+    notification_retention_days: float = 90.0
 
     def wechat_config(self) -> WeChatPayConfig:
         base = self.wechat_keys_dir / "wechat" if self.wechat_keys_dir else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import httpx
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from ticketing_shared.contracts import (
     RefundRequested,
 )
 from ticketing_shared.envelope import CloudEvent
+from ticketing_shared.retention import Rule
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
@@ -81,5 +83,19 @@ def create_worker(settings: Settings | None = None) -> Starlette:
                 )
 
     return create_base_worker(
-        settings, consumers=[consumer], schedulers=[provider_tasks, reconcile]
+        settings,
+        consumers=[consumer],
+        schedulers=[provider_tasks, reconcile],
+        retention=retention_rules(settings),
     )
+
+
+def retention_rules(settings: Settings) -> list[Rule]:
+    """What payments prunes besides every service's inbox and idempotency keys."""
+    return [
+        Rule(
+            "provider_notifications",
+            "received_at",
+            timedelta(days=settings.notification_retention_days),
+        )
+    ]
