@@ -65,13 +65,14 @@ FROM ${PYTHON_IMAGE} AS runtime
 
 # A fixed numeric uid/gid, so Kubernetes' runAsNonRoot can check it and volumes can be shared.
 # /keys and /secrets/* are created here, owned by that user: a fresh named volume mounted on one
-# (docker-compose's `keys`, per-service and `kafka-secrets` volumes) takes this ownership, so the
-# one-shot key generator can write into it.
+# (docker-compose's `keys`, per-service, per-migrate-job, `kafka-secrets` and `postgres-secrets`
+# volumes) takes this ownership, so the one-shot key generator can write into it.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
  && mkdir -p /keys /secrets/orders /secrets/payments /secrets/refunds /secrets/notifications \
-        /secrets/kafka \
+        /secrets/orders-migrate /secrets/payments-migrate /secrets/refunds-migrate \
+        /secrets/notifications-migrate /secrets/kafka /secrets/postgres \
  && chown -R app:app /keys /secrets
 
 # Owned by root and read-only to the app user: the code cannot modify itself.

@@ -1,30 +1,40 @@
-"""docker-compose.yml without Docker: what each container mounts and how it meets Kafka.
+"""docker-compose.yml without Docker: what each container mounts, how it meets Kafka and
+PostgreSQL.
 
-The keys job's generator runs here into a temporary folder standing for the named volumes, and
-deploy/compose/kafka-setup.sh runs against stand-in Kafka tools that record what it asks.
+The keys job's generator runs here into a temporary folder standing for the named volumes,
+deploy/compose/kafka-setup.sh runs against stand-in Kafka tools that record what it asks, and
+deploy/compose/initdb.sh runs against a fresh PostgreSQL cluster of our own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import re
+import stat
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import yaml
 
 from ticketing_local.compose_secrets import ensure_compose_secrets
-from ticketing_shared import kafka
+from ticketing_shared import db, kafka
+from ticketing_shared.cli import run_cli
 from ticketing_shared.contracts import ALL_TOPICS, dlq_topic
+from ticketing_shared.embedded import EmbeddedPostgres, free_port
 
 from .access import SERVICES, expected
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO / "deploy/compose/kafka-setup.sh"
+INIT_SCRIPT = REPO / "deploy/compose/initdb.sh"
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +83,40 @@ def _defaults(value: str) -> str:
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
+def _own_volume(name: str, service: str) -> str:
+    """The one volume a service container mounts: the API's and worker's, or the migrate job's."""
+    return f"{service}-migrate-keys" if name.endswith("-migrate") else f"{service}-keys"
+
+
 def test_service_containers_mount_only_their_own_keys_read_only(compose: dict[str, Any]) -> None:
     for name, (service, definition) in _service_containers(compose).items():
-        for source, _target, read_only in _mounts(definition):
-            assert source == f"{service}-keys", f"{name} mounts {source}"
+        assert _mounts(definition), name
+        for source, target, read_only in _mounts(definition):
+            assert (source, target) == (_own_volume(name, service), "/keys"), (
+                f"{name} mounts {source}"
+            )
             assert read_only, f"{name} may write {source}"
+
+
+def test_secret_volumes_are_mounted_where_they_are_needed_only(compose: dict[str, Any]) -> None:
+    mounted_by: dict[str, set[str]] = defaultdict(set)
+    for name, definition in compose["services"].items():
+        for source, _, _ in _mounts(definition):
+            mounted_by[source].add(name)
+    assert mounted_by["postgres-secrets"] == {"keys", "postgres"}
+    assert mounted_by["kafka-secrets"] == {"keys", "kafka", "kafka-setup"}
+    for service in SERVICES:
+        assert mounted_by[f"{service}-keys"] == {"keys", f"{service}-api", f"{service}-worker"}
+        assert mounted_by[f"{service}-migrate-keys"] == {"keys", f"{service}-migrate"}
+
+
+def test_the_image_prepares_every_folder_the_keys_job_writes_into(compose: dict[str, Any]) -> None:
+    # a fresh named volume takes the ownership of the image's folder it is mounted on; one the
+    # image lacks would be root's, and the keys job (not root) could not write into it
+    dockerfile = (REPO / "Dockerfile").read_text()
+    prepared = set(re.findall(r"(?<=\s)(/(?:keys|secrets)[\w/-]*)", dockerfile))
+    for _, target, _ in _mounts(compose["services"]["keys"]):
+        assert target in prepared, target
 
 
 def test_no_service_container_sees_a_private_key_it_must_not_have(
@@ -103,12 +142,40 @@ def test_no_service_container_sees_a_private_key_it_must_not_have(
         assert ("keys", "/keys", True) in _mounts(compose["services"][sandbox])
 
 
+def _environment(definition: dict[str, Any]) -> dict[str, str]:
+    return {k: _defaults(str(v)) for k, v in definition["environment"].items()}
+
+
+def _container_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    definition: dict[str, Any],
+    volumes: dict[str, Path],
+    *,
+    database_at: str | None = None,
+) -> Any:
+    """The service's settings as container ``name`` builds them: its environment, /keys being
+    its own volume, and libpq's variables as it has them (``database_at``: the host:port that
+    stands for the compose network's postgres)."""
+    service = name.partition("-")[0]
+    own = volumes[_own_volume(name, service)]
+    for key in list(os.environ):
+        if key.startswith(("KAFKA_", "JWT_", "APP_ENV", "PG", f"{service.upper()}_")):
+            monkeypatch.delenv(key)
+    for key, value in _environment(definition).items():
+        value = value.replace("/keys/", f"{own}/")
+        if database_at is not None:
+            value = value.replace("@postgres:5432/", f"@{database_at}/")
+        monkeypatch.setenv(key, value)
+    return importlib.import_module(f"{service}.settings").Settings()
+
+
 def test_each_service_is_its_own_kafka_user_and_its_settings_accept_the_compose_env(
     compose: dict[str, Any], volumes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     users: dict[str, set[str]] = defaultdict(set)
     for name, (service, definition) in _service_containers(compose).items():
-        env = {k: _defaults(str(v)) for k, v in definition["environment"].items()}
+        env = _environment(definition)
         if name.endswith("-migrate"):
             # migrations never talk to Kafka, so they get no Kafka credentials either
             assert not any(k.startswith(("KAFKA_SASL", "KAFKA_SECURITY")) for k in env), name
@@ -116,14 +183,7 @@ def test_each_service_is_its_own_kafka_user_and_its_settings_accept_the_compose_
         assert env["KAFKA_SECURITY_PROTOCOL"] in ("SASL_PLAINTEXT", "SASL_SSL"), name
         assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
         users[env["KAFKA_SASL_USERNAME"]].add(service)
-        # the settings as the container would build them, /keys being its own volume
-        own = volumes[f"{service}-keys"]
-        for key in list(os.environ):
-            if key.startswith(("KAFKA_", "JWT_", "APP_ENV", f"{service.upper()}_")):
-                monkeypatch.delenv(key)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value.replace("/keys/", f"{own}/"))
-        settings = importlib.import_module(f"{service}.settings").Settings()
+        settings = _container_settings(monkeypatch, name, definition, volumes)
         options = kafka.client_options(settings)
         assert options["sasl_plain_username"] == service
         assert (
@@ -216,3 +276,254 @@ def test_the_setup_grants_each_service_only_what_its_code_needs(
         # of the event topics (not the DLQs), it writes its own at most
         written_events = {t for t in want.writes if t in ALL_TOPICS}
         assert len(written_events) <= 1 and all(t.startswith(service) for t in written_events)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: per service an owner role (migrations) and a runtime role (API, worker), with
+# passwords the keys job makes at run time
+# ---------------------------------------------------------------------------------------------
+
+
+def _pgpass(path: Path) -> list[tuple[str, ...]]:
+    """The entries of a libpq password file: (host, port, database, user, password)."""
+    lines = path.read_text().splitlines()
+    return [tuple(line.split(":")) for line in lines if line and not line.startswith("#")]
+
+
+def _passfile(name: str, definition: dict[str, Any], volumes: dict[str, Path]) -> Path:
+    """The password file container ``name`` reads (PGPASSFILE, in its own volume)."""
+    passfile = _environment(definition)["PGPASSFILE"]
+    assert passfile.startswith("/keys/"), name
+    return volumes[_own_volume(name, name.partition("-")[0])] / passfile.removeprefix("/keys/")
+
+
+def _role_password(volumes: dict[str, Path], role: str) -> str:
+    return (volumes["postgres-secrets"] / "roles" / role).read_text()
+
+
+def _sees(volume: Path, secret: str) -> bool:
+    return any(secret.encode() in p.read_bytes() for p in volume.rglob("*") if p.is_file())
+
+
+def test_api_and_worker_connect_as_the_runtime_role_without_owner_credentials(
+    compose: dict[str, Any], volumes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, (service, definition) in _service_containers(compose).items():
+        if name.endswith("-migrate"):
+            continue
+        owner = db.owner_role(service)
+        settings = _container_settings(monkeypatch, name, definition, volumes)
+        url = urlsplit(settings.database_url)
+        assert (url.username, url.password, url.path) == (service, None, f"/{service}"), name
+        assert settings.migration_database_url is None, name
+        passfile = _passfile(name, definition, volumes)
+        password = _role_password(volumes, service)
+        assert _pgpass(passfile) == [("*", "*", service, service, password)], name
+        # libpq and asyncpg ignore a password file that others may read
+        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600, passfile
+        for source, _, _ in _mounts(definition):
+            assert not _sees(volumes[source], _role_password(volumes, owner)), name
+
+
+def test_migrate_jobs_connect_as_the_owner_role_and_nothing_else(
+    compose: dict[str, Any], volumes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, (service, definition) in _service_containers(compose).items():
+        if not name.endswith("-migrate"):
+            # the API and the worker start once their migrations are through
+            assert definition["depends_on"][f"{service}-migrate"] == {
+                "condition": "service_completed_successfully"
+            }, name
+            continue
+        owner = db.owner_role(service)
+        settings = _container_settings(monkeypatch, name, definition, volumes)
+        url = urlsplit(settings.migration_dsn())
+        assert (url.username, url.password, url.path) == (owner, None, f"/{service}"), name
+        # the runtime DSN only names the role the migrations grant to
+        assert db.user_of(settings.database_url) == service
+        passfile = _passfile(name, definition, volumes)
+        assert _pgpass(passfile) == [("*", "*", service, owner, _role_password(volumes, owner))]
+        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600, passfile
+        # its volume holds that file and nothing else: no Kafka password, no runtime password
+        (source, _, _), *_ = _mounts(definition)
+        assert [p.name for p in volumes[source].rglob("*")] == [passfile.name], name
+        assert definition["depends_on"] == {
+            "keys": {"condition": "service_completed_successfully"},
+            "postgres": {"condition": "service_healthy"},
+        }
+
+
+def test_no_password_is_committed(compose: dict[str, Any]) -> None:
+    files = [REPO / "docker-compose.yml", *sorted((REPO / "deploy/compose").iterdir())]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"\w+://[^\s/@:]+:[^\s/@]*@", text), f"a URL with a password in {path}"
+        assert not re.search(r"PASSWORD\s+'", text, re.IGNORECASE), f"a SQL password in {path}"
+    # passwords reach containers as files only
+    for name, definition in compose["services"].items():
+        environment = definition.get("environment", {})
+        for key in environment:
+            assert "PASSWORD" not in key or key.endswith("_FILE"), f"{name}: {key}"
+
+
+def test_postgres_takes_its_passwords_from_the_keys_job(
+    compose: dict[str, Any], volumes: dict[str, Path]
+) -> None:
+    postgres = compose["services"]["postgres"]
+    assert postgres["depends_on"]["keys"] == {"condition": "service_completed_successfully"}
+    (secrets,) = [t for s, t, ro in _mounts(postgres) if s == "postgres-secrets" and ro]
+    superuser = postgres["environment"]["POSTGRES_PASSWORD_FILE"]
+    assert superuser.startswith(f"{secrets}/")
+    assert (volumes["postgres-secrets"] / superuser.removeprefix(f"{secrets}/")).read_text()
+    # the init script reads the roles' passwords where the volume is mounted...
+    assert f"${{POSTGRES_SECRETS_DIR:-{secrets}}}" in INIT_SCRIPT.read_text()
+    # ...and is executable, so the image runs it instead of sourcing it into its own shell
+    (init,) = [t for s, t, ro in _mounts(postgres) if s.endswith(INIT_SCRIPT.name) and ro]
+    assert init.startswith("/docker-entrypoint-initdb.d/") and init.endswith(".sh")
+    assert os.access(INIT_SCRIPT, os.X_OK)
+    passwords = [p.read_text() for p in (volumes["postgres-secrets"] / "roles").iterdir()]
+    assert len(passwords) == 2 * len(SERVICES) == len(set(passwords))
+    assert all(re.fullmatch(r"[0-9a-f]{48}", p) for p in passwords)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    compose: dict[str, Any], volumes: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedPostgres]:
+    """A fresh cluster initialised as the postgres container is: deploy/compose/initdb.sh, run
+    with that container's environment as the superuser over the Unix socket."""
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), free_port(), durable=False)
+    pg.init()
+    # the image's authentication: the superuser inside the container needs no password, every
+    # other container (here: every TCP client) needs its role's
+    (pg.data_dir / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    pg.start()
+    try:
+        environment = compose["services"]["postgres"]["environment"]
+        env = {
+            "PATH": os.environ["PATH"],
+            "POSTGRES_USER": environment["POSTGRES_USER"],
+            "POSTGRES_DB": environment["POSTGRES_DB"],
+            "POSTGRES_SECRETS_DIR": str(volumes["postgres-secrets"]),
+            "PGHOST": str(pg.socket_dir),
+            "PGPORT": str(pg.port),
+        }
+        subprocess.run([str(INIT_SCRIPT)], env=env, check=True, capture_output=True, timeout=60)
+        yield pg
+    finally:
+        pg.destroy()
+
+
+async def _as_superuser(pg: EmbeddedPostgres, database: str = "postgres") -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=str(pg.socket_dir), port=pg.port, user="postgres", database=database
+    )
+
+
+async def test_the_init_script_makes_an_owner_and_a_runtime_role_per_database(
+    cluster: EmbeddedPostgres,
+) -> None:
+    conn = await _as_superuser(cluster)
+    try:
+        for service in SERVICES:
+            owner = db.owner_role(service)
+            roles = await conn.fetch(
+                """
+                SELECT rolname, rolcanlogin, rolpassword IS NOT NULL AS has_password, rolsuper,
+                       rolbypassrls, rolcreatedb, rolcreaterole
+                FROM pg_authid WHERE rolname = ANY($1::text[])
+                """,
+                [owner, service],
+            )
+            assert {r["rolname"] for r in roles} == {owner, service}
+            for r in roles:
+                assert tuple(r.values())[1:] == (True, True, False, False, False, False), r
+            assert not await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", service, owner)
+            database_owner = await conn.fetchval(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", service
+            )
+            assert database_owner == owner
+            may_connect = await conn.fetch(
+                """
+                SELECT rolname FROM pg_roles
+                WHERE NOT rolsuper AND has_database_privilege(oid, $1, 'CONNECT')
+                """,
+                service,
+            )
+            assert {r["rolname"] for r in may_connect} == {owner, service}
+    finally:
+        await conn.close()
+
+
+async def test_migrations_run_as_the_owner_and_the_services_as_the_runtime_role(
+    cluster: EmbeddedPostgres,
+    compose: dict[str, Any],
+    volumes: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    at = f"127.0.0.1:{cluster.port}"
+    for service in SERVICES:
+        owner = db.owner_role(service)
+        main = importlib.import_module(f"{service}.__main__")
+        job = f"{service}-migrate"
+        settings = _container_settings(
+            monkeypatch, job, compose["services"][job], volumes, database_at=at
+        )
+        # `python -m <service> migrate` as the job runs it (asyncio.run: its own thread here)
+        code = await asyncio.to_thread(
+            run_cli,
+            service=service,
+            settings_factory=main.Settings,
+            api_factory=main.create_app,
+            worker_factory=main.create_worker,
+            migrations_dir=main.MIGRATIONS,
+            argv=["migrate"],
+        )
+        assert code == 0
+        conn = await _as_superuser(cluster, service)
+        try:
+            owners = await conn.fetch(
+                "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            )
+            assert [r["tableowner"] for r in owners] == [owner]
+        finally:
+            await conn.close()
+        # the start-up check of the API and the worker would refuse the owner...
+        pool = await db.create_pool(settings.migration_dsn(), min_size=1, max_size=1)
+        try:
+            with pytest.raises(db.PrivilegedRole):
+                await db.check_runtime_role(pool)
+        finally:
+            await pool.close()
+        # ...and accepts what they connect as, with the password of their own volume
+        for name in (f"{service}-api", f"{service}-worker"):
+            settings = _container_settings(
+                monkeypatch, name, compose["services"][name], volumes, database_at=at
+            )
+            pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+            try:
+                await db.check_runtime_role(pool)
+                assert await pool.fetchval("SELECT current_user") == service
+            finally:
+                await pool.close()
+
+
+async def test_a_service_role_connects_to_its_own_database_only(
+    cluster: EmbeddedPostgres, compose: dict[str, Any], volumes: dict[str, Path]
+) -> None:
+    for name, (service, definition) in _service_containers(compose).items():
+        ((*_, database, role, password),) = _pgpass(_passfile(name, definition, volumes))
+        assert database == service
+        for other in SERVICES:
+            dsn = f"postgresql://{role}@127.0.0.1:{cluster.port}/{other}"
+            if other != service:
+                # the right password, and still no way in
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await asyncpg.connect(dsn, password=password)
+                continue
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(dsn, password="not-" + password)
+            conn = await asyncpg.connect(dsn, password=password)
+            await conn.close()

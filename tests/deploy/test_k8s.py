@@ -184,3 +184,57 @@ def test_the_strimzi_example_grants_what_the_code_needs() -> None:
         assert {n for _, t, n in granted if t == "group"} == {want.group}
         assert {op for op, _, _ in granted} <= {"Read", "Write", "Describe"}
         assert {n for _, t, n in granted if t == "topic"} <= topics
+
+
+def _secret_refs(pod: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (Secret, key) a pod's containers can read, as variables or files."""
+    refs = set()
+    for container in pod["spec"]["containers"]:
+        # envFrom a Secret would hand over all its keys, the owner's DSN among them
+        assert not [e for e in container.get("envFrom", []) if "secretRef" in e], container
+        for var in container.get("env", []):
+            if ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                refs.add((ref["name"], ref["key"]))
+    for volume in pod["spec"].get("volumes", []):
+        if secret := volume.get("secret"):
+            # without items, every key of the Secret becomes a file
+            keys = [i["key"] for i in secret.get("items", [])] or ["*"]
+            refs |= {(secret["secretName"], k) for k in keys}
+    return refs
+
+
+def test_only_the_migrate_job_reads_the_owner_roles_dsn(objects: list[dict[str, Any]]) -> None:
+    migrate_jobs = set()
+    for pod in _pods(objects):
+        labels = pod["metadata"]["labels"]
+        service, role = labels["app.kubernetes.io/name"], labels["app.kubernetes.io/component"]
+        refs = _secret_refs(pod)
+        owners = {(s, k) for s, k in refs if s == "ticketing-migrations" or "MIGRATION" in k}
+        if service not in SERVICES:
+            assert not owners, service
+            continue
+        up = service.upper()
+        (container,) = pod["spec"]["containers"]
+        env = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        # every role of the service knows the runtime role: the API and the worker connect as
+        # it, the migrations grant to it
+        assert env[f"{up}_DATABASE_URL"] == {
+            "name": "ticketing-secrets",
+            "key": f"{up}_DATABASE_URL",
+        }
+        if role == "migrate":
+            assert env[f"{up}_MIGRATION_DATABASE_URL"] == {
+                "name": "ticketing-migrations",
+                "key": f"{up}_MIGRATION_DATABASE_URL",
+            }
+            assert owners == {("ticketing-migrations", f"{up}_MIGRATION_DATABASE_URL")}
+            migrate_jobs.add(service)
+        else:
+            assert not owners, f"{service}-{role} can read an owner's DSN"
+    assert migrate_jobs == set(SERVICES)
+    # and no database URL sits in the ConfigMap, which every pod reads
+    assert "DATABASE_URL" not in (K8S / "config.env").read_text()

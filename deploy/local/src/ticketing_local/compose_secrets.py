@@ -12,7 +12,15 @@ job) writes, keeping what is already there:
   ``wechat/merchant-private.pem``, ``wechat/platform-public.pem``, ``wechat/apiv3.key``,
   ``mollie/mollie.json``;
 - ``/secrets/kafka/``: ``admin-password`` and ``users/<service>`` for the broker and its setup
-  job, which creates each service's SCRAM user with that password.
+  job, which creates each service's SCRAM user with that password;
+- PostgreSQL, two login roles per service: ``<service>`` (the runtime role the API and the worker
+  connect as) and ``<service>_owner`` (owns the database; the migrations run as it). Their
+  passwords and the superuser's are kept in ``/secrets/postgres/`` (``superuser-password``,
+  ``roles/<role>``; mounted only into the postgres container, whose init script creates the roles
+  with them, and into this job). Each container gets its one role's password as a libpq password
+  file, ``pgpass``, read by asyncpg through ``PGPASSFILE``: the API and the worker the runtime
+  role's in ``/secrets/<service>/``, the migrate job the owner's in ``/secrets/<service>-migrate/``
+  (its volume, which holds nothing else).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+
+from ticketing_shared import db
 
 from .keys import ensure_keys
 
@@ -42,8 +52,10 @@ SERVICE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 # The broker and its setup job run as the Kafka image's own user, not as this image's: their
-# volume's files are world-readable (the volume is mounted in those two containers only).
+# volume's files are world-readable (the volume is mounted in those two containers only). The
+# same holds for PostgreSQL's.
 _KAFKA_FILE_MODE = 0o644
+_POSTGRES_FILE_MODE = 0o644
 
 
 def _write(path: Path, content: str, mode: int) -> None:
@@ -53,7 +65,7 @@ def _write(path: Path, content: str, mode: int) -> None:
 
 
 def _password(path: Path, mode: int = 0o600) -> str:
-    """The password kept in ``path``, made (hex: safe in JAAS and kafka-configs syntax) once."""
+    """The password kept in ``path``, made once (hex: safe in JAAS, kafka-configs, pgpass, SQL)."""
     if path.exists():
         return path.read_text().strip()
     password = secrets.token_hex(24)
@@ -61,9 +73,17 @@ def _password(path: Path, mode: int = 0o600) -> str:
     return password
 
 
+def _pgpass(path: Path, database: str, role: str, password: str) -> None:
+    """A libpq password file holding one role's password for one database. Any host and port:
+    the DSNs name the compose network's ``postgres``; hex needs no escaping. 0600, as libpq and
+    asyncpg ignore a password file that others may read."""
+    _write(path, f"*:*:{database}:{role}:{password}\n", 0o600)
+
+
 def ensure_compose_secrets(keys: Path, out: Path) -> None:
     ensure_keys(keys)
     kafka = out / "kafka"
+    postgres = out / "postgres"
     for service in SERVICES:
         own = out / service
         for name in ("jwt-public.pem", *SERVICE_KEYS[service]):
@@ -72,16 +92,34 @@ def ensure_compose_secrets(keys: Path, out: Path) -> None:
             os.chmod(own / name, 0o600)
         password = _password(own / "kafka-password")
         _write(kafka / "users" / service, password, _KAFKA_FILE_MODE)
+        # The roles' passwords are kept in the postgres volume: its init script gave them to the
+        # roles when the data volume was new, so every later run must hand out the same ones.
+        runtime, owner = service, db.owner_role(service)
+        roles = postgres / "roles"
+        _pgpass(own / "pgpass", service, runtime, _password(roles / runtime, _POSTGRES_FILE_MODE))
+        _pgpass(
+            out / f"{service}-migrate" / "pgpass",
+            service,
+            owner,
+            _password(roles / owner, _POSTGRES_FILE_MODE),
+        )
     _password(kafka / "admin-password", _KAFKA_FILE_MODE)
+    _password(postgres / "superuser-password", _POSTGRES_FILE_MODE)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="generate docker-compose's keys and passwords")
     parser.add_argument("--keys", type=Path, required=True, help="every dev key (sandboxes)")
-    parser.add_argument("--out", type=Path, required=True, help="one folder per service, kafka")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="one folder per service and migrate job, kafka, postgres",
+    )
     args = parser.parse_args()
     ensure_compose_secrets(args.keys, args.out)
-    print(f"compose secrets in {args.out}: {', '.join((*SERVICES, 'kafka'))}")
+    folders = [*SERVICES, *(f"{s}-migrate" for s in SERVICES), "kafka", "postgres"]
+    print(f"compose secrets in {args.out}: {', '.join(folders)}")
 
 
 if __name__ == "__main__":
