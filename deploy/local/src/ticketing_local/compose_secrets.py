@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 from pathlib import Path
 
 from ticketing_shared import db
@@ -39,7 +38,7 @@ SERVICES = ("orders", "payments", "refunds", "notifications")
 
 #: what each service's containers get from the dev keys, besides the JWT public key
 SERVICE_KEYS: dict[str, tuple[str, ...]] = {
-    "orders": (),
+    "orders": ("invite-secret",),
     "payments": (
         "wechat/wechat.json",
         "wechat/merchant-private.pem",
@@ -58,10 +57,20 @@ _KAFKA_FILE_MODE = 0o644
 _POSTGRES_FILE_MODE = 0o644
 
 
-def _write(path: Path, content: str, mode: int) -> None:
+def _write(path: Path, content: str | bytes, mode: int) -> None:
+    """Write ``path`` whole, with ``mode`` from the moment it exists (never readable by others in
+    between): a new file beside it, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content)
-    os.chmod(path, mode)
+    data = content.encode() if isinstance(content, str) else content
+    fresh = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(fresh, path)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
 
 
 def _password(path: Path, mode: int = 0o600) -> str:
@@ -87,9 +96,8 @@ def ensure_compose_secrets(keys: Path, out: Path) -> None:
     for service in SERVICES:
         own = out / service
         for name in ("jwt-public.pem", *SERVICE_KEYS[service]):
-            (own / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(keys / name, own / name)  # again each run: a new dev key follows
-            os.chmod(own / name, 0o600)
+            # again each run: a new dev key follows
+            _write(own / name, (keys / name).read_bytes(), 0o600)
         password = _password(own / "kafka-password")
         _write(kafka / "users" / service, password, _KAFKA_FILE_MODE)
         # The roles' passwords are kept in the postgres volume: its init script gave them to the
