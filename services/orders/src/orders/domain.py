@@ -139,6 +139,10 @@ class InventoryExhausted(Conflict):
     code, title = "inventory_exhausted", "Not enough seats left"
 
 
+class UnpaidLimitReached(Conflict):
+    code, title = "unpaid_limit_reached", "Too many unpaid seats"
+
+
 class RefundRequired(Conflict):
     code, title = "refund_required", "A paid seat is released only by a refund"
 

@@ -12,6 +12,8 @@ import asyncpg
 from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
 
+from .domain import UnpaidLimitReached
+
 # an audit row's columns, in the order of the tuples audit_many() and friends take
 _AUDIT_COLUMNS = (
     "tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details"
@@ -128,6 +130,7 @@ async def insert_ticket_type(
     tenant_id: str,
     name: str,
     max_quantity: int,
+    max_unpaid_per_buyer: int,
     price_tiers: list[dict[str, int]],
     organizer_registration: bool,
     use_tenant_cancellation_policy: bool,
@@ -136,8 +139,9 @@ async def insert_ticket_type(
     return await conn.fetchrow(
         """
         INSERT INTO ticket_types (id, event_id, tenant_id, name, max_quantity, price_tiers,
-                                  organizer_registration, use_tenant_cancellation_policy, cancellation_policy)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *
+                                  organizer_registration, use_tenant_cancellation_policy,
+                                  cancellation_policy, max_unpaid_per_buyer)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *
         """,
         ticket_type_id,
         event_id,
@@ -148,6 +152,7 @@ async def insert_ticket_type(
         organizer_registration,
         use_tenant_cancellation_policy,
         cancellation_policy,
+        max_unpaid_per_buyer,
     )
 
 
@@ -238,6 +243,7 @@ def _audit_arrays(audit: list[tuple[str, str, str, str | None, dict[str, Any]]])
 # SQLSTATEs raised by purchase_seats()/register_free_seat() (migration 0005), nothing written
 SOLD_OUT = "TK001"  # the seats ran out
 CATALOG_MOVED = "TK002"  # the catalog_version passed is no longer the ticket type's
+UNPAID_LIMIT = "TK003"  # the buyer would hold more unpaid seats than the ticket type allows
 
 
 class CatalogMoved(Exception):
@@ -252,6 +258,8 @@ async def _sold_out_is_false(call: Any) -> bool:
             return False
         if exc.sqlstate == CATALOG_MOVED:
             raise CatalogMoved(str(exc)) from exc
+        if exc.sqlstate == UNPAID_LIMIT:
+            raise UnpaidLimitReached(f"{exc}: pay or cancel an unpaid order first") from exc
         raise
     return True
 

@@ -15,6 +15,7 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
 MAX_CUTOFF_DAYS = 3650
 MAX_PRICE_TIERS = 100
 MAX_TICKET_TYPES = 100
+DEFAULT_UNPAID_LIMIT = 10
 Strict = StrictInput
 
 
@@ -70,6 +71,8 @@ class TicketTypeCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     max_quantity: int = Field(ge=0, le=1_000_000)
     price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
+    # how many seats of this ticket type one buyer may hold unpaid at once (abuse limit)
+    max_unpaid_per_buyer: int = Field(DEFAULT_UNPAID_LIMIT, ge=1, le=10_000)
     organizer_registration: bool = False
     use_tenant_cancellation_policy: bool = True
     cancellation_policy: CancellationPolicyIn | None = None
@@ -80,6 +83,7 @@ class TicketTypeCreate(Strict):
 class TicketTypeUpdate(Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     max_quantity: int | None = Field(None, ge=0, le=1_000_000)
+    max_unpaid_per_buyer: int | None = Field(None, ge=1, le=10_000)
     price_tiers: list[PriceTier] | None = Field(None, max_length=MAX_PRICE_TIERS)
     organizer_registration: bool | None = None
     use_tenant_cancellation_policy: bool | None = None
@@ -98,7 +102,8 @@ class TicketTypePublic(BaseModel):
     max_quantity: int
     current_quantity: int
     available: int
-    price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
+    price_tiers: list[PriceTier]
+    max_unpaid_per_buyer: int
     organizer_registration: bool
     use_tenant_cancellation_policy: bool
     cancellation_policy: CancellationPolicyIn | None

@@ -283,3 +283,63 @@ async def test_buyer_cancels_pending_order_and_seats_come_back(
         regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()
         assert regs[0]["order_status"] == "CANCELLED" and regs[0]["cancellation_reason"] == "user"
     await orders_service.check_inventory_invariant()
+
+
+async def test_one_buyer_cannot_hold_more_unpaid_seats_than_the_ticket_type_allows(
+    orders_service: OrdersService,
+) -> None:
+    """The default limit (10) by sequential orders; a cancelled order frees its share; another
+    buyer is not concerned; the limit is the ticket type's own setting."""
+    event, tt = await _setup(orders_service, max_quantity=100, tiers={1: 1000, 5: 4500})
+    assert tt["max_unpaid_per_buyer"] == 10
+    url = f"/v1/events/{event['id']}/registrations"
+    async with orders_service.client("hoarder") as hoarder, orders_service.client("other") as other:
+        orders = []
+        for _ in range(2):
+            resp = await hoarder.post(url, json={"ticket_type_id": tt["id"], "quantity": 5})
+            assert resp.status_code == 201, resp.text
+            orders.append(resp.json()["order"])
+        refused = await hoarder.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+        assert (refused.status_code, refused.json()["code"]) == (409, "unpaid_limit_reached")
+        assert "10" in refused.json()["detail"]
+        assert (
+            await other.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+        ).status_code == 201
+        # nothing of the refused purchase stayed: 11 seats taken, not 12
+        async with orders_service.client("admin1", "admin") as admin:
+            got = (await admin.get(f"/v1/events/{event['id']}")).json()
+            assert got["ticket_types"][0]["current_quantity"] == 11
+            changed = await admin.patch(
+                f"/v1/ticket-types/{tt['id']}", json={"max_unpaid_per_buyer": 11}
+            )
+            assert changed.status_code == 200 and changed.json()["max_unpaid_per_buyer"] == 11
+        assert (
+            await hoarder.post(url, json={"ticket_type_id": tt["id"], "quantity": 1})
+        ).status_code == 201
+        cancelled = await hoarder.post(f"/v1/orders/{orders[0]['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert (
+            await hoarder.post(url, json={"ticket_type_id": tt["id"], "quantity": 5})
+        ).status_code == 201
+
+
+async def test_concurrent_purchases_of_one_buyer_never_pass_the_unpaid_limit(
+    orders_service: OrdersService,
+) -> None:
+    """Twenty purchases of one seat by one buyer at once against a limit of 4: exactly 4 are
+    taken, the rest refused, and the inventory counts exactly those."""
+    event, tt = await _setup(
+        orders_service, max_quantity=100, tiers={1: 1000}, max_unpaid_per_buyer=4
+    )
+    url = f"/v1/events/{event['id']}/registrations"
+    async with orders_service.client("racer") as racer:
+        answers = await asyncio.gather(
+            *(racer.post(url, json={"ticket_type_id": tt["id"], "quantity": 1}) for _ in range(20))
+        )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * 4 + [409] * 16, [a.text for a in answers if a.status_code >= 500]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"unpaid_limit_reached"}
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+    assert got["ticket_types"][0]["current_quantity"] == 4
+    await orders_service.check_inventory_invariant()

@@ -55,6 +55,7 @@ def _ticket_type_row(tt: TicketTypeCreate) -> dict[str, Any]:
     return {
         "name": tt.name,
         "max_quantity": tt.max_quantity,
+        "max_unpaid_per_buyer": tt.max_unpaid_per_buyer,
         "price_tiers": [t.model_dump() for t in tt.price_tiers],
         "organizer_registration": tt.organizer_registration,
         "use_tenant_cancellation_policy": tt.use_tenant_cancellation_policy,
@@ -229,7 +230,13 @@ async def update_ticket_type(
     require_staff(principal, tt["tenant_id"], "ticket type")
     fields: dict[str, Any] = {}
     data = body.model_dump(exclude_unset=True)
-    for key in ("name", "max_quantity", "organizer_registration", "use_tenant_cancellation_policy"):
+    for key in (
+        "name",
+        "max_quantity",
+        "max_unpaid_per_buyer",
+        "organizer_registration",
+        "use_tenant_cancellation_policy",
+    ):
         if data.get(key) is not None:
             fields[key] = data[key]
     if body.price_tiers is not None:

@@ -32,6 +32,7 @@ def ticket_type_public(tt: Mapping[str, Any]) -> dict[str, Any]:
         "max_quantity": tt["max_quantity"],
         "current_quantity": tt["current_quantity"],
         "available": tt["max_quantity"] - tt["current_quantity"],
+        "max_unpaid_per_buyer": tt["max_unpaid_per_buyer"],
         "price_tiers": sorted(tt["price_tiers"], key=lambda t: t["quantity"]),
         "organizer_registration": tt["organizer_registration"],
         "use_tenant_cancellation_policy": tt["use_tenant_cancellation_policy"],
