@@ -217,19 +217,40 @@ http {
 """
 
 
-def render_gateway() -> None:
-    """Render the one gateway config (deploy/gateway/nginx.conf) for the local ports."""
-    PATHS.nginx.mkdir(parents=True, exist_ok=True)
-    (PATHS.nginx / "tmp").mkdir(exist_ok=True)
+# The gateway's abuse limits and proxy trust (deploy/gateway/nginx.conf), each overridable from
+# the environment (GATEWAY_RATE_PER_TOKEN=5r/s make up). Per token as in production; per client
+# address far above it, since every client of the local stack is 127.0.0.1 (a flash sale's
+# fifty buyers, the sandboxes' webhooks); no proxy in front of it is trusted.
+GATEWAY_LIMITS = {
+    "GATEWAY_RATE_PER_TOKEN": "10r/s",
+    "GATEWAY_BURST_PER_TOKEN": "20",
+    "GATEWAY_RATE_PER_ADDRESS": "20000r/s",
+    "GATEWAY_BURST_PER_ADDRESS": "20000",
+    "GATEWAY_WEBHOOK_RATE_PER_ADDRESS": "20000r/s",
+    "GATEWAY_WEBHOOK_BURST_PER_ADDRESS": "20000",
+    "GATEWAY_TRUSTED_PROXIES": "0.0.0.0/32",
+}
+
+
+def render_gateway(into: Path | None = None, **overrides: str) -> Path:
+    """Render the one gateway config (deploy/gateway/nginx.conf) for the local ports, into the
+    stack's nginx folder (or ``into``); ``overrides``: placeholders' values (tests run a second
+    gateway with other limits). Returns the main config's path."""
+    folder = into or PATHS.nginx
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tmp").mkdir(exist_ok=True)
     template = (REPO / "deploy" / "gateway" / "nginx.conf").read_text()
     values = {
         # loopback only: the local stack is not meant to be reached from other machines
         "GATEWAY_PORT": f"127.0.0.1:{port('GATEWAY_PORT')}",
         **{f"{s.upper()}_API": f"127.0.0.1:{port(f'{s.upper()}_API_PORT')}" for s in SERVICES},
+        **{name: os.environ.get(name, default) for name, default in GATEWAY_LIMITS.items()},
+        **overrides,
     }
     # substitute only our placeholders: nginx's own $variables stay as they are
     rendered = template
     for key, value in values.items():
         rendered = rendered.replace("${" + key + "}", value)
-    (PATHS.nginx / "gateway.conf").write_text(rendered)
-    (PATHS.nginx / "nginx.conf").write_text(Template(NGINX_MAIN).substitute(run=str(PATHS.nginx)))
+    (folder / "gateway.conf").write_text(rendered)
+    (folder / "nginx.conf").write_text(Template(NGINX_MAIN).substitute(run=str(folder)))
+    return folder / "nginx.conf"
