@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import secrets
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tests.wechat import signed_notification, wx_keys
 from ticketing_shared.testing import wait_until
 
 from .conftest import Shop, Stack
@@ -37,71 +33,6 @@ async def shop(stack: Stack):
     await s.admin.aclose()
 
 
-def _wx_keys(stack: Stack) -> tuple[dict[str, Any], Any, Any, bytes]:
-    wx = stack.run_dir / "keys" / "wechat"
-    meta = json.loads((wx / "wechat.json").read_text())
-    platform = serialization.load_pem_private_key(
-        (wx / "platform-private.pem").read_bytes(), password=None
-    )
-    merchant_pub = serialization.load_pem_public_key((wx / "merchant-public.pem").read_bytes())
-    return meta, platform, merchant_pub, (wx / "apiv3.key").read_bytes().strip()
-
-
-def _signed_notification(
-    stack: Stack, out_trade_no: str, *, total: int = 9900
-) -> tuple[bytes, dict[str, str]]:
-    """A TRANSACTION.SUCCESS notification as WeChat Pay sends it: encrypted, signed, fresh id."""
-    meta, platform, _, apiv3 = _wx_keys(stack)
-    tx = {
-        "mchid": meta["mchid"],
-        "appid": meta["appid"],
-        "out_trade_no": out_trade_no,
-        "transaction_id": "4200000000000000000000000001",
-        "trade_state": "SUCCESS",
-        "trade_type": "NATIVE",
-        "success_time": datetime.now(UTC).isoformat(),
-        "amount": {
-            "total": total,
-            "currency": "CNY",
-            "payer_total": total,
-            "payer_currency": "CNY",
-        },
-    }
-    nonce = secrets.token_urlsafe(9)[:12]
-    body = json.dumps(
-        {
-            "id": str(uuid.uuid4()),
-            "create_time": datetime.now(UTC).isoformat(),
-            "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
-            "resource": {
-                "original_type": "transaction",
-                "algorithm": "AEAD_AES_256_GCM",
-                "associated_data": "transaction",
-                "nonce": nonce,
-                "ciphertext": base64.b64encode(
-                    AESGCM(apiv3).encrypt(nonce.encode(), json.dumps(tx).encode(), b"transaction")
-                ).decode(),
-            },
-        }
-    ).encode()
-    ts, wx_nonce = str(int(time.time())), secrets.token_hex(16)
-    signature = base64.b64encode(
-        platform.sign(
-            f"{ts}\n{wx_nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256()
-        )
-    ).decode()
-    return body, {
-        "Wechatpay-Timestamp": ts,
-        "Wechatpay-Nonce": wx_nonce,
-        "Wechatpay-Signature": signature,
-        "Wechatpay-Serial": meta["public_key_id"],
-        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
-        "Content-Type": "application/json",
-    }
-
-
 async def test_concurrent_notifications_for_one_payment_pay_it_once(shop: Shop) -> None:
     """Twelve distinct notifications for one payment at the same instant (a retry storm): every
     one is acknowledged, the payment is announced once, the buyer gets one e-mail."""
@@ -110,7 +41,7 @@ async def test_concurrent_notifications_for_one_payment_pay_it_once(shop: Shop) 
         pay = (
             await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
         ).json()
-        notes = [_signed_notification(shop.stack, pay["out_trade_no"]) for _ in range(12)]
+        notes = [signed_notification(shop.stack, pay["out_trade_no"]) for _ in range(12)]
         async with httpx.AsyncClient(base_url=shop.stack.gateway, timeout=10) as anon:
             answers = await asyncio.gather(
                 *(anon.post("/v1/webhooks/wechatpay", content=b, headers=h) for b, h in notes)
@@ -206,7 +137,7 @@ async def test_tampered_signature_is_refused_and_changes_nothing(shop: Shop) -> 
         pay = (
             await buyer.post(f"/v1/orders/{order['id']}/payments", json={"provider": "wechatpay"})
         ).json()
-        body, headers = _signed_notification(shop.stack, pay["out_trade_no"])
+        body, headers = signed_notification(shop.stack, pay["out_trade_no"])
         signature = headers["Wechatpay-Signature"]
         async with httpx.AsyncClient(base_url=shop.stack.gateway, timeout=10) as anon:
             tampered = body.replace(b"TRANSACTION.SUCCESS", b"TRANSACTION.SUCCESS ")
@@ -269,7 +200,7 @@ async def test_tampered_amount_is_never_marked_paid(shop: Shop) -> None:
 
 
 async def test_wechat_browser_gets_jsapi_parameters_signed_by_the_merchant_key(shop: Shop) -> None:
-    _, _, merchant_pub, _ = _wx_keys(shop.stack)
+    _, _, merchant_pub, _ = wx_keys(shop.stack)
     async with shop.client("wx-buyer-5", wechat_openid="o-openid-5") as buyer:
         order = await shop.order(buyer, quantity=1)
         ua = {"User-Agent": "Mozilla/5.0 (iPhone) AppleWebKit MicroMessenger/8.0.50"}
