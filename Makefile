@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:/usr/sbin:$(PATH)
 UV := uv run --frozen --quiet
 
-.PHONY: up down status test token lint bootstrap
+.PHONY: up down status test fuzz token lint bootstrap
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -22,6 +22,11 @@ status:
 ## Run the test suite (starts its own PostgreSQL, broker and SMTP sink on free ports).
 test: bootstrap
 	@$(UV) pytest $(PYTEST_ARGS)
+
+## Fuzz every operation of every API far longer than `make test` does (random, not repeatable):
+## make fuzz EXAMPLES=1000
+fuzz: bootstrap
+	@FUZZ_EXAMPLES=$(or $(EXAMPLES),300) FUZZ_RANDOM=1 $(UV) pytest tests/security/test_api_fuzz.py $(PYTEST_ARGS)
 
 ## Print a dev JWT: make token SUB=alice ROLES=t1:admin EMAIL=alice@example.test LOCALE=en
 token: bootstrap

@@ -21,6 +21,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -32,6 +33,19 @@ INTERNAL_ERROR: dict[str, Any] = {
     "detail": "an unexpected error occurred; it has been logged",
 }
 log = logging.getLogger("ticketing.errors")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem, as every error of the services is answered (``application/problem+json``);
+    some carry more members (``errors`` of a validation error, the figures of a refusal)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str = Field(description="stable, machine-readable: what went wrong")
+    detail: str
 
 
 class DomainError(Exception):

@@ -8,6 +8,7 @@ The API process has no Kafka client: it only writes outbox rows.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,12 +20,13 @@ import asyncpg
 import httpx
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
-from .errors import INTERNAL_ERROR, install_handlers, problem_response
+from .errors import INTERNAL_ERROR, PROBLEM_JSON, Problem, install_handlers, problem_response
 from .logs import child_traceparent, configure_logging, traceparent_var
 from .settings import ServiceSettings
 
@@ -136,6 +138,57 @@ _NOSNIFF = [(b"x-content-type-options", b"nosniff")]
 _SECURE = [(b"cache-control", b"no-store"), *_NOSNIFF]
 
 
+# What any operation of the public API may answer besides its own success: problem+json bodies.
+# (No 5xx from any input: a 503 says a dependency is down, e.g. the identity provider's keys.)
+PROBLEM_STATUSES = {
+    400: "Malformed request (e.g. a header)",
+    401: "No valid bearer token",
+    403: "The caller's role is too weak",
+    404: "Not found, or not the caller's to see",
+    409: "A rule of the domain forbids it now",
+    422: "Well-formed but not acceptable (validation, or a rule of the input)",
+    503: "A dependency is unavailable; try again after Retry-After",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """The OpenAPI document tells the truth about errors: every operation of the API may answer
+    the problems above, as ``application/problem+json`` (FastAPI's own 422 model, which our
+    handler never sends, is replaced). Statuses an operation documents itself are kept."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for path, operations in spec.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in PROBLEM_STATUSES.items():
+                    documented = responses.get(str(status))
+                    if documented is None or _is_fastapi_validation_error(documented):
+                        responses[str(status)] = {
+                            "description": description,
+                            "content": {
+                                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                            },
+                        }
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused not in json.dumps(spec["paths"]):
+                schemas.pop(unused, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _is_fastapi_validation_error(response: dict[str, Any]) -> bool:
+    return "HTTPValidationError" in json.dumps(response)
+
+
 def create_base_app(
     settings: ServiceSettings,
     *,
@@ -181,6 +234,7 @@ def create_base_app(
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     install_handlers(app)
+    document_problems(app)
 
     app.add_middleware(_Observe)
 

@@ -24,7 +24,7 @@ from .dependencies import (
 )
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
-from .schemas import CheckoutCreate, PaymentPublic
+from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
 
 router = APIRouter(prefix="/v1")
 log = logging.getLogger(__name__)
@@ -60,7 +60,18 @@ async def list_payments(order_id: UUID, principal: Caller, pool: Pool, wechat: W
         return await service.list_payments(conn, principal, order_id, wechat)
 
 
-@router.post("/webhooks/wechatpay", include_in_schema=True)
+@router.post(
+    "/webhooks/wechatpay",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Taken (applied, or already known)"},
+        401: {
+            "description": "Not WeChat Pay's (signature, serial or time window), as WeChat Pay expects it",
+            "model": WechatFailure,
+        },
+    },
+)
 async def wechatpay_webhook(
     request: Request, pool: AllTenantsPool, wechat: WeChat, settings: AppSettings
 ) -> Response:
@@ -92,7 +103,15 @@ async def wechatpay_webhook(
     return Response(status_code=204)
 
 
-@router.post("/webhooks/mollie", include_in_schema=True)
+@router.post(
+    "/webhooks/mollie",
+    status_code=200,
+    response_class=Response,
+    responses={
+        200: {"description": "Taken (whatever the id: nothing leaks)"},
+        503: {"description": "Mollie could not be asked: Mollie calls again later"},
+    },
+)
 async def mollie_webhook(
     request: Request,
     pool: AllTenantsPool,

@@ -43,3 +43,10 @@ class PaymentPublic(BaseModel):
     checkout_url: str | None = None
     # the provider's own id of this attempt (Mollie's tr_…), for support conversations
     provider_payment_id: str | None = None
+
+
+class WechatFailure(BaseModel):
+    """How WeChat Pay expects a refused notification to be answered."""
+
+    code: str
+    message: str
