@@ -14,12 +14,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from payments.providers.mollie import MollieClient, MollieConfig, MollieError
-from ticketing_local.sandbox.mollie import SandboxConfig, serve
-from ticketing_local.serving import in_process
+from payments.providers.mollie import MollieClient, MollieError
+
+from .sandboxes import mollie_sandbox
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-KEY = "test_" + "a1" * 16
 
 
 class Bench:
@@ -59,22 +58,7 @@ class Bench:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bench() -> AsyncIterator[Bench]:
-    config = SandboxConfig(api_keys=frozenset({KEY}), auto_settle_ms=-1)
-    async with (
-        in_process(serve, config) as (url, _app),
-        httpx.AsyncClient(timeout=10) as http,
-        httpx.AsyncClient(base_url=url, timeout=10) as control,
-    ):
-        client = MollieClient(
-            MollieConfig(
-                base_url=url,
-                api_key=KEY,
-                webhook_url="http://127.0.0.1:9/v1/webhooks/mollie",
-                redirect_url="http://127.0.0.1:9/orders/{order_id}",
-            ),
-            http,
-            backoff_s=0.01,
-        )
+    async with mollie_sandbox(backoff_s=0.01) as (url, client, control):
         yield Bench(url, client, control)
 
 

@@ -18,15 +18,14 @@ import pytest_asyncio
 
 from payments import mollie_flow, tasks
 from payments.providers import Providers
-from payments.providers.mollie import MollieClient, MollieConfig
-from ticketing_local.sandbox.mollie import SandboxConfig, serve
-from ticketing_local.serving import in_process
+from payments.providers.mollie import MollieClient
 from ticketing_shared import db
 from ticketing_shared.testing.plugin import Infra
 
+from .sandboxes import mollie_sandbox
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-KEY = "test_" + "p4" * 16
 
 
 class Bench:
@@ -118,24 +117,8 @@ async def bench(infra: Infra) -> AsyncIterator[Bench]:
     # the worker runs provider tasks and reconciliation on connections scoped to all tenants
     pool = await db.create_pool(dsn, min_size=1, max_size=4, all_tenants=True)
     peek = await db.create_pool(infra.admin_dsn(dsn), min_size=1, max_size=2)
-    config = SandboxConfig(api_keys=frozenset({KEY}), auto_settle_ms=-1)
     try:
-        async with (
-            in_process(serve, config) as (url, _app),
-            httpx.AsyncClient(timeout=10) as http,
-            httpx.AsyncClient(base_url=url, timeout=10) as control,
-        ):
-            mollie = MollieClient(
-                MollieConfig(
-                    base_url=url,
-                    api_key=KEY,
-                    webhook_url="http://127.0.0.1:9/v1/webhooks/mollie",
-                    redirect_url="http://127.0.0.1:9/orders/{order_id}",
-                ),
-                http,
-                backoff_s=0.001,
-                budget_s=2.0,
-            )
+        async with mollie_sandbox(backoff_s=0.001, budget_s=2.0) as (_url, mollie, control):
             yield Bench(pool, peek, mollie, control)
     finally:
         await pool.close()
