@@ -135,18 +135,19 @@ async def run(seats: int, buyers: int, workers_elsewhere: bool = False) -> tuple
 # outbox rows go to a topic no service consumes: they must not reach the consumers as orders.
 # The ticket type it buys is never changed: its catalog_version stays 1.
 PGBENCH_SQL = """\
-SELECT purchase_seats(gen_random_uuid(), :tenant, :event::uuid, :tt::uuid, 1, 'pgbench', 'b@example.test',
+SELECT purchase_seats(gen_random_uuid(), :tenant, :event::uuid, :tt::uuid, 1, gen_random_uuid()::text, 'b@example.test',
   'en', 4900, 'EUR', now() + interval '30 minutes', now(), ARRAY[gen_random_uuid()], gen_random_uuid(),
   '{"allow_cancellation": false}'::jsonb, 'tenant', '{}'::uuid[], '{}'::uuid[], '{}'::text[],
   gen_random_uuid(), 'bench.events', 'k', 'bench.purchase', 'bench', 'k', now(), 'urn-bench', NULL,
-  '{"bench": true}'::jsonb,
+  jsonb_build_object('bench', true, 'tenant_id', :tenant::text),
   'bench', ARRAY['order'], ARRAY['x'], ARRAY['order.created'], ARRAY['PENDING'], ARRAY['{}'::jsonb],
   NULL, NULL, NULL, NULL, NULL, 1);
 """
 
 
 def pgbench(clients: int, seconds: int) -> float | None:
-    """The purchase's SQL transaction alone, in pgbench, on a ticket type that never sells out."""
+    """The purchase's SQL transaction alone, in pgbench, on a ticket type that never sells out,
+    each by another buyer (as the HTTP sale's)."""
     binary = shutil.which("pgbench") or next(
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None
     )

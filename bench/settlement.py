@@ -137,7 +137,7 @@ async def setup(session: aiohttp.ClientSession, k: int) -> list[dict[str, str]]:
         async def refund(o: dict[str, str]) -> None:
             # a token per refund: the gateway limits each token to a few requests a second, and
             # this set-up is not what is measured
-            staff = token(f"bench-refunds-admin-{o['order_id'][:8]}", roles={TENANT: "owner"})
+            staff = token(f"bench-refunds-admin-{o['order_id']}", roles={TENANT: "owner"})
             async with session.post(
                 f"{gateway()}/v1/orders/{o['order_id']}/refunds",
                 headers={"Authorization": f"Bearer {staff}", "Idempotency-Key": uuid.uuid4().hex},
