@@ -403,7 +403,8 @@ def cluster(
     try:
         environment = compose["services"]["postgres"]["environment"]
         env = {
-            "PATH": os.environ["PATH"],
+            # the psql of the server's own installation first (the client may not be on PATH)
+            "PATH": f"{pg.bin}{os.pathsep}{os.environ['PATH']}",
             "POSTGRES_USER": environment["POSTGRES_USER"],
             "POSTGRES_DB": environment["POSTGRES_DB"],
             "POSTGRES_SECRETS_DIR": str(volumes["postgres-secrets"]),

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ticketing_shared import db, outbox
+from ticketing_shared.auth import DEV_AUDIENCE, DEV_ISSUER
 from ticketing_shared.contracts import OrderPaid
 from ticketing_shared.testing import wait_until
 
@@ -85,9 +86,17 @@ async def test_make_token_mints_a_token_the_services_accept(stack: Stack) -> Non
     assert out.returncode == 0, out.stderr
     import jwt
 
-    claims = jwt.decode(out.stdout.strip(), options={"verify_signature": False})
+    token = out.stdout.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["roles"] == {"t1": "admin", "t2": "member"}
     assert claims["email"] == "a@x.test"
+    # the stack's issuer and audience, which every service verifies
+    assert (claims["iss"], claims["aud"]) == (stack.env.get("JWT_ISSUER", DEV_ISSUER), DEV_AUDIENCE)
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=10) as c:
+        accepted = await c.get("/v1/me/orders", headers={"Authorization": f"Bearer {token}"})
+        assert accepted.status_code == 200, accepted.text
+    bad = stack.cli("token", "--sub", "mallory", "--roles", "*:admin")
+    assert bad.returncode != 0 and "bad tenant id" in bad.stderr
 
 
 async def test_a_killed_worker_is_restarted_by_the_supervisor(stack: Stack) -> None:
