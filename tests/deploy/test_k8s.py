@@ -238,3 +238,55 @@ def test_only_the_migrate_job_reads_the_owner_roles_dsn(objects: list[dict[str, 
     assert migrate_jobs == set(SERVICES)
     # and no database URL sits in the ConfigMap, which every pod reads
     assert "DATABASE_URL" not in (K8S / "config.env").read_text()
+
+
+def test_every_pod_s_settings_are_accepted_as_they_will_be_in_the_cluster(
+    objects: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each pod's process reads at start, production mode included: the ConfigMap
+    (config.env), its own env (Secrets stand in with example values), files mounted where
+    the manifests mount them. A setting production requires and the manifests forget fails."""
+    import importlib
+    import os
+
+    config = {
+        k: v
+        for k, _, v in (
+            line.partition("=")
+            for line in (K8S / "config.env").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+    }
+    assert config["APP_ENV"] == "prod"
+
+    def materialized(value: str) -> str:
+        # a mounted file: make it, with something its reader accepts
+        if not value.startswith("/etc/ticketing/"):
+            return value
+        path = tmp_path / value.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x" * 64)
+        return str(path)
+
+    for pod in _pods(objects):
+        service = pod["metadata"]["labels"].get("app.kubernetes.io/name")
+        if service not in SERVICES:
+            continue
+        for container in pod["spec"]["containers"]:
+            env = {k: materialized(v) for k, v in config.items()}
+            for item in container.get("env", []):
+                if "value" in item:
+                    env[item["name"]] = materialized(item["value"])
+                else:  # from a Secret
+                    env[item["name"]] = f"example-{item['name'].lower()}-" + "0" * 64
+            for name in list(os.environ):
+                if name.isupper() and (
+                    name.startswith(("KAFKA_", "JWT_", "APP_"))
+                    or name.startswith(f"{service.upper()}_")
+                ):
+                    monkeypatch.delenv(name, raising=False)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            settings = importlib.import_module(f"{service}.settings").Settings()
+            assert settings.env == "prod"
+            assert settings.jwt_issuer and settings.jwt_audience

@@ -36,7 +36,7 @@ from .auth import TENANT_ID_PATTERN
 from .contracts.base import EventData
 from .contracts.topics import dlq_topic
 from .crash import crash_point
-from .db import scope_cache
+from .db import scope_cache, set_tenant
 from .envelope import CloudEvent, EnvelopeError, Headers, decode
 from .inbox import claim, claim_many
 from .logs import traceparent_var
@@ -227,8 +227,8 @@ class EventConsumer:
     @staticmethod
     def _tenant(data: Any) -> str | None:
         """The tenant an event names (every contract has one): the inbox claim scopes the
-        transaction to the batch's tenants (see ``inbox``); handlers working for one tenant of a
-        batch of several still narrow the scope to it themselves."""
+        transaction to the batch's tenants (see ``inbox``), and each handler then runs under its
+        own events' tenants (``_apply_run``)."""
         tenant = getattr(data, "tenant_id", None)
         return tenant if isinstance(tenant, str) and tenant else None
 
@@ -370,6 +370,10 @@ async def _apply_run(conn: asyncpg.Connection, run: list[tuple[CloudEvent, _Rout
     first, route, data = run[0]
     token = traceparent_var.set(first.traceparent)
     try:
+        # the handler works under its own events' tenants only, not the whole batch's: no round
+        # trip when the batch is one tenant's (the claim set that scope already)
+        tenants = {t for _, _, d in run if (t := EventConsumer._tenant(d))}
+        await set_tenant(conn, tenants)
         if route.batch_handler is not None:
             await route.batch_handler(conn, [(d, e) for e, _, d in run])
         else:

@@ -2,9 +2,8 @@
 
 The claim also scopes that transaction for row-level security, in the same statement: to the
 tenants of the events claimed (every event names its tenant). The inbox rows themselves are
-bound by it, and so is everything the handlers then do; a handler that works for one tenant of a
-batch still narrows the scope to that tenant itself (``db.set_tenant``), which costs no round trip
-when the batch is that tenant's alone (``db.scoped_by_claim``).
+bound by it; each handler then runs under its own events' tenants only (the consumer wrapper
+narrows the scope, at no round trip when the batch is one tenant's: ``db.scoped_by_claim``).
 """
 
 from __future__ import annotations

@@ -143,6 +143,25 @@ class UnpaidLimitReached(Conflict):
     code, title = "unpaid_limit_reached", "Too many unpaid seats"
 
 
+# How many seats of a ticket type one buyer may hold unpaid, unless the ticket type says more.
+DEFAULT_UNPAID_LIMIT = 10
+
+
+def unpaid_limit(requested: int | None, tier_quantities: list[int], *, current: int | None) -> int:
+    """A ticket type's unpaid-seats limit: as requested, which must let one order of its largest
+    tier through (else 422); otherwise what it was (10 for a new one), raised to the largest tier."""
+    largest = max(tier_quantities, default=1)
+    if requested is not None:
+        if requested < largest:
+            raise Unprocessable(
+                f"max_unpaid_per_buyer must be at least {largest}, the largest tier's quantity:"
+                " one order of it must be possible",
+                code="unpaid_limit_below_largest_tier",
+            )
+        return requested
+    return max(current if current is not None else DEFAULT_UNPAID_LIMIT, largest)
+
+
 class RefundRequired(Conflict):
     code, title = "refund_required", "A paid seat is released only by a refund"
 

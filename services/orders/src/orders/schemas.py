@@ -15,7 +15,6 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
 MAX_CUTOFF_DAYS = 3650
 MAX_PRICE_TIERS = 100
 MAX_TICKET_TYPES = 100
-DEFAULT_UNPAID_LIMIT = 10
 Strict = StrictInput
 
 
@@ -71,8 +70,9 @@ class TicketTypeCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     max_quantity: int = Field(ge=0, le=1_000_000)
     price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
-    # how many seats of this ticket type one buyer may hold unpaid at once (abuse limit)
-    max_unpaid_per_buyer: int = Field(DEFAULT_UNPAID_LIMIT, ge=1, le=10_000)
+    # how many seats of this ticket type one buyer may hold unpaid at once (abuse limit): by
+    # default 10, or the largest tier's quantity when that is more (one order of it must pass)
+    max_unpaid_per_buyer: int | None = Field(None, ge=1, le=10_000)
     organizer_registration: bool = False
     use_tenant_cancellation_policy: bool = True
     cancellation_policy: CancellationPolicyIn | None = None

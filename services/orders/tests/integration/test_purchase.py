@@ -343,3 +343,34 @@ async def test_concurrent_purchases_of_one_buyer_never_pass_the_unpaid_limit(
         got = (await admin.get(f"/v1/events/{event['id']}")).json()
     assert got["ticket_types"][0]["current_quantity"] == 4
     await orders_service.check_inventory_invariant()
+
+
+async def test_a_group_order_of_the_largest_tier_is_never_held_back_by_the_unpaid_limit(
+    orders_service: OrdersService,
+) -> None:
+    event, tt = await _setup(orders_service, max_quantity=100, tiers={1: 1000, 20: 18000})
+    assert tt["max_unpaid_per_buyer"] == 20  # raised to the largest tier
+    async with orders_service.client("group-leader") as leader:
+        resp = await leader.post(
+            f"/v1/events/{event['id']}/registrations",
+            json={"ticket_type_id": tt["id"], "quantity": 20},
+        )
+        assert resp.status_code == 201, resp.text
+    async with orders_service.client("admin1", "admin") as admin:
+        too_low = await admin.patch(
+            f"/v1/ticket-types/{tt['id']}", json={"max_unpaid_per_buyer": 5}
+        )
+        assert (too_low.status_code, too_low.json()["code"]) == (
+            422,
+            "unpaid_limit_below_largest_tier",
+        )
+        bigger = await admin.patch(
+            f"/v1/ticket-types/{tt['id']}",
+            json={
+                "price_tiers": [
+                    {"quantity": 1, "total_amount": 1000},
+                    {"quantity": 30, "total_amount": 25000},
+                ]
+            },
+        )
+        assert bigger.status_code == 200 and bigger.json()["max_unpaid_per_buyer"] == 30

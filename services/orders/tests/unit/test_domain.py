@@ -153,3 +153,17 @@ def test_illegal_transitions_raise_with_from_and_to() -> None:
         registration_transition(RegistrationStatus.REJECTED, RegistrationStatus.APPROVED)
     with pytest.raises(IllegalTransition):
         order_transition(OrderStatus.PENDING, OrderStatus.REFUNDED)
+
+
+def test_the_unpaid_limit_always_lets_one_order_of_the_largest_tier_through() -> None:
+    from orders.domain import unpaid_limit
+    from ticketing_shared.errors import Unprocessable
+
+    assert unpaid_limit(None, [1, 2, 3], current=None) == 10
+    assert unpaid_limit(None, [1, 20], current=None) == 20
+    assert unpaid_limit(None, [1, 50], current=30) == 50  # larger tiers raise it
+    assert unpaid_limit(None, [1, 5], current=30) == 30  # smaller ones keep it
+    assert unpaid_limit(25, [1, 20], current=10) == 25
+    with pytest.raises(Unprocessable) as refused:
+        unpaid_limit(5, [1, 20], current=10)
+    assert refused.value.code == "unpaid_limit_below_largest_tier"

@@ -11,6 +11,7 @@ from ticketing_shared.auth import Principal
 from ticketing_shared.errors import Conflict, NotFound
 
 from .. import repository as repo
+from ..domain import unpaid_limit
 from ..schemas import (
     CancellationPoliciesIn,
     EventCreate,
@@ -55,7 +56,9 @@ def _ticket_type_row(tt: TicketTypeCreate) -> dict[str, Any]:
     return {
         "name": tt.name,
         "max_quantity": tt.max_quantity,
-        "max_unpaid_per_buyer": tt.max_unpaid_per_buyer,
+        "max_unpaid_per_buyer": unpaid_limit(
+            tt.max_unpaid_per_buyer, [t.quantity for t in tt.price_tiers], current=None
+        ),
         "price_tiers": [t.model_dump() for t in tt.price_tiers],
         "organizer_registration": tt.organizer_registration,
         "use_tenant_cancellation_policy": tt.use_tenant_cancellation_policy,
@@ -230,17 +233,18 @@ async def update_ticket_type(
     require_staff(principal, tt["tenant_id"], "ticket type")
     fields: dict[str, Any] = {}
     data = body.model_dump(exclude_unset=True)
-    for key in (
-        "name",
-        "max_quantity",
-        "max_unpaid_per_buyer",
-        "organizer_registration",
-        "use_tenant_cancellation_policy",
-    ):
+    for key in ("name", "max_quantity", "organizer_registration", "use_tenant_cancellation_policy"):
         if data.get(key) is not None:
             fields[key] = data[key]
     if body.price_tiers is not None:
         fields["price_tiers"] = [t.model_dump() for t in body.price_tiers]
+    if body.max_unpaid_per_buyer is not None or body.price_tiers is not None:
+        tiers = fields.get("price_tiers", tt["price_tiers"])
+        fields["max_unpaid_per_buyer"] = unpaid_limit(
+            body.max_unpaid_per_buyer,
+            [int(t["quantity"]) for t in tiers],
+            current=tt["max_unpaid_per_buyer"],
+        )
     if "cancellation_policy" in data:
         fields["cancellation_policy"] = (
             body.cancellation_policy.model_dump() if body.cancellation_policy else None
