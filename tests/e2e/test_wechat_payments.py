@@ -99,6 +99,20 @@ async def test_native_checkout_paid_in_sandbox_marks_order_paid_and_mails_invite
         tokens = [i["token"] for i in (await buyer.get(f"/v1/orders/{order['id']}/invites")).json()]
     assert len(mails) == 1
     assert all(t in mails[0]["text"] for t in tokens) and len(tokens) == 2
+    # the links are in the mail sent, and nowhere at rest: not in the queued e-mail, not in any
+    # event of the orders outbox (which names the invites by id)
+    for database, sql in (
+        ("notifications", "SELECT body_text, body_html FROM deliveries"),
+        ("orders", "SELECT data FROM outbox"),
+    ):
+        conn = await asyncpg.connect(
+            f"postgresql://postgres@127.0.0.1:{shop.stack.port('POSTGRES_PORT')}/{database}"
+        )
+        try:
+            kept = "".join(str(r) for r in await conn.fetch(sql))
+        finally:
+            await conn.close()
+        assert kept and not any(t in kept for t in tokens), database
 
 
 async def test_redelivered_notification_sends_no_second_email(shop: Shop) -> None:

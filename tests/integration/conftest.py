@@ -219,7 +219,7 @@ async def messaging(
         "NOTIFICATIONS_SMTP_PORT": str(mailsink.smtp_port),
         "CONSUMER_BACKOFF_MS": "20",
         "LOG_LEVEL": "INFO",
-        "ORDERS_INVITE_SECRET": secrets.token_hex(32),  # made at run time, like every key
+        "INVITE_SECRET": secrets.token_hex(32),  # made at run time, like every key
     }
     m = Messaging(infra, mailsink, broker, bootstrap, dsn, base_env, work_dir / "logs", [])
     for svc, d in dsn.items():

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import db
 from .auth import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenVerifier
+from .invite_links import InviteLinks
 
 _PLACEHOLDERS = {"", "changeme", "secret", "placeholder", "xxx"}
 
@@ -79,6 +80,10 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str | None = Field(None, validation_alias=_shared("JWT_ISSUER"))
     jwt_audience: str | None = Field(None, validation_alias=_shared("JWT_AUDIENCE"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
+    # the key invite tokens are derived with (HMAC; at least 32 bytes, e.g. 64 hex digits): the
+    # same wherever tokens are made (the orders service, the notifications worker)
+    invite_secret: str | None = Field(None, validation_alias=_shared("INVITE_SECRET"))
+    invite_secret_file: Path | None = Field(None, validation_alias=_shared("INVITE_SECRET_FILE"))
     # outbox relay: drain in batches while there is work, poll with a short backoff when idle
     outbox_batch_size: int = Field(500, validation_alias=_shared("OUTBOX_BATCH_SIZE"))
     outbox_poll_min_ms: float = Field(2.0, validation_alias=_shared("OUTBOX_POLL_MIN_MS"))
@@ -225,6 +230,18 @@ class ServiceSettings(BaseSettings):
         runtime = db.user_of(self.database_url)
         database = self.database_url.rsplit("/", 1)[1].split("?", 1)[0]
         return db.role_dsn(self.database_url, database, db.owner_role(runtime))
+
+    def invite_links(self) -> InviteLinks:
+        """Invite tokens of this deployment's secret (required where tokens are made: the orders
+        service and the notifications worker; there is no default)."""
+        secret = self.invite_secret
+        if secret is None and self.invite_secret_file is not None:
+            secret = self.invite_secret_file.read_text().strip()
+        if not secret:
+            raise RuntimeError(
+                "INVITE_SECRET or INVITE_SECRET_FILE must be set (invite tokens are derived from it)"
+            )
+        return InviteLinks(secret.encode())
 
     def public_key_pem(self) -> str:
         if self.jwt_public_key:

@@ -47,7 +47,7 @@ SERVICE_KEYS: dict[str, tuple[str, ...]] = {
         "mollie/mollie.json",
     ),
     "refunds": (),
-    "notifications": (),
+    "notifications": ("invite-secret",),
 }
 
 # The broker and its setup job run as the Kafka image's own user, not as this image's: their

@@ -82,7 +82,7 @@ def service_env() -> dict[str, str]:
         "APP_ENV": os.environ.get("APP_ENV", "dev"),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap(),
         "JWT_PUBLIC_KEY_FILE": str(PATHS.keys / "jwt-public.pem"),
-        "ORDERS_INVITE_SECRET_FILE": str(PATHS.keys / "invite-secret"),
+        "INVITE_SECRET_FILE": str(PATHS.keys / "invite-secret"),
         # verified on every token, here too; `make token` issues tokens with these
         "JWT_ISSUER": os.environ.get("JWT_ISSUER", DEV_ISSUER),
         "JWT_AUDIENCE": os.environ.get("JWT_AUDIENCE", DEV_AUDIENCE),

@@ -9,6 +9,7 @@ import asyncpg
 from ticketing_shared.consumer import EventConsumer
 from ticketing_shared.contracts import OrderExpired, OrderPaid, RefundCompleted
 from ticketing_shared.envelope import CloudEvent
+from ticketing_shared.invite_links import marker
 
 from .service import queue_email
 from .settings import Settings
@@ -27,7 +28,10 @@ def build_consumer(settings: Settings) -> EventConsumer:
         """Payment success e-mail to the buyer, with the invite links of the extra seats."""
         context: dict[str, Any] = {
             **data.model_dump(mode="json"),
-            "invite_links": [f"{base}/invites/{token}" for token in data.invite_tokens],
+            # a marker per invite, replaced by its token only as the mail leaves (invite_links);
+            # the tokens of an event of an earlier release are already in it
+            "invite_links": [f"{base}/invites/{marker(i)}" for i in data.invite_ids]
+            + [f"{base}/invites/{token}" for token in data.invite_tokens],
         }
         await queue_email(
             conn,

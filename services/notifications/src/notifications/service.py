@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 from prometheus_client import Counter
 
+from ticketing_shared.invite_links import InviteLinks
 from ticketing_shared.outbox import new_event_id
 
 from . import repository
@@ -61,6 +62,7 @@ class Sender:
         self,
         mailer: SmtpMailer,
         *,
+        links: InviteLinks,
         batch: int = 20,
         max_attempts: int = 8,
         backoff_s: float = 1.0,
@@ -68,6 +70,7 @@ class Sender:
         concurrency: int = 1,
     ) -> None:
         self.mailer = mailer
+        self.links = links  # queued mails hold invite markers: the tokens go in as they leave
         self.batch = batch
         self.concurrency = concurrency
         self.max_attempts = max_attempts
@@ -114,7 +117,7 @@ class Sender:
             rows = await repository.claim_due(conn, limit=self.batch)
             if not rows:
                 return 0
-            results = await self.mailer.send_many([_mail(row) for row in rows])
+            results = await self.mailer.send_many([_mail(row, self.links) for row in rows])
             SENT.labels("any").inc(sum(1 for r in results if r is None))
             await repository.mark_sent(
                 conn,
@@ -146,11 +149,11 @@ class Sender:
             return len(rows)
 
 
-def _mail(row: asyncpg.Record) -> Mail:
+def _mail(row: asyncpg.Record, links: InviteLinks) -> Mail:
     return Mail(
         message_id=f"<{row['id']}@ticketing.local>",
         to=row["recipient"],
         subject=row["subject"],
-        text=row["body_text"],
-        html=row["body_html"],
+        text=links.fill(row["body_text"]),
+        html=links.fill(row["body_html"]) if row["body_html"] else None,
     )

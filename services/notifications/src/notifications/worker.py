@@ -28,6 +28,7 @@ def create_worker(settings: Settings | None = None) -> Starlette:
     )
     sender = Sender(
         mailer,
+        links=settings.invite_links(),  # the tokens of the invite links in the mails it sends
         batch=settings.sender_batch,
         max_attempts=settings.delivery_max_attempts,
         backoff_s=settings.delivery_backoff_s,

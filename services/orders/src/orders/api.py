@@ -17,5 +17,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_base_app(settings, title="Orders API")
     app.include_router(router)
     app.state.purchase_catalog = PurchaseCatalog()  # this process's copy of the catalog
-    app.state.invite_links = settings.invite_links()
+    app.state.invite_links = settings.invite_links()  # listing and redeeming invites
     return app

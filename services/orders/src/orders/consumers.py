@@ -17,7 +17,6 @@ from .settings import Settings
 
 
 def build_consumer(settings: Settings) -> EventConsumer:
-    links = settings.invite_links()  # the paid order's e-mail carries its invite tokens
     consumer = EventConsumer(
         "orders",
         max_attempts=settings.consumer_max_attempts,
@@ -30,7 +29,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """PENDING → PAID; a late payment revives the order or asks for a refund."""
         await db.set_tenant(conn, data.tenant_id)
-        await lifecycle.apply_payment(conn, data, links=links)
+        await lifecycle.apply_payment(conn, data)
 
     @consumer.on(RefundCompleted)
     async def on_refund_completed(

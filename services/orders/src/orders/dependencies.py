@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from ticketing_shared import db, idempotency
 from ticketing_shared.auth import CurrentPrincipal, Principal
 from ticketing_shared.idempotency import IdempotentRequest
+from ticketing_shared.invite_links import InviteLinks
 from ticketing_shared.web import State
 
-from .service.invite_links import InviteLinks
 from .settings import Settings
 
 # an invite is found by its id (a token of ours) or by its token's digest (a token from before)

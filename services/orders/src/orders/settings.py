@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from ticketing_shared.settings import ServiceSettings
-
-from .service.invite_links import InviteLinks
 
 
 class Settings(ServiceSettings):
@@ -31,22 +28,6 @@ class Settings(ServiceSettings):
     expiry_interval_s: float = 1.0
     expiry_batch: int = 200
     max_quantity_per_order: int = 50
-    # the key invite tokens are derived with (HMAC; at least 32 bytes, e.g. 64 hex digits),
-    # given directly or in a file; the same in every api and worker of the service
-    invite_secret: str | None = None
-    invite_secret_file: Path | None = None
-
-    def invite_links(self) -> InviteLinks:
-        """Invite tokens of this deployment's secret (required: there is no default)."""
-        secret = self.invite_secret
-        if secret is None and self.invite_secret_file is not None:
-            secret = self.invite_secret_file.read_text().strip()
-        if not secret:
-            raise RuntimeError(
-                "ORDERS_INVITE_SECRET or ORDERS_INVITE_SECRET_FILE must be set (invite tokens "
-                "are derived from it)"
-            )
-        return InviteLinks(secret.encode())
 
     @property
     def order_ttl(self) -> timedelta:

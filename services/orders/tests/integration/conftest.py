@@ -173,7 +173,7 @@ async def orders_service(
         "ORDERS_EXPIRY_INTERVAL_S": "0.2",
         "CONSUMER_BACKOFF_MS": "20",
         "ORDERS_DB_POOL_MAX": "30",
-        "ORDERS_INVITE_SECRET": secrets.token_hex(32),  # made at run time, like every key
+        "INVITE_SECRET": secrets.token_hex(32),  # made at run time, like every key
     }
     api_port, worker_port = free_port(), free_port()
     logs = work_dir / "logs"

@@ -62,6 +62,10 @@ class OrderPaid(_OrderEvent):
     transaction_id: str
     paid_at: datetime
     event_title: str = ""
+    # the open invites of the extra seats, by id: the e-mail derives their links (a token is
+    # never written anywhere, events included: ticketing_shared.invite_links)
+    invite_ids: list[UUID] = []
+    # what events of an earlier release carried instead (tokens); no longer filled
     invite_tokens: list[str] = []
 
 

@@ -10,11 +10,11 @@ import asyncpg
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import InviteRedeemed
 from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.invite_links import InviteLinks, digest, legacy_shape
 
 from .. import repository as repo
 from . import views
 from .common import actor, emit, new_id, now
-from .invite_links import InviteLinks, digest, legacy_shape
 
 _NOT_OPEN = {
     "LOCKED": ("invite_not_open", "this invite opens when its order is paid"),

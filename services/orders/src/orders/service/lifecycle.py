@@ -24,7 +24,6 @@ from ticketing_shared.outbox import outbox_values
 from .. import repository as repo
 from ..domain import OrderStatus, RegistrationStatus, order_transition
 from .common import SOURCE, actor, emit, now
-from .invite_links import InviteLinks
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +157,7 @@ async def expire_due_orders(conn: asyncpg.Connection, *, limit: int) -> int:
     return len(orders)
 
 
-async def apply_payment(
-    conn: asyncpg.Connection, payment: PaymentSucceeded, *, links: InviteLinks
-) -> str:
+async def apply_payment(conn: asyncpg.Connection, payment: PaymentSucceeded) -> str:
     """Payment success: PENDING → PAID; late payment revives or asks for a refund. Returns the outcome."""
     order = await repo.get_order(conn, payment.order_id, for_update=True)
     if order is None:
@@ -180,7 +177,7 @@ async def apply_payment(
         )
         return "rejected_amount_mismatch"
     if status == "PENDING":
-        await _mark_paid(conn, order, payment, revived=False, links=links)
+        await _mark_paid(conn, order, payment, revived=False)
         return "paid"
     if order["transaction_id"] == payment.transaction_id:
         return "duplicate"  # the same payment told twice: already applied
@@ -189,7 +186,7 @@ async def apply_payment(
             conn, order["ticket_type_id"], order["quantity"]
         ):
             await repo.reactivate_seats(conn, order["id"])
-            await _mark_paid(conn, order, payment, revived=True, links=links)
+            await _mark_paid(conn, order, payment, revived=True)
             return "revived"
         await _reject_payment(conn, order, payment, reason="late_payment", note="late payment")
         return "rejected_late"
@@ -201,12 +198,7 @@ async def apply_payment(
 
 
 async def _mark_paid(
-    conn: asyncpg.Connection,
-    order: asyncpg.Record,
-    payment: PaymentSucceeded,
-    *,
-    revived: bool,
-    links: InviteLinks,
+    conn: asyncpg.Connection, order: asyncpg.Record, payment: PaymentSucceeded, *, revived: bool
 ) -> None:
     event = await repo.get_event(conn, order["event_id"])
     assert event is not None
@@ -311,9 +303,7 @@ async def _mark_paid(
             transaction_id=payment.transaction_id,
             paid_at=payment.paid_at,
             event_title=event["title"],
-            invite_tokens=[
-                links.token(i) for i in await repo.invite_ids(conn, order["id"], status="OPEN")
-            ],
+            invite_ids=await repo.invite_ids(conn, order["id"], status="OPEN"),
         ),
         order["id"],
     )

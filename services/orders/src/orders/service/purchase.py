@@ -26,13 +26,13 @@ from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
 from ticketing_shared.errors import Conflict, DomainError, NotFound
 from ticketing_shared.idempotency import IdempotentRequest
+from ticketing_shared.invite_links import InviteLinks, digest
 
 from .. import repository as repo
 from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
 from .common import SOURCE, actor, new_id, now
-from .invite_links import InviteLinks, digest
 
 
 class AlreadyRegistered(Conflict):

@@ -11,6 +11,7 @@ import asyncpg
 
 from ticketing_shared.auth import Principal
 from ticketing_shared.errors import NotFound
+from ticketing_shared.invite_links import InviteLinks
 
 from .. import repository as repo
 from ..domain import (
@@ -21,7 +22,6 @@ from ..domain import (
     seat_refund,
 )
 from .common import now, require_staff, require_tenant_member
-from .invite_links import InviteLinks
 
 
 def ticket_type_public(tt: Mapping[str, Any]) -> dict[str, Any]:

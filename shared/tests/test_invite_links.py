@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from orders.service.invite_links import InviteLinks, digest, legacy_shape
+from ticketing_shared.invite_links import InviteLinks, digest, legacy_shape, marker
 
 LINKS = InviteLinks(secrets.token_bytes(32))
 
@@ -44,6 +44,20 @@ def test_the_digest_reveals_nothing_of_the_token_and_legacy_tokens_are_recognise
     assert token not in digest(token) and len(digest(token)) == 64
     assert legacy_shape(secrets.token_urlsafe(24))  # the tokens issued before
     assert not legacy_shape("a/b") and not legacy_shape("x" * 200)
+
+
+def test_markers_are_filled_with_their_tokens_as_text_leaves() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    queued = f"links: https://x/invites/{marker(a)} and https://x/invites/{marker(b)}"
+    assert LINKS.token(a) not in queued
+    sent = LINKS.fill(queued)
+    assert (
+        sent == f"links: https://x/invites/{LINKS.token(a)} and https://x/invites/{LINKS.token(b)}"
+    )
+    assert (
+        LINKS.fill("nothing to fill @@invite:not-a-uuid@@")
+        == "nothing to fill @@invite:not-a-uuid@@"
+    )
 
 
 def test_a_short_secret_is_refused() -> None:

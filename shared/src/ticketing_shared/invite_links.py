@@ -1,11 +1,14 @@
 """Invite tokens: derived from the invite's id with a keyed HMAC, never stored.
 
 A token is ``base64url(invite id ‖ HMAC-SHA256(secret, id)[:16])`` (43 characters): 128 bits
-nobody can forge without the secret. It is computed again whenever the buyer lists their invites
-or the e-mail carries them, checked in constant time on redemption, and the invite is then found
-by its id. The database keeps only a SHA-256 digest of each token (``invites.token``), which
-reveals nothing; tokens issued before this scheme (random, 32 characters) are found by that
-digest, so links already sent keep working.
+nobody can forge without the secret (``INVITE_SECRET``, which the orders service and the
+notifications worker share). It is computed again whenever the buyer lists their invites or an
+e-mail is sent, checked in constant time on redemption, and the invite is then found by its id.
+Nothing at rest holds a token: the orders database keeps a SHA-256 digest of each
+(``invites.token``), which reveals nothing; events name the invites by id; a queued e-mail holds
+a marker per invite (:func:`marker`), replaced by the token only as the mail leaves
+(:meth:`InviteLinks.fill`). Tokens issued before this scheme (random, 32 characters) are found
+by their digest, so links already sent keep working.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import hashlib
 import hmac
 import re
 from uuid import UUID
+
+# stands for an invite's token in text kept until it is sent (an e-mail's body)
+_MARKER = re.compile(r"@@invite:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@@")
 
 _CONTEXT = b"ticketing.invite.v1:"
 _TAG_BYTES = 16
@@ -54,6 +60,15 @@ class InviteLinks:
         if not hmac.compare_digest(raw[16:], self._tag(invite_id)):
             return None
         return invite_id
+
+    def fill(self, text: str) -> str:
+        """``text`` with every invite marker replaced by that invite's token."""
+        return _MARKER.sub(lambda m: self.token(UUID(m.group(1))), text)
+
+
+def marker(invite_id: UUID) -> str:
+    """What stands for the invite's token until the text is sent (see :meth:`InviteLinks.fill`)."""
+    return f"@@invite:{invite_id}@@"
 
 
 def digest(token: str) -> str:
