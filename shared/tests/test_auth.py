@@ -229,11 +229,13 @@ class _JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
+        self.requests = 0
         self.up = True
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                outer.requests += 1
                 if not outer.up:
                     self.send_response(503)
                     self.end_headers()
@@ -317,3 +319,23 @@ async def test_jwks_provider_down_is_unavailable_not_unauthorized(
     verifier = TokenVerifier(jwks=JwksKeys(jwks_server.url, cooldown=0, timeout=2))
     with pytest.raises(ServiceUnavailable):
         await verifier.verify(mint_token(PRIV, sub="a", kid="k1"))
+
+
+async def test_jwks_known_keys_serve_through_a_provider_outage(jwks_server: _JwksServer) -> None:
+    """A key fetched before goes on working while the provider is down, past its lifespan; an
+    unknown key id is then refused at once (503) and the provider is not asked again within
+    the cooldown."""
+    jwks_server.keys = [_jwk(PUB, "k1")]
+    verifier = TokenVerifier(jwks=JwksKeys(jwks_server.url, lifespan=0.1, cooldown=60, timeout=2))
+    await verifier.verify(mint_token(PRIV, sub="a", kid="k1"))
+    jwks_server.up = False
+    await asyncio.sleep(0.2)  # past the key's lifespan (a clock, not a condition to wait for)
+    assert (await verifier.verify(mint_token(PRIV, sub="b", kid="k1"))).sub == "b"
+    asked = jwks_server.requests
+    assert asked >= 2  # it did try the provider again
+    started = time.monotonic()
+    for _ in range(5):
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(mint_token(PRIV, sub="c", kid="k2"))
+    assert time.monotonic() - started < 1.0
+    assert jwks_server.requests == asked

@@ -8,8 +8,6 @@ ALTER TABLE ticket_types ADD COLUMN max_unpaid_per_buyer integer NOT NULL DEFAUL
 UPDATE ticket_types SET max_unpaid_per_buyer = GREATEST(10, (
     SELECT max((t ->> 'quantity')::int) FROM jsonb_array_elements(price_tiers) AS t))
 WHERE jsonb_typeof(price_tiers) = 'array' AND jsonb_array_length(price_tiers) > 0;
--- what a buyer holds unpaid of a ticket type, found in a few index pages under the lock
-CREATE INDEX orders_unpaid_by_buyer ON orders (ticket_type_id, buyer_id) WHERE status = 'PENDING';
 
 -- The overloads migration 0005 kept for API processes of the release before it are gone: no
 -- process of that release is left, and a purchase must never skip this limit.

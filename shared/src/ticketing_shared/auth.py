@@ -12,6 +12,8 @@ tenant's or buyer's resource is answered 404 by the services (existence is not l
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -24,6 +26,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .errors import Forbidden, ServiceUnavailable, Unauthorized
+
+log = logging.getLogger(__name__)
 
 Role = Literal["owner", "admin", "member"]
 STAFF_ROLES: frozenset[str] = frozenset({"owner", "admin"})
@@ -122,8 +126,11 @@ class JwksKeys:
     PyJWT's ``PyJWKClient`` fetches and caches the document and refetches it when a token names a
     key it does not hold (a rotation), at most once per ``cooldown`` seconds, so tokens with made-up
     key ids cannot make us hammer the provider. Its fetch blocks, so it runs in a thread, one at a
-    time; keys found are kept here for ``lifespan`` seconds (a key withdrawn from the document
-    stops working after that), so a request with a known key never leaves the event loop.
+    time; keys found are kept here and looked at again after ``lifespan`` seconds (a key withdrawn
+    from the document stops working then). While the provider cannot be reached, keys already
+    known go on serving (a provider's outage must not lock every caller out), and for
+    ``cooldown`` seconds after a failed fetch no other is tried (unknown key ids are then refused
+    at once with a 503, not queued behind five-second timeouts).
     """
 
     def __init__(
@@ -133,7 +140,9 @@ class JwksKeys:
             url, cache_keys=False, lifespan=lifespan, timeout=timeout, cooldown_duration=cooldown
         )
         self._lifespan = lifespan
-        self._keys: dict[str, tuple[Any, float]] = {}
+        self._cooldown = cooldown
+        self._keys: dict[str, tuple[Any, float]] = {}  # kid → (key, fresh until)
+        self._failed_at = -math.inf
         self._lock = asyncio.Lock()
 
     async def key_for(self, token: str) -> Any:
@@ -143,30 +152,34 @@ class JwksKeys:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
         if not isinstance(kid, str) or not 0 < len(kid) <= 256:
             raise Unauthorized("invalid token: no key id (kid)", code="invalid_token")
-        if (key := self._cached(kid)) is not None:
-            return key
+        known = self._keys.get(kid)
+        if known is not None and known[1] >= time.monotonic():
+            return known[0]
         async with self._lock:
-            if (key := self._cached(kid)) is not None:
-                return key
+            known = self._keys.get(kid)
+            if known is not None and known[1] >= time.monotonic():
+                return known[0]  # fetched meanwhile
+            if time.monotonic() - self._failed_at < self._cooldown:
+                return self._stale_or_unavailable(known)
             try:
                 jwk = await asyncio.to_thread(self._client.get_signing_key, kid)
-            except jwt.PyJWKClientConnectionError as exc:
-                raise ServiceUnavailable(
-                    "the identity provider's keys cannot be fetched", code="jwks_unavailable"
-                ) from exc
+            except jwt.PyJWKClientConnectionError:
+                self._failed_at = time.monotonic()
+                log.warning("auth.jwks_unreachable", extra={"kid": kid})
+                return self._stale_or_unavailable(known)
             except jwt.PyJWTError as exc:  # no such key, or a document without usable keys
+                self._keys.pop(kid, None)  # withdrawn
                 raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
             self._keys[kid] = (jwk.key, time.monotonic() + self._lifespan)
             return jwk.key
 
-    def _cached(self, kid: str) -> Any:
-        hit = self._keys.get(kid)
-        if hit is None:
-            return None
-        if hit[1] < time.monotonic():
-            del self._keys[kid]
-            return None
-        return hit[0]
+    @staticmethod
+    def _stale_or_unavailable(known: tuple[Any, float] | None) -> Any:
+        if known is not None:
+            return known[0]  # the provider is down: a key it published goes on serving
+        raise ServiceUnavailable(
+            "the identity provider's keys cannot be fetched", code="jwks_unavailable"
+        )
 
 
 class TokenVerifier:

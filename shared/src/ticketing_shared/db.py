@@ -7,8 +7,10 @@ services and repositories receive the connection and never commit.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -19,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -195,6 +198,9 @@ class Migration:
     repeatable: bool = False
 
 
+# The first line of a migration that must run outside a transaction (one statement).
+WITHOUT_TRANSACTION = "-- migrate: without a transaction"
+
 # A migrations folder's grants to the runtime role (``${runtime}`` stands for it), applied after
 # every migration run, so that privileges always match the tables the migrations left.
 GRANTS_FILE = "grants.sql"
@@ -265,17 +271,24 @@ async def migrate(
             for mig in migrations:
                 if mig.repeatable or (mig.track, mig.version) in done:
                     continue
-                async with conn.transaction():
-                    # a migration sees and may change every tenant's rows (row-level security
-                    # binds the owner too: the policies are FORCE'd)
-                    await set_tenant(conn, ALL_TENANTS)
+                record = (
+                    "INSERT INTO schema_migrations (track, version, name) VALUES ($1, $2, $3)",
+                    mig.track,
+                    mig.version,
+                    mig.name,
+                )
+                if mig.sql.startswith(WITHOUT_TRANSACTION):
+                    # one statement PostgreSQL runs only outside a transaction (an index built
+                    # CONCURRENTLY, without blocking writes); written to be run again if need be
                     await conn.execute(mig.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (track, version, name) VALUES ($1, $2, $3)",
-                        mig.track,
-                        mig.version,
-                        mig.name,
-                    )
+                    await conn.execute(*record)
+                else:
+                    async with conn.transaction():
+                        # a migration sees and may change every tenant's rows (row-level
+                        # security binds the owner too: the policies are FORCE'd)
+                        await set_tenant(conn, ALL_TENANTS)
+                        await conn.execute(mig.sql)
+                        await conn.execute(*record)
                 applied.append(f"{mig.track}/{mig.name}")
                 log.info("db.migration_applied", extra={"migration": f"{mig.track}/{mig.name}"})
             if runtime_role is not None:
@@ -367,9 +380,14 @@ async def ensure_database(admin_dsn: str, name: str, *, owner: str, runtime: str
 
 
 def user_of(dsn: str) -> str:
-    """The role a DSN connects as (``postgres`` when it names none, as libpq's default)."""
-    rest = dsn.partition("://")[2]
-    return rest.split("@", 1)[0].split(":", 1)[0] if "@" in rest else "postgres"
+    """The role a URL DSN connects as: its user part (percent-decoded), else its ``user``
+    parameter, else libpq's default (``PGUSER``, else the name of the user running us)."""
+    url = urlsplit(dsn)
+    if url.username:
+        return unquote(url.username)
+    if named := parse_qs(url.query).get("user"):
+        return named[-1]
+    return os.environ.get("PGUSER") or getpass.getuser()
 
 
 async def _hand_over(admin_dsn_of_db: str, owner: str) -> None:

@@ -343,6 +343,11 @@ async def test_concurrent_purchases_of_one_buyer_never_pass_the_unpaid_limit(
         got = (await admin.get(f"/v1/events/{event['id']}")).json()
     assert got["ticket_types"][0]["current_quantity"] == 4
     await orders_service.check_inventory_invariant()
+    # the count the limit takes is an index look-up (built concurrently by migration 0008)
+    assert await orders_service.pool.fetchval(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'orders_unpaid_by_buyer'"
+    )
 
 
 async def test_a_group_order_of_the_largest_tier_is_never_held_back_by_the_unpaid_limit(

@@ -47,6 +47,12 @@ async def test_migration_0007_redacts_what_was_recorded_before(infra: Infra) -> 
                 "refunds": [],
             },
             "mollie-empty": {"payment": {"id": "tr_2", "status": "open", "details": {}}},
+            "deep": {
+                "scene_info": {"device_id": "013467007045764", "payer_client_ip": "14.23.150.211"},
+                "payment": {"billingAddress": {"streetAndNumber": "Keizersgracht 126"}},
+                "refunds": [{"id": "re_1", "details": {"iban": "NL91ABNA0417164300"}}],
+                "payer": None,
+            },
         }
         for nid, payload in rows.items():
             await admin.execute(
@@ -66,9 +72,29 @@ async def test_migration_0007_redacts_what_was_recorded_before(infra: Infra) -> 
     finally:
         await admin.close()
     text = str(after)
-    for secret in ("oSECRET123", "0403", "T. TEST", "NL72RABO", "RABONL2U"):
+    for secret in (
+        "oSECRET123",
+        "0403",
+        "T. TEST",
+        "NL72RABO",
+        "RABONL2U",
+        "013467007045764",
+        "14.23.150.211",
+        "Keizersgracht",
+        "NL91ABNA",
+    ):
         assert secret not in text
+    # what says what happened is kept, and so are the keys' places
+    assert after["deep"]["refunds"][0]["id"] == "re_1"
+    assert after["deep"]["payer"] is None
     assert after["wx-pay"]["payer"] == {"openid": "[redacted]"}
     assert after["wx-pay"]["trade_state"] == "SUCCESS"
     assert after["mollie"]["payment"]["details"]["cardLabel"] == "Mastercard"
     assert after["mollie-empty"] == rows["mollie-empty"]
+
+
+async def test_the_migration_redacts_every_field_the_code_redacts() -> None:
+    from payments.domain import PERSONAL_FIELDS
+
+    sql = (MIGRATIONS / "0007_redact_provider_payloads.sql").read_text()
+    assert {f for f in PERSONAL_FIELDS if f"'{f}'" not in sql} == set()

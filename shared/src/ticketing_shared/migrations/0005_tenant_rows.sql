@@ -1,8 +1,10 @@
 -- Row-level security on the tables every service has: the outbox, the inbox, the idempotency
--- keys and the dead letters hold tenants' data too (events with buyers' e-mails and invite
--- links, full responses). Keyed like the services' own tables (tenant_visible(), migration 0002):
---   * outbox: the tenant its event names (every event's data carries tenant_id). The relay, which
---     publishes every tenant's events by design, reads under the all-tenants scope;
+-- keys and the dead letters hold tenants' data too (events with buyers' e-mails, full
+-- responses). Keyed like the services' own tables (tenant_visible(), migration 0002):
+--   * outbox: the tenant its event names (every event's data carries tenant_id), set by a
+--     trigger on insert, whoever writes the row (a plain column: adding it rewrites nothing, so
+--     purchases are not held up while this runs; rows written before have none). The relay,
+--     which publishes every tenant's events by design, reads under the all-tenants scope;
 --   * inbox: the tenant of the event claimed (the consumer's claim scopes its transaction to the
 --     tenants of its batch first);
 --   * idempotency keys: the tenant of what the request created; by default the transaction's own
@@ -11,7 +13,15 @@
 --     all-tenants scope sees them, and idempotency_lookup() below, which reads one caller's key;
 --   * dead letters: the tenant of the message when it can be read (NULL when not: only the
 --     all-tenants scope sees those).
-ALTER TABLE outbox ADD COLUMN tenant_id text GENERATED ALWAYS AS (data ->> 'tenant_id') STORED;
+ALTER TABLE outbox ADD COLUMN tenant_id text;
+CREATE FUNCTION outbox_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.tenant_id := NEW.data ->> 'tenant_id';
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER outbox_tenant BEFORE INSERT ON outbox
+    FOR EACH ROW EXECUTE FUNCTION outbox_tenant();
 ALTER TABLE inbox ADD COLUMN tenant_id text;
 ALTER TABLE idempotency_keys
     ADD COLUMN tenant_id text DEFAULT nullif(current_setting('app.tenant_id', true), '');
