@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:/usr/sbin:$(PATH)
 UV := uv run --frozen --quiet
 
-.PHONY: up down status test fuzz token lint bootstrap
+.PHONY: up down status test fuzz chaos token lint bootstrap
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -27,6 +27,11 @@ test: bootstrap
 ## make fuzz EXAMPLES=1000
 fuzz: bootstrap
 	@FUZZ_EXAMPLES=$(or $(EXAMPLES),300) FUZZ_RANDOM=1 $(UV) pytest tests/security/test_api_fuzz.py $(PYTEST_ARGS)
+
+## Load a fresh stack for DURATION seconds while killing every process, then check the
+## invariants (not part of make test): make chaos DURATION=240
+chaos: bootstrap
+	@$(UV) python chaos/run.py --seconds $(or $(DURATION),150)
 
 ## Print a dev JWT: make token SUB=alice ROLES=t1:admin EMAIL=alice@example.test LOCALE=en
 token: bootstrap

@@ -243,6 +243,38 @@ async def test_replay_requeues_only_rows_since_the_given_time(pool: asyncpg.Pool
     assert count == 2
 
 
+async def test_replay_by_publication_requeues_what_a_lost_broker_held(pool: asyncpg.Pool) -> None:
+    """A broker that started at T held every row published since T, whenever it was created (a
+    row replayed into it is old, but was published to it): exactly those go out again."""
+    now = datetime.now(UTC)
+    async with db.transaction(pool, tenant_id="t") as conn:
+        ids = {}
+        for name, created, published in (
+            ("old-replayed-into-it", 600, 30),
+            ("published-to-it", 20, 10),
+            ("published-before-it", 600, 300),
+        ):
+            ids[name] = await outbox.emit(
+                conn, OrderExpired(order_id=uuid.uuid4(), tenant_id="t"), subject="s", source="t"
+            )
+            await conn.execute(
+                "UPDATE outbox SET created_at = $2, published_at = $3 WHERE event_id = $1",
+                ids[name],
+                now - timedelta(minutes=created),
+                now - timedelta(minutes=published),
+            )
+        count = await outbox.replay(conn, published_since=now - timedelta(minutes=45))
+        unpublished = {
+            r["event_id"]
+            for r in await conn.fetch(
+                "SELECT event_id FROM outbox WHERE event_id = ANY($1) AND published_at IS NULL",
+                list(ids.values()),
+            )
+        }
+    assert count == 2
+    assert unpublished == {ids["old-replayed-into-it"], ids["published-to-it"]}
+
+
 async def test_a_fetched_batch_is_claimed_and_applied_in_one_go_duplicates_once(
     pool: asyncpg.Pool,
 ) -> None:

@@ -484,3 +484,54 @@ async def test_applied_offsets_are_committed_in_the_background_and_flushed_at_sh
     await wait_until(committed_while_running, timeout=45, message="offsets committed")
     assert await messaging.metric(restarted, "consumer_events_total", outcome="duplicate") == 0
     assert await messaging.metric(restarted, "consumer_events_total", outcome="applied") == 3
+
+
+async def test_a_position_beyond_the_end_of_the_log_reads_the_log_from_its_start(
+    messaging: Messaging,
+) -> None:
+    """The group's committed offsets lie past the end of the log (they came from a longer log
+    the broker lost). The consumer does not wait for the log to grow past them, skipping what
+    is there: it reads the log from its start (the inbox skips what it had), says so in its log
+    and metrics, and its committed offsets come back inside the log."""
+    for p in messaging.processes:
+        p.stop()
+    await messaging.start("orders")
+    events = [messaging.order_paid(f"beyond-{i}") for i in range(5)]
+    ids = await messaging.emit([(ev, str(ev.order_id)) for ev in events])
+
+    async def published() -> bool:
+        return await messaging.pools["orders"].fetchval(
+            "SELECT bool_and(published_at IS NOT NULL) FROM outbox WHERE event_id = ANY($1)", ids
+        )
+
+    await wait_until(published, timeout=30, message="events published")
+    stale = AIOKafkaConsumer(
+        bootstrap_servers=messaging.bootstrap, group_id="notifications", enable_auto_commit=False
+    )
+    await stale.start()
+    try:
+        await stale.topics()
+        tps = [
+            TopicPartition("orders.events", p)
+            for p in stale.partitions_for_topic("orders.events") or ()
+        ]
+        stale.assign(tps)
+        await stale.commit(dict.fromkeys(tps, 100_000))
+    finally:
+        await stale.stop()
+
+    worker = await messaging.start("notifications", name="notifications-beyond-end")
+
+    async def all_mailed() -> bool:
+        return all([await messaging.mails(ev.buyer_email) for ev in events])
+
+    await wait_until(all_mailed, timeout=45, message="every e-mail of the log")
+    assert (
+        await messaging.metric(worker, "consumer_position_resets_total", reason="beyond_end") >= 1
+    )
+    assert "consumer.position_reset" in worker.log_path.read_text()
+
+    async def back_inside() -> bool:
+        return await _group_lag(messaging.bootstrap, "notifications", "orders.events") >= 0
+
+    await wait_until(back_inside, timeout=30, message="committed offsets inside the log")

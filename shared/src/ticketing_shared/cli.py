@@ -6,6 +6,9 @@ Commands::
     worker                      run consumers, the outbox relay and schedulers
     migrate                     apply pending SQL migrations (safe to run concurrently)
     outbox replay --since 15m   re-publish the outbox rows created since then
+    outbox replay --published-since 2026-12-03T10:00:00Z
+                                re-publish the rows published since then (all a broker that
+                                lost its log had been given since it started)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +43,14 @@ def run_cli(
     sub.add_parser("migrate", help="apply pending migrations")
     ob = sub.add_parser("outbox", help="outbox operations")
     ob_sub = ob.add_subparsers(dest="outbox_command", required=True)
-    rp = ob_sub.add_parser("replay", help="re-publish outbox rows created since a time")
-    rp.add_argument("--since", required=True, help="e.g. 90s, 15m, 2h, 1d")
+    rp = ob_sub.add_parser("replay", help="re-publish outbox rows created or published since")
+    when = rp.add_mutually_exclusive_group(required=True)
+    when.add_argument("--since", help="rows created within: e.g. 90s, 15m, 2h, 1d")
+    when.add_argument(
+        "--published-since",
+        type=_timestamp,
+        help="rows published at or after this time (ISO 8601 with a zone, or a Unix time)",
+    )
     args = parser.parse_args(argv)
     settings = settings_factory()
 
@@ -55,7 +65,7 @@ def run_cli(
         print(f"{service}: {len(applied)} migration(s) applied", *applied, sep="\n  ")
         return 0
     if args.command == "outbox":
-        since = outbox.parse_duration(args.since)
+        since = outbox.parse_duration(args.since) if args.since else None
 
         async def _replay() -> int:
             # after a memory-only broker restart the topics are gone: recreate them first
@@ -66,12 +76,13 @@ def run_cli(
             )
             conn = await asyncpg.connect(settings.database_url)
             try:
-                return await outbox.replay(conn, since=since)
+                return await outbox.replay(conn, since=since, published_since=args.published_since)
             finally:
                 await conn.close()
 
         count = asyncio.run(_replay())
-        print(f"{service}: {count} outbox row(s) queued for re-publishing (since {args.since})")
+        window = f"since {args.since}" if args.since else f"published since {args.published_since}"
+        print(f"{service}: {count} outbox row(s) queued for re-publishing ({window})")
         return 0
 
     import gc
@@ -91,6 +102,21 @@ def run_cli(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10
     )
     return 0
+
+
+def _timestamp(text: str) -> datetime:
+    """An aware time: ISO 8601 with a zone, or seconds since the epoch."""
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone")
+    return value
 
 
 def main_for(**kwargs: Any) -> None:

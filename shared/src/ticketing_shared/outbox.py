@@ -15,8 +15,9 @@ wake their own relay right after committing (``wake()``, in-process). The other 
 outboxes NOTIFY the relay on every insert (the ``outbox_wake`` trigger, migrations); their relay
 sees the trigger and polls only as a safety net (``notified_poll_max_ms``).
 
-Replay clears ``published_at`` of rows created since a time; the active relay then publishes
-them again in id order. Consumers are idempotent, so this is always safe.
+Replay clears ``published_at`` of rows created since a time, or published since a time (all a
+lost broker held); the active relay then publishes them again in id order. Consumers are
+idempotent, so this is always safe.
 """
 
 from __future__ import annotations
@@ -323,15 +324,31 @@ class OutboxRelay:
         return True
 
 
-async def replay(conn: asyncpg.Connection, *, since: timedelta) -> int:
-    """Mark rows created within ``since`` unpublished, so the relay publishes them again (every
-    tenant's)."""
+async def replay(
+    conn: asyncpg.Connection,
+    *,
+    since: timedelta | None = None,
+    published_since: datetime | None = None,
+) -> int:
+    """Mark published rows unpublished, so the relay publishes them again (every tenant's): those
+    created within ``since``, or those published at or after ``published_since``.
+
+    A broker that lost its log held exactly what was published to it since it started, replays
+    into it included (a replayed row's ``published_at`` is its latest publication), so
+    ``published_since=<its start>`` brings back all of it, however often it restarted; a window of
+    creation times cannot (rows it got from an earlier replay are older than any window)."""
+    if (since is None) == (published_since is None):
+        raise ValueError("replay: give exactly one of since and published_since")
+    column, start = (
+        ("created_at", datetime.now(UTC) - since)
+        if since is not None
+        else ("published_at", published_since)
+    )
     async with conn.transaction():
         await db.set_tenant(conn, db.ALL_TENANTS)
         result = await conn.execute(
-            "UPDATE outbox SET published_at = NULL"
-            " WHERE created_at >= $1 AND published_at IS NOT NULL",
-            datetime.now(UTC) - since,
+            f"UPDATE outbox SET published_at = NULL WHERE {column} >= $1 AND published_at IS NOT NULL",
+            start,
         )
     return int(result.split()[-1])
 

@@ -31,7 +31,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -69,42 +69,115 @@ class WorkerContext:
         return True
 
 
+POSITION_RESETS = Counter(
+    "consumer_position_resets_total",
+    "Partitions a consumer went back on because its position was not in the log",
+    ["consumer", "reason"],
+)
+
+
 class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commits the offsets of applied batches in the background, every ``interval`` seconds.
+    """Commits the offsets of applied batches in the background, every ``interval`` seconds, and
+    keeps the consumer's positions inside the log.
 
     A batch's offsets become committable only after its transaction committed, as before; they
     are just no longer committed in the consume loop, where the commit's round trip to the
     broker delayed every next batch (measured: p50 of the settlement path 138 → 87 ms). A crash
     or a rebalance re-reads at most ``interval`` worth of records, which the inbox skips.
-    Revoked partitions have their offsets committed before they move (the rebalance callback),
-    and ``flush()`` commits the rest at shutdown."""
+
+    Offsets belong to the assignment they were read in: when partitions are revoked, what was
+    applied of them is committed (unless it lies beyond the log's end) and forgotten, and a new
+    assignment starts from nothing, so an offset read from an earlier log (a broker that lost
+    its log, a topic created again) is never committed later.
+
+    Before each commit it compares every assigned partition's position with the log's end (the
+    high watermark of the latest fetch): a position beyond the end (a committed offset from a
+    longer, lost log; Kafka answers "out of range" there, a memory-only broker just returns
+    nothing until the log grows past it, and what it skips is lost) is moved back to the start
+    of the log, which the inbox makes safe to read again, and committed there. A position that
+    went back without us (the client's own reset on "offset out of range", after retention) is
+    reported too. Both are logged (``consumer.position_reset``) and counted
+    (``consumer_position_resets_total``)."""
 
     def __init__(self, name: str, interval: float) -> None:
         self.name = name
         self.interval = interval
         self.consumer: AIOKafkaConsumer | None = None
-        self.pending: dict[TopicPartition, int] = {}
+        self.subscriber: Any = None  # FastStream's, whose ``consumer`` is set once it started
+        self.pending: dict[TopicPartition, int] = {}  # offset after the last applied record
+        self.expected: dict[TopicPartition, int] = {}  # where the next record should come from
 
     def applied(self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord]) -> None:
         self.consumer = consumer
-        for r in records:
+        for r in records:  # a partition's records come in order: the last one counts
             tp = TopicPartition(r.topic, r.partition)
-            if r.offset + 1 > self.pending.get(tp, -1):
-                self.pending[tp] = r.offset + 1
+            self.pending[tp] = self.expected[tp] = r.offset + 1
+
+    def _client(self) -> AIOKafkaConsumer | None:
+        return getattr(self.subscriber, "consumer", None) or self.consumer
+
+    async def check_positions(self) -> None:
+        """Move positions beyond the log's end back to its start; report client resets."""
+        consumer = self._client()
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=0.5)
+            except Exception:  # no valid position yet (being reset, reassigned): next round
+                continue
+            if end is not None and (position > end or self.pending.get(tp, 0) > end):
+                await self._rewind(consumer, tp, position, end)
+            elif position < self.expected.get(tp, 0):
+                self._reset(tp, "went_back", position, end, position)
+                self.expected[tp] = position
+
+    async def _rewind(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, end: int
+    ) -> None:
+        start = (await consumer.beginning_offsets([tp]))[tp]
+        consumer.seek(tp, start)
+        self.pending.pop(tp, None)
+        self.expected[tp] = start
+        self._reset(tp, "beyond_end", position, end, start)
+        try:  # the position past the end must not stay committed either
+            await consumer.commit({tp: start})
+        except Exception as exc:
+            log.info("consumer.commit_deferred", extra={"consumer": self.name, "error": repr(exc)})
+
+    def _reset(
+        self, tp: TopicPartition, reason: str, position: int, end: int | None, to: int
+    ) -> None:
+        POSITION_RESETS.labels(self.name, reason).inc()
+        log.warning(
+            "consumer.position_reset",
+            extra={
+                "consumer": self.name,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "reason": reason,
+                "position": position,
+                "log_end": end,
+                "reads_from": to,
+            },
+        )
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        consumer = self.consumer
+        consumer = self._client()
         if consumer is None or not self.pending:
             return
         assigned = consumer.assignment()
-        offsets = {
-            tp: off
-            for tp, off in self.pending.items()
-            if tp in assigned and (only is None or tp in only)
-        }
         for tp in list(self.pending):
             if tp not in assigned:  # moved to another member: its offsets are not ours to commit
                 del self.pending[tp]
+        offsets = {}
+        for tp, off in self.pending.items():
+            if only is not None and tp not in only:
+                continue
+            end = consumer.highwater(tp)
+            if end is None or off <= end:  # never past the end of the log the broker holds
+                offsets[tp] = off
         if not offsets:
             return
         try:
@@ -120,6 +193,13 @@ class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=self.interval)
+            try:
+                await self.check_positions()
+            except Exception as exc:  # the broker away: next round
+                log.info(
+                    "consumer.position_check_failed",
+                    extra={"consumer": self.name, "error": repr(exc)},
+                )
             await self.commit()
 
     async def flush(self) -> None:
@@ -127,9 +207,14 @@ class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self.commit(only=set(revoked))
+        for tp in revoked:  # read in an assignment that is over: never committed later
+            self.pending.pop(tp, None)
+            self.expected.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
+        for tp in assigned:
+            self.pending.pop(tp, None)
+            self.expected.pop(tp, None)
 
 
 def _subscribe(
@@ -182,6 +267,7 @@ def _subscribe(
         decoder=_raw_records,
     )
     subscriber(handle)
+    committer.subscriber = subscriber
     if type(subscriber) is BatchSubscriber:
         subscriber.__class__ = _PromptBatchSubscriber
     return committer

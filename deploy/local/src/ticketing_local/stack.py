@@ -50,6 +50,8 @@ class Paths:
     pg: Path = RUN / "pg"
     nginx: Path = RUN / "nginx"
     state: Path = RUN / "stack.json"
+    # when the running (or last) broker instance started: what a replay must cover once it is gone
+    broker_started: Path = RUN / "broker-started"
     supervisor_pid: Path = RUN / "supervisor.pid"
 
 
@@ -65,6 +67,9 @@ class Component:
     health_url: str | None = None
     health_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # a Kafka client holding positions in the broker's log: it must not outlive the broker
+    # instance it started against (the memory-only broker's successor has other logs)
+    broker_bound: bool = False
 
 
 def pg_dsn(database: str, role: str = "postgres") -> str:
@@ -178,6 +183,7 @@ def components(broker_argv: list[str]) -> list[Component]:
                 f"{svc}-worker",
                 [py, "-m", svc, "worker"],
                 health_url=f"http://127.0.0.1:{port(f'{up}_WORKER_PORT')}/readyz",
+                broker_bound=True,
             )
         )
     out.append(

@@ -1,28 +1,47 @@
 """The local stack's supervisor: owns every process of the stack but PostgreSQL.
 
-It starts the components in order, restarts any that exits (with backoff), and after the
-memory-only broker came back it re-publishes every service's outbox since the previous broker
-instance started (DESIGN §3: the local stack replays automatically after a broker restart).
-SIGTERM stops everything it started, in reverse order.
+It starts the components in order and restarts any that exits (with backoff). SIGTERM stops
+everything it started, in reverse order.
+
+The broker keeps its log in memory, so a broker that exits takes every topic, record and
+committed offset with it. The supervisor then
+
+* kills the workers at once (their Kafka consumers hold read positions in the lost log; a
+  position committed to the next broker would point into different records, or past the end of
+  a shorter log, and the group would skip or stall) and starts them again once the broker is
+  back, as new consumers that read the new log from its start (the inbox skips what they had);
+* marks unpublished, in every service's outbox, every row published since the lost broker
+  started: all the log held, replays into it included, since a replayed row's publication time
+  is its latest. The relays publish them again. The same happens when the stack starts and the
+  broker of the previous run is gone (``run/broker-started`` remembers when it started).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+
+from ticketing_shared import outbox
 from ticketing_shared.embedded import port_open
 
 from .stack import PATHS, SERVICES, Component, service_env
 
 log = logging.getLogger("supervisor")
+
+# a replay reaches back this far before the lost broker's start (publication times are the
+# database's clock, the start the supervisor's: the same machine's, but not the same instant)
+REPLAY_MARGIN_S = 5.0
 
 
 @dataclass
@@ -39,6 +58,10 @@ class Supervisor:
         self.children = [Child(c) for c in components]
         self.env = {**os.environ, **service_env()}
         self.stopping = False
+        self.broker_ready = False
+        # service → replay every outbox row published since (Unix time), until done
+        self.replay_due: dict[str, float] = {}
+        self.replay_retry_at = 0.0
 
     def _start(self, child: Child) -> None:
         c = child.component
@@ -59,6 +82,7 @@ class Supervisor:
     def _write_state(self) -> None:
         state = {
             "supervisor_pid": os.getpid(),
+            "replay_due": sorted(self.replay_due),
             "children": {
                 ch.component.name: {
                     "pid": ch.proc.pid if ch.proc else None,
@@ -79,38 +103,73 @@ class Supervisor:
         while port is not None and not port_open(port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def replay_all(self, since_seconds: int) -> None:
-        """Re-publish every service's outbox rows created in the last ``since_seconds``."""
+    def queue_replay(self, broker_started: float) -> None:
+        """Every service's outbox rows published since ``broker_started`` must go out again."""
+        since = broker_started - REPLAY_MARGIN_S
         for svc in SERVICES:
-            out = subprocess.run(
-                [sys.executable, "-m", svc, "outbox", "replay", "--since", f"{since_seconds}s"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            log.info(
-                "replay %s rc=%s %s%s",
-                svc,
-                out.returncode,
-                out.stdout.strip(),
-                out.stderr.strip()[-500:],
-            )
+            self.replay_due[svc] = min(since, self.replay_due.get(svc, since))
+        self._write_state()
+
+    def replay_pending(self) -> None:
+        """Try the replays still due (the database may be away too: they wait for it)."""
+        if not self.replay_due or time.monotonic() < self.replay_retry_at:
+            return
+        for svc, since in list(self.replay_due.items()):
+            try:
+                count = asyncio.run(self._replay(svc, since))
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("replay %s failed, will retry: %r", svc, exc)
+                self.replay_retry_at = time.monotonic() + 1.0
+                return
+            since_text = datetime.fromtimestamp(since, UTC).isoformat()
+            log.info("replay %s: %s row(s) published since %s queued again", svc, count, since_text)
+            del self.replay_due[svc]
+            self._write_state()
+
+    async def _replay(self, svc: str, since: float) -> int:
+        conn = await asyncpg.connect(self.env[f"{svc.upper()}_DATABASE_URL"], timeout=5)
+        try:
+            return await outbox.replay(conn, published_since=datetime.fromtimestamp(since, UTC))
+        finally:
+            await conn.close(timeout=5)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if PATHS.broker_started.exists():  # the previous run's broker, and its log, are gone
+            self.queue_replay(float(PATHS.broker_started.read_text()))
         for child in self.children:
             self._start(child)
             if child.component.name == "broker":
-                self._wait_broker(child)
+                self._broker_started(child)
         while not self.stopping:
             for child in self.children:
                 if self.stopping:
                     break
                 self._check(child)
+            self.replay_pending()
             time.sleep(0.25)
         self._stop_all()
+
+    def _broker_started(self, child: Child) -> None:
+        self._wait_broker(child)
+        tmp = PATHS.broker_started.with_suffix(".tmp")
+        tmp.write_text(repr(child.started_at))
+        tmp.replace(PATHS.broker_started)
+        self.broker_ready = True
+
+    def _broker_lost(self, child: Child) -> None:
+        self.broker_ready = False
+        for other in self.children:
+            proc = other.proc
+            if not other.component.broker_bound or proc is None or proc.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            other.proc = None  # not its failure: no backoff, started again with the broker
+            log.warning("killed %s: the broker it read from is gone", other.component.name)
+        self.queue_replay(child.started_at)
 
     def _check(self, child: Child) -> None:
         proc = child.proc
@@ -122,14 +181,13 @@ class Supervisor:
             child.proc = None
             child.restarts += 1
             child.next_start = now + min(2 ** min(child.restarts, 5) * 0.5, 15)
-        if now < child.next_start:
+            if child.component.name == "broker":
+                self._broker_lost(child)
+        if now < child.next_start or (child.component.broker_bound and not self.broker_ready):
             return
-        previous_start = child.started_at
         self._start(child)
         if child.component.name == "broker":
-            # memory storage: topics, records and offsets are gone; bring them back from the outboxes
-            self._wait_broker(child)
-            self.replay_all(int(time.time() - previous_start) + 60)
+            self._broker_started(child)
 
     def _on_signal(self, *_: object) -> None:
         self.stopping = True
