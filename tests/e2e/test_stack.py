@@ -141,6 +141,7 @@ async def _restart_broker(stack: Stack) -> None:
     await wait_until(back, timeout=90, interval=0.25, message="broker and workers back")
 
 
+@pytest.mark.timeout(300)  # alone, it waits for the stack's first records to age a minute
 async def test_a_refund_settles_after_two_broker_restarts_far_apart(stack: Stack) -> None:
     """The memory-only broker dies twice. The second one held the first one's records, which
     the first replay gave it; they are older than any window of creation times reaching back
@@ -201,12 +202,15 @@ async def _event_ids(stack: Stack) -> set[str]:
     )
     await reader.start()
     try:
-        await reader.topics()
-        tps = [
-            TopicPartition(topic, p)
-            for topic in ALL_TOPICS
-            for p in reader.partitions_for_topic(topic) or ()
-        ]
+
+        async def partitions() -> list[TopicPartition] | None:
+            await reader.topics()  # refreshes the metadata
+            found = {t: reader.partitions_for_topic(t) for t in ALL_TOPICS}
+            if not all(found.values()):
+                return None  # the workers are still creating the topics
+            return [TopicPartition(t, p) for t, ps in found.items() for p in ps or ()]
+
+        tps = await wait_until(partitions, timeout=30, message="the topics")
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         ends = await reader.end_offsets(tps)
