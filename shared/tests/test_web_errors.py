@@ -33,6 +33,10 @@ UNAVAILABLE = {
     "shutting-down": asyncpg.AdminShutdownError("terminating connection due to administrator"),
     "crashed": asyncpg.CrashShutdownError("terminating connection because of crash"),
     "full": asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+    # a statement on a connection the server had just ended (its FATAL came, its close not yet)
+    "ended-while-idle": asyncpg.InternalClientError(
+        "cannot switch to state 11; another operation (2) is in progress"
+    ),
 }
 # ...and what is a bug of ours however close to the database it happens
 BUGS = {
@@ -43,6 +47,7 @@ BUGS = {
         "cannot call Connection.fetch(): connection has been released back to the pool"
     ),
     "protocol": asyncpg.ProtocolViolationError("bind message supplies 2 parameters"),
+    "driver-internal": asyncpg.InternalClientError("unknown error in protocol implementation"),
     "os-error": FileNotFoundError("/no/such/key.pem"),
     "timeout": TimeoutError(),
 }

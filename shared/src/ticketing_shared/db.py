@@ -65,6 +65,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+_FAILED_BY_SERVER = re.compile(
+    r"^cannot switch to state \d+; another operation \(2\) is in progress"
+)
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (so: try again later), as opposed to a
     fault of the request or a bug, which must stay visible as one."""
@@ -72,12 +77,21 @@ def unavailable(exc: BaseException) -> bool:
         return False  # 08P01, in class 08 too: what we sent was malformed, a bug of ours
     if isinstance(exc, _UNAVAILABLE):
         return True
-    # asyncpg's InterfaceError is otherwise a misuse of the driver (another operation in
-    # progress, a connection used after its release, a value it cannot encode): a bug. Only a
-    # connection the server closed is not: e.g. the transaction's exit after the server went
-    # away mid-statement ("cannot call Transaction.__aexit__(): the underlying connection is
-    # closed", raised in place of the ConnectionDoesNotExistError it follows).
-    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # otherwise a misuse of the driver (another operation in progress, a connection used
+        # after its release, a value it cannot encode): a bug. Only a connection the server
+        # closed is not: e.g. the transaction's exit after the server went away mid-statement
+        # ("cannot call Transaction.__aexit__(): the underlying connection is closed", raised in
+        # place of the ConnectionDoesNotExistError it follows).
+        return "connection is closed" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        # A server that ends idle sessions (a fast shutdown, pg_terminate_backend) sends each a
+        # FATAL error, then closes it. asyncpg puts a connection that gets an error while idle in
+        # the state that waits for the end of a failed operation (2, ERROR_CONSUME); a statement
+        # sent on it before the close arrives fails with this. (Using one connection from two
+        # tasks at once, our bug, is an InterfaceError, refused before any state changes.)
+        return _FAILED_BY_SERVER.search(str(exc)) is not None
+    return False
 
 
 class FairPool(asyncpg.Pool):  # type: ignore[misc]
