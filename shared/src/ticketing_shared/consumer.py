@@ -32,6 +32,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Histogram
 
+from . import db
 from .auth import TENANT_ID_PATTERN
 from .contracts.base import EventData
 from .contracts.topics import dlq_topic
@@ -60,15 +61,12 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-# Errors that say the database (not the message) is the problem: never dead-letter for these.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-)
+
+def transient(exc: BaseException) -> bool:
+    """Whether the database, not the message, is the problem: never dead-letter for these. The
+    database unavailable (``db.unavailable``, what the APIs answer 503 for) or too slow to answer
+    a statement in time (its command timeout): the message is read again later."""
+    return db.unavailable(exc) or isinstance(exc, TimeoutError)
 
 
 class InfrastructureUnavailable(RuntimeError):
@@ -163,14 +161,14 @@ class EventConsumer:
                 LATENCY.labels(self.name).observe(time.perf_counter() - started)
                 EVENTS.labels(self.name, ce_type, outcome).inc()
                 return
-            except TRANSIENT as exc:
-                log.warning(
-                    "consumer.infrastructure_unavailable",
-                    extra={"consumer": self.name, "error": repr(exc)},
-                )
-                await asyncio.sleep(min(self.backoff * 2**attempt, self.backoff_max))
-                raise InfrastructureUnavailable(repr(exc)) from exc
             except Exception as exc:
+                if transient(exc):
+                    log.warning(
+                        "consumer.infrastructure_unavailable",
+                        extra={"consumer": self.name, "error": repr(exc)},
+                    )
+                    await asyncio.sleep(min(self.backoff * 2**attempt, self.backoff_max))
+                    raise InfrastructureUnavailable(repr(exc)) from exc
                 RETRIES.labels(self.name, ce_type).inc()
                 if attempt >= self.max_attempts:
                     await self._dead_letter(record, exc, attempt)
@@ -205,14 +203,14 @@ class EventConsumer:
         started = time.perf_counter()
         try:
             outcomes = await self._apply_all(ours)
-        except TRANSIENT as exc:
-            log.warning(
-                "consumer.infrastructure_unavailable",
-                extra={"consumer": self.name, "error": repr(exc)},
-            )
-            await asyncio.sleep(self.backoff_max)
-            raise InfrastructureUnavailable(repr(exc)) from exc
         except Exception as exc:
+            if transient(exc):
+                log.warning(
+                    "consumer.infrastructure_unavailable",
+                    extra={"consumer": self.name, "error": repr(exc)},
+                )
+                await asyncio.sleep(self.backoff_max)
+                raise InfrastructureUnavailable(repr(exc)) from exc
             log.info(
                 "consumer.batch_fallback",
                 extra={"consumer": self.name, "size": len(ours), "error": repr(exc)},

@@ -46,6 +46,54 @@ async def _release_without_reset(conn: asyncpg.Connection) -> None:
     trip asyncpg makes on every release by default."""
 
 
+class DatabaseUnavailable(ConnectionError):
+    """No connection to the database could be had: it refused or could not be reached, or no
+    pooled connection came free in time. Raised by the pools of :func:`create_pool` in place of
+    the bare ``OSError`` or ``TimeoutError``, which elsewhere say nothing about the database."""
+
+
+# What says the database, not the request, the message or our code, is at fault right now: it is
+# down, restarting or refusing connections, or it dropped the connection mid-statement. An API
+# answers these 503 with Retry-After, a consumer reads its message again later (never its DLQ).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,  # connecting failed, or no pooled connection in time (FairPool)
+    asyncpg.PostgresConnectionError,  # class 08: the connection was lost, refused or never made
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,  # 57P01: a fast shutdown (or an administrator) ended the session
+    asyncpg.CrashShutdownError,  # 57P02: another backend crashed, every session ends
+    asyncpg.TooManyConnectionsError,  # 53300: no connection slot left on the server
+)
+
+
+_FAILED_BY_SERVER = re.compile(
+    r"^cannot switch to state \d+; another operation \(2\) is in progress"
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now (so: try again later), as opposed to a
+    fault of the request or a bug, which must stay visible as one."""
+    if isinstance(exc, asyncpg.ProtocolViolationError):
+        return False  # 08P01, in class 08 too: what we sent was malformed, a bug of ours
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        # otherwise a misuse of the driver (another operation in progress, a connection used
+        # after its release, a value it cannot encode): a bug. Only a connection the server
+        # closed is not: e.g. the transaction's exit after the server went away mid-statement
+        # ("cannot call Transaction.__aexit__(): the underlying connection is closed", raised in
+        # place of the ConnectionDoesNotExistError it follows).
+        return "connection is closed" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        # A server that ends idle sessions (a fast shutdown, pg_terminate_backend) sends each a
+        # FATAL error, then closes it. asyncpg puts a connection that gets an error while idle in
+        # the state that waits for the end of a failed operation (2, ERROR_CONSUME); a statement
+        # sent on it before the close arrives fails with this. (Using one connection from two
+        # tasks at once, our bug, is an InterfaceError, refused before any state changes.)
+        return _FAILED_BY_SERVER.search(str(exc)) is not None
+    return False
+
+
 class FairPool(asyncpg.Pool):  # type: ignore[misc]
     """asyncpg's pool, serving waiting callers first come, first served.
 
@@ -53,7 +101,13 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
     takes it before the waiter woken for it, who then queues again at the back (measured: in a
     flash sale of 1,000 seats to 200 buyers, 180 requests made at the start waited the whole
     2.7 s and got ``409 inventory_exhausted`` at the end). A FIFO semaphore of the pool's size in
-    front of it (``asyncio.Semaphore`` is fair) restores arrival order."""
+    front of it (``asyncio.Semaphore`` is fair) restores arrival order.
+
+    A connection that cannot be made (the server refuses it or cannot be reached, the attempt
+    times out) or a wait for one that times out raises :class:`DatabaseUnavailable`. Connections
+    the server closed (a restart, a terminated backend) are replaced by new ones at the next
+    acquire: asyncpg sees their end as it comes, and a pool recovers by itself once the database
+    is back."""
 
     def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
         super().__init__(*args, max_size=max_size, **kwargs)
@@ -64,10 +118,16 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
             await self._turns.acquire()
         else:
             started = time.monotonic()
-            await asyncio.wait_for(self._turns.acquire(), timeout)
+            try:
+                await asyncio.wait_for(self._turns.acquire(), timeout)
+            except TimeoutError as exc:
+                raise DatabaseUnavailable(f"no database connection free in {timeout} s") from exc
             timeout = max(0.0, timeout - (time.monotonic() - started))
         try:
             return await super()._acquire(timeout)
+        except OSError as exc:  # TimeoutError included: connecting, or waiting, took too long
+            self._turns.release()
+            raise DatabaseUnavailable(f"cannot connect to the database: {exc!r}") from exc
         except BaseException:
             self._turns.release()
             raise

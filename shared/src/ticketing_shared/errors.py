@@ -10,6 +10,10 @@ Exception tree::
     ├── Unprocessable       422      well-formed but not acceptable
     ├── BadRequest          400      malformed request (e.g. missing header)
     └── ServiceUnavailable  503      a dependency is down; try again (``Retry-After``)
+
+An exception no handler takes is a logged 500 (``internal_error``), unless it says the database
+is unavailable (:func:`db.unavailable`): then the request was fine and the answer is a 503
+``database_unavailable`` with ``Retry-After``, whichever use case it reached.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import db
 
 PROBLEM_JSON = "application/problem+json"
 INTERNAL_ERROR: dict[str, Any] = {
@@ -110,17 +116,37 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def domain_response(exc: DomainError) -> JSONResponse:
+    headers = None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, ServiceUnavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return problem_response(exc.status, exc.problem(), headers)
+
+
+def unexpected_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no handler took. The database being unavailable (down,
+    restarting, refusing connections, a connection dropped mid-request) is no bug: 503, try again
+    (a provider's webhook is sent again). Anything else is one: logged with its traceback, and
+    the client gets a stable, non-leaking 500."""
+    if db.unavailable(exc):
+        log.warning("http.database_unavailable", extra={"error": repr(exc)})
+        unavailable = ServiceUnavailable(
+            "the service's database cannot be reached now; try again after Retry-After",
+            code="database_unavailable",
+        )
+        return domain_response(unavailable)
+    log.exception("http.unhandled_error", exc_info=exc)
+    return problem_response(500, INTERNAL_ERROR)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Render every error as problem+json with a stable ``code``."""
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        headers = None
-        if exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif isinstance(exc, ServiceUnavailable):
-            headers = {"Retry-After": str(exc.retry_after)}
-        return problem_response(exc.status, exc.problem(), headers)
+        return domain_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,9 +183,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # logged with its traceback by the server; the client gets a stable, non-leaking body
-        log.exception("http.unhandled_error", exc_info=exc)
-        return problem_response(500, INTERNAL_ERROR)
+        return unexpected_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,11 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
-from .errors import INTERNAL_ERROR, PROBLEM_JSON, Problem, install_handlers, problem_response
+from .errors import PROBLEM_JSON, Problem, install_handlers, unexpected_response
 from .logs import child_traceparent, configure_logging, traceparent_var
 from .settings import ServiceSettings
 
-log = logging.getLogger("ticketing.errors")
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 DURATION = Histogram(
     "http_request_duration_seconds",
@@ -90,7 +88,8 @@ class _Observe:
     An exception that reached uvicorn would make it close the connection after the 500, and the
     gateway, which keeps upstream connections alive, would then send the next (innocent) request
     on a closed connection and answer it 502. Here it becomes a logged problem+json 500 on a
-    connection that stays usable.
+    connection that stays usable, or a 503 with Retry-After when it says the database is
+    unavailable (``errors.unexpected_response``).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -121,12 +120,10 @@ class _Observe:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
+        except Exception as exc:
             if responding:
                 raise  # too late for an answer: the connection has to close
-            log.exception("http.unhandled_error")
-            status = 500
-            await problem_response(500, INTERNAL_ERROR)(scope, receive, send_with_headers)
+            await unexpected_response(exc)(scope, receive, send_with_headers)
         finally:
             traceparent_var.reset(token)
             path = getattr(scope.get("route"), "path", "unmatched")

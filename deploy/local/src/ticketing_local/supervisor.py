@@ -43,6 +43,24 @@ log = logging.getLogger("supervisor")
 # database's clock, the start the supervisor's: the same machine's, but not the same instant)
 REPLAY_MARGIN_S = 5.0
 
+# A process that ran this long before it exited was healthy: its restarts start over from quick.
+HEALTHY_RUN_S = 30.0
+RESTART_DELAY_MAX_S = 15.0
+
+
+def restart_backoff(exits: int, uptime_s: float) -> tuple[int, float]:
+    """After a process exited ``uptime_s`` after its start, given its ``exits`` in a row before:
+    its exits in a row now (this one counts as the first if it had run ``HEALTHY_RUN_S``), and
+    how long to wait before starting it again.
+
+    The first restart is at once (a killed API is back as fast as it starts); a process that
+    keeps exiting soon after its start waits 0.5 s, then twice as long each time, at most 15 s,
+    so that one that cannot start does not spin."""
+    exits = 1 if uptime_s >= HEALTHY_RUN_S else exits + 1
+    if exits == 1:
+        return exits, 0.0
+    return exits, min(0.5 * 2 ** (exits - 2), RESTART_DELAY_MAX_S)
+
 
 @dataclass
 class Child:
@@ -51,6 +69,7 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     next_start: float = 0.0
+    exits_in_a_row: int = 0  # since it last ran healthily (restart_backoff)
 
 
 class Supervisor:
@@ -180,7 +199,10 @@ class Supervisor:
             log.warning("%s exited with %s", child.component.name, proc.returncode)
             child.proc = None
             child.restarts += 1
-            child.next_start = now + min(2 ** min(child.restarts, 5) * 0.5, 15)
+            child.exits_in_a_row, delay = restart_backoff(
+                child.exits_in_a_row, time.time() - child.started_at
+            )
+            child.next_start = now + delay
             if child.component.name == "broker":
                 self._broker_lost(child)
         if now < child.next_start or (child.component.broker_bound and not self.broker_ready):
