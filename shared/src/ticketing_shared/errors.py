@@ -10,6 +10,9 @@ Exception tree::
     ├── Unprocessable       422      well-formed but not acceptable
     ├── BadRequest          400      malformed request (e.g. missing header)
     └── ServiceUnavailable  503      a dependency is down; try again (``Retry-After``)
+
+:class:`DuplicateKey` (422) is an ``HTTPException`` instead: it is raised while FastAPI reads the
+body, which lets only those through.
 """
 
 from __future__ import annotations
@@ -104,6 +107,28 @@ class IdempotencyKeyReused(Unprocessable):
     code, title = "idempotency_key_reused", "Idempotency-Key reused with another request"
 
 
+class DuplicateKey(StarletteHTTPException):
+    """A JSON object of the body names one key twice. Parsers disagree on which value counts
+    (ours kept the last, so ``{"amount": 1, "amount": null}`` meant no amount at all): refused.
+
+    An ``HTTPException`` because FastAPI turns any other exception raised while it reads the
+    body into a bare 400; this one it lets through to our handler."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(422, f"the key {key[:100]!r} appears more than once in an object")
+        self.key = key[:100]
+
+    def problem(self) -> dict[str, Any]:
+        return {
+            "type": "https://errors.ticketing.dev/duplicate_key",
+            "title": "Duplicate key in the JSON body",
+            "status": 422,
+            "code": "duplicate_key",
+            "detail": str(self.detail),
+            "key": self.key,
+        }
+
+
 def problem_response(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -121,6 +146,10 @@ def install_handlers(app: FastAPI) -> None:
         elif isinstance(exc, ServiceUnavailable):
             headers = {"Retry-After": str(exc.retry_after)}
         return problem_response(exc.status, exc.problem(), headers)
+
+    @app.exception_handler(DuplicateKey)
+    async def _duplicate_key(_: Request, exc: DuplicateKey) -> JSONResponse:
+        return problem_response(422, exc.problem())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import Header, Request, Response
 
 from ticketing_shared import db
-from ticketing_shared.web import FastJSONResponse
+from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import mollie_flow, service, webhook_gate
 from .dependencies import (
@@ -26,7 +26,7 @@ from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
 
-router = APIRouter(prefix="/v1")
+router = api_router()
 log = logging.getLogger(__name__)
 
 

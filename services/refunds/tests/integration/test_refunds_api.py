@@ -105,6 +105,22 @@ async def test_idempotency_key_required_and_replayed(refunds_service: RefundsSer
     assert len(await svc.outbox("refund.requested", order.id)) == 2
 
 
+async def test_a_body_naming_a_key_twice_refunds_nothing(refunds_service: RefundsService) -> None:
+    """``{"amount": 1, "amount": null}`` once meant "no amount": everything refunded."""
+    svc = refunds_service
+    order = await svc.paid_order()
+    async with svc.client() as c:
+        resp = await c.post(
+            f"/v1/orders/{order.id}/refunds",
+            content=b'{"reason": "organizer", "amount": 1, "amount": null}',
+            headers={"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+        )
+        assert resp.status_code == 422, resp.text
+        assert (resp.json()["code"], resp.json()["key"]) == ("duplicate_key", "amount")
+        assert (await c.get(f"/v1/orders/{order.id}/refunds")).json() == []
+    assert await svc.outbox("refund.requested", order.id) == []
+
+
 async def test_full_partial_and_amount_only(refunds_service: RefundsService) -> None:
     svc = refunds_service
     order = await svc.paid_order(quantity=3, total=1000)
