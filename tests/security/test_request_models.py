@@ -1,18 +1,23 @@
-"""What every service's API takes in, checked on the apps themselves (built, not started): every
-operation with a JSON body reads it strictly (a key named twice is refused before anything else
-runs)."""
+"""What every service's API takes in, checked on the apps and request models themselves (built,
+not started): every operation with a JSON body reads it strictly (a key named twice is refused
+before anything else runs), and no field of any request model coerces a number or a flag."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import secrets
 import uuid
 from collections.abc import Iterator
+from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import TypeAdapter, ValidationError
+
+from ticketing_shared.inputs import StrictInput
 
 SERVICES = ("orders", "payments", "refunds", "notifications")
 
@@ -63,3 +68,59 @@ async def test_every_json_body_refuses_a_repeated_key(app: FastAPI, method: str,
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
     assert (resp.json()["code"], resp.json()["key"]) == ("duplicate_key", "reason")
+
+
+def _request_models() -> list[type[StrictInput]]:
+    for service in SERVICES:
+        if importlib.util.find_spec(f"{service}.schemas") is not None:
+            importlib.import_module(f"{service}.schemas")
+    found, todo = [], list(StrictInput.__subclasses__())
+    while todo:
+        model = todo.pop()
+        todo += model.__subclasses__()
+        if model.__module__.split(".")[0] in SERVICES:
+            found.append(model)
+    return found
+
+
+def _fields(json_type: str) -> list[tuple[str, TypeAdapter[Any]]]:
+    """Every field of a request model whose JSON type is ``json_type`` (nullable or not), with a
+    validator of the field alone."""
+    found = []
+    for model in _request_models():
+        properties = model.model_json_schema()["properties"]
+        for name, field in model.model_fields.items():
+            schema = properties[field.alias or name]
+            types = {s.get("type") for s in schema.get("anyOf", [schema])}
+            if json_type in types:
+                annotation = field.annotation
+                if field.metadata:
+                    annotation = Annotated[annotation, *field.metadata]
+                found.append((f"{model.__name__}.{name}", TypeAdapter(annotation)))
+    return found
+
+
+INTEGERS, BOOLEANS = _fields("integer"), _fields("boolean")
+
+
+def test_the_request_models_have_numbers_and_flags() -> None:
+    assert {"RegistrationCreate.quantity", "PriceTier.total_amount", "RefundCreate.amount"} <= {
+        name for name, _ in INTEGERS
+    }
+    assert "EventCreate.require_approval" in {name for name, _ in BOOLEANS}
+
+
+@pytest.mark.parametrize(("name", "adapter"), INTEGERS, ids=[n for n, _ in INTEGERS])
+def test_no_integer_field_coerces(name: str, adapter: TypeAdapter[Any]) -> None:
+    assert adapter.validate_python(1) == 1
+    for value in (True, "5", "1", 1.0, 5.0):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(value)
+
+
+@pytest.mark.parametrize(("name", "adapter"), BOOLEANS, ids=[n for n, _ in BOOLEANS])
+def test_no_boolean_field_coerces(name: str, adapter: TypeAdapter[Any]) -> None:
+    assert adapter.validate_python(True) is True
+    for value in (1, 0, "true", "false", "yes", 1.0):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(value)

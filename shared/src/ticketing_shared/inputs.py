@@ -1,6 +1,10 @@
 """What every HTTP input model of the services is built from: bounded numbers and times, and text
 that PostgreSQL can store.
 
+Numbers and flags are never coerced: their fields are strict (``StrictInt``, ``StrictBool`` and
+the types below), so ``true``, ``"5"`` and ``1.0`` are not integers, and ``1`` or ``"true"`` not
+booleans. Ids and times stay lax: FastAPI validates the parsed JSON, where they are strings.
+
 Whatever a client sends is refused with ``422`` here, before it can reach the database as a value
 the database refuses (a NUL character in text, an integer beyond ``bigint``, a time beyond the
 calendar): those would otherwise surface as 500s.
@@ -11,13 +15,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 # Amounts in minor units: ten billion of the major unit, so that even millions of them summed
 # (refund totals, reports) stay far inside PostgreSQL's bigint.
 MAX_AMOUNT = 10**12
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT, description="minor units (cents, fen)")]
-PositiveAmount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, description="minor units (cents, fen)")]
+Amount = Annotated[
+    int, Strict(), Field(ge=0, le=MAX_AMOUNT, description="minor units (cents, fen)")
+]
+PositiveAmount = Annotated[
+    int, Strict(), Field(gt=0, le=MAX_AMOUNT, description="minor units (cents, fen)")
+]
 
 # Times of events and schedules: within a range any arithmetic on them (cut-offs of up to ten
 # years, time zones) stays inside Python's and PostgreSQL's calendars.

@@ -77,6 +77,22 @@ async def test_quantity_without_tier_and_too_few_seats(orders_service: OrdersSer
         assert resp.status_code == 404
 
 
+async def test_a_quantity_must_be_a_json_integer(orders_service: OrdersService) -> None:
+    """``true`` once bought one seat, ``"5"`` five and ``1.0`` one: each is now refused, and no
+    seat is taken."""
+    event, tt = await _setup(orders_service, max_quantity=10, tiers={1: 1500, 5: 6000})
+    async with orders_service.client("quentin") as buyer:
+        url = f"/v1/events/{event['id']}/registrations"
+        for quantity in (True, "5", 1.0, 5.0, "1"):
+            resp = await buyer.post(url, json={"ticket_type_id": tt["id"], "quantity": quantity})
+            assert resp.status_code == 422, (quantity, resp.text)
+            assert resp.json()["errors"][0]["loc"] == ["body", "quantity"]
+        assert (await buyer.get("/v1/me/orders")).json() == []
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+        assert got["ticket_types"][0]["current_quantity"] == 0
+
+
 async def test_free_registration_approved_or_pending_and_inventory_taken(
     orders_service: OrdersService,
 ) -> None:
