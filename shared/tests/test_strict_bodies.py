@@ -1,6 +1,7 @@
-"""JSON bodies are read strictly by every route of the services' routers: an object naming a key
+"""Requests are read strictly by every route of the services' routers: a JSON object naming a key
 twice, at any depth, is a 422 ``duplicate_key`` problem naming the key (never "the last one
-wins"), and what is not JSON at all is answered as before."""
+wins"), what is not JSON at all is answered as before, and a control character in a path or
+query parameter is a 422 like one in a body."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from ticketing_shared.errors import DuplicateKey, install_handlers
-from ticketing_shared.inputs import StrictInput
+from ticketing_shared.inputs import FreeText, Line, StrictInput
 from ticketing_shared.web import api_router, loads_strict
 
 
@@ -23,6 +24,8 @@ class Item(StrictInput):
 class Body(StrictInput):
     amount: int | None = None
     items: list[Item] = []
+    title: Line | None = None
+    note: FreeText | None = None
 
 
 def _app() -> FastAPI:
@@ -33,6 +36,10 @@ def _app() -> FastAPI:
     @router.post("/things")
     async def things(body: Body) -> dict[str, Any]:
         return body.model_dump()
+
+    @router.get("/things/{name}")
+    async def thing(name: str, q: str | None = None) -> dict[str, Any]:
+        return {"name": name, "q": q}
 
     @router.post("/maybe")
     async def maybe(body: Body | None = None) -> dict[str, Any]:
@@ -92,9 +99,12 @@ async def test_bodies_without_repeats_and_non_json_are_served_as_before(
     ok = await _post(
         client, "/v1/things", b'{"amount": 1, "items": [{"name": "a"}, {"name": "b"}]}'
     )
-    assert ok.status_code == 200 and ok.json() == {
+    assert ok.status_code == 200
+    assert ok.json() == {
         "amount": 1,
         "items": [{"name": "a"}, {"name": "b"}],
+        "title": None,
+        "note": None,
     }
     assert (await client.post("/v1/maybe")).json() == {"body": None}
     broken = await _post(client, "/v1/things", b'{"amount": ')
@@ -111,3 +121,52 @@ async def test_a_long_repeated_key_is_not_echoed_whole(client: httpx.AsyncClient
     resp = await _post(client, "/v1/things", f'{{"{key}": 1, "{key}": 2}}'.encode())
     assert resp.status_code == 422 and resp.json()["key"] == key[:100]
     assert len(resp.content) < 1000
+
+
+async def test_text_in_a_body_holds_no_control_characters(client: httpx.AsyncClient) -> None:
+    for body, loc in (
+        ({"title": "gala\x00"}, ["body"]),
+        ({"title": "gala\x1b[31m"}, ["body"]),
+        ({"title": "gala\x7f"}, ["body"]),
+        ({"note": "line\x0bline"}, ["body"]),
+        ({"items": [{"name": "a\x01"}]}, ["body"]),  # at any depth
+        ({"items": [{"name\x00": "a"}]}, ["body"]),  # keys too
+        ({"title": "two\nlines"}, ["body", "title"]),
+        ({"title": "tab\there"}, ["body", "title"]),
+        ({"title": "cr\r"}, ["body", "title"]),
+        ({"items": [{"name": "x"}], "title": "\t"}, ["body", "title"]),
+    ):
+        resp = await client.post("/v1/things", json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.json()["errors"][0]["loc"] == loc, (body, resp.json())
+    free = {"title": "Gala – 春节 ✓", "note": "first line\r\nsecond\tline\n"}
+    ok = await client.post("/v1/things", json=free)
+    assert ok.status_code == 200 and ok.json()["note"] == free["note"]
+
+
+async def test_path_and_query_parameters_hold_no_control_characters(
+    client: httpx.AsyncClient,
+) -> None:
+    for url, loc in (
+        ("/v1/things/a%00b", ["path", "name"]),
+        ("/v1/things/a%0Ab", ["path", "name"]),
+        ("/v1/things/a%7F", ["path", "name"]),
+        ("/v1/things/a?q=x%09y", ["query", "q"]),
+        ("/v1/things/a?q=ok&q=x%01", ["query", "q"]),
+        ("/v1/things/a?x%00=1", ["query", "x\x00"]),
+    ):
+        resp = await client.get(url)
+        assert resp.status_code == 422, (url, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json"
+        problem = resp.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"] == [
+            {
+                "loc": loc,
+                "msg": "must not contain control characters (U+0000-U+001F, U+007F)",
+                "type": "control_character",
+            }
+        ]
+    ok = await client.get("/v1/things/caf%C3%A9 1?q=a b")
+    assert ok.status_code == 200 and ok.json() == {"name": "café 1", "q": "a b"}

@@ -1,6 +1,7 @@
 """What every service's API takes in, checked on the apps and request models themselves (built,
 not started): every operation with a JSON body reads it strictly (a key named twice is refused
-before anything else runs), and no field of any request model coerces a number or a flag."""
+before anything else runs), no field of any request model coerces a number or a flag, and no text
+field takes a control character (one line, unless it is declared free text)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def _fields(json_type: str) -> list[tuple[str, TypeAdapter[Any]]]:
         properties = model.model_json_schema()["properties"]
         for name, field in model.model_fields.items():
             schema = properties[field.alias or name]
-            types = {s.get("type") for s in schema.get("anyOf", [schema])}
+            # (ids and times are strings of a format: parsed, never taken as text)
+            types = {s.get("type") for s in schema.get("anyOf", [schema]) if "format" not in s}
             if json_type in types:
                 annotation = field.annotation
                 if field.metadata:
@@ -100,7 +102,9 @@ def _fields(json_type: str) -> list[tuple[str, TypeAdapter[Any]]]:
     return found
 
 
-INTEGERS, BOOLEANS = _fields("integer"), _fields("boolean")
+INTEGERS, BOOLEANS, TEXTS = _fields("integer"), _fields("boolean"), _fields("string")
+# notes of several lines: TAB, LF and CR allowed, no other control character
+FREE_TEXT = {"StaffAction.note", "RefundCreate.internal_note"}
 
 
 def test_the_request_models_have_numbers_and_flags() -> None:
@@ -108,6 +112,10 @@ def test_the_request_models_have_numbers_and_flags() -> None:
         name for name, _ in INTEGERS
     }
     assert "EventCreate.require_approval" in {name for name, _ in BOOLEANS}
+    assert {"EventCreate.title", "TicketTypeCreate.name", "CheckoutCreate.openid"} <= {
+        name for name, _ in TEXTS
+    }
+    assert {name for name, _ in TEXTS} >= FREE_TEXT
 
 
 @pytest.mark.parametrize(("name", "adapter"), INTEGERS, ids=[n for n, _ in INTEGERS])
@@ -124,3 +132,18 @@ def test_no_boolean_field_coerces(name: str, adapter: TypeAdapter[Any]) -> None:
     for value in (1, 0, "true", "false", "yes", 1.0):
         with pytest.raises(ValidationError):
             adapter.validate_python(value)
+
+
+@pytest.mark.parametrize(("name", "adapter"), TEXTS, ids=[n for n, _ in TEXTS])
+def test_no_text_field_takes_a_control_character(name: str, adapter: TypeAdapter[Any]) -> None:
+    """Checked on each field alone: the models' own check of the whole body (no control
+    character but TAB, LF and CR anywhere) comes on top."""
+    for bad in ("\x00", "\x01", "\x1b", "\x7f", "\x0b", "\x0c"):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(f"admin{bad}")
+    for line_break in ("\t", "\n", "\r"):
+        if name in FREE_TEXT:
+            assert adapter.validate_python(f"one{line_break}two") == f"one{line_break}two"
+        else:
+            with pytest.raises(ValidationError):
+                adapter.validate_python(f"admin{line_break}")

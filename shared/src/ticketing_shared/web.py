@@ -3,8 +3,8 @@
 Every API has ``/healthz`` (alive), ``/readyz`` (database and broker reachable), ``/metrics``
 (Prometheus), problem+json errors, JWT verification and a ``traceparent`` bound per request.
 Every route is a :class:`StrictJSONRoute` (the services' routers come from :func:`api_router`):
-a JSON body naming a key twice is refused. The API process has no Kafka client: it only writes
-outbox rows.
+a JSON body naming a key twice is refused, and so is a control character in a path or query
+parameter. The API process has no Kafka client: it only writes outbox rows.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -37,6 +38,7 @@ from .errors import (
     install_handlers,
     problem_response,
 )
+from .inputs import CONTROL_CHARACTER
 from .logs import child_traceparent, configure_logging, traceparent_var
 from .settings import ServiceSettings
 
@@ -118,14 +120,38 @@ class StrictJSONRequest(Request):
         return loads_strict(await self.body())
 
 
+def _refuse_control_characters(request: Request) -> None:
+    """A 422 for a control character in a path or query parameter (its name or its value, once
+    percent-decoded), whatever type the endpoint declares it as: like text in a body."""
+    for where, items in (
+        ("path", request.path_params.items()),
+        ("query", request.query_params.multi_items()),
+    ):
+        for name, value in items:
+            if CONTROL_CHARACTER.search(name) or (
+                isinstance(value, str) and CONTROL_CHARACTER.search(value)
+            ):
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": (where, name),
+                            "msg": "must not contain control characters (U+0000-U+001F, U+007F)",
+                            "type": "control_character",
+                        }
+                    ]
+                )
+
+
 class StrictJSONRoute(APIRoute):
     """A route whose endpoint gets a :class:`StrictJSONRequest` (FastAPI's custom route class):
-    the body is parsed once, by the strict parser, where FastAPI would have parsed it."""
+    the body is parsed once, by the strict parser, where FastAPI would have parsed it. Its path
+    and query parameters are checked first."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def strict_handler(request: Request) -> Response:
+            _refuse_control_characters(request)
             return await handle(StrictJSONRequest(request.scope, request.receive))
 
         return strict_handler

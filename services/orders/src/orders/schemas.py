@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from ticketing_shared.inputs import Amount, EventTime, StrictInput
+from ticketing_shared.inputs import Amount, EventTime, FreeText, Line, StrictInput
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
 # a cut-off beyond ten years would close every cancellation window there is
@@ -75,7 +75,7 @@ def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
 
 
 class TicketTypeCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     max_quantity: StrictInt = Field(ge=0, le=1_000_000)
     price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
     # how many seats of this ticket type one buyer may hold unpaid at once (abuse limit): by
@@ -89,7 +89,7 @@ class TicketTypeCreate(Strict):
 
 
 class TicketTypeUpdate(Strict):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Line | None = Field(None, min_length=1, max_length=200)
     max_quantity: StrictInt | None = Field(None, ge=0, le=1_000_000)
     max_unpaid_per_buyer: StrictInt | None = Field(None, ge=1, le=10_000)
     price_tiers: list[PriceTier] | None = Field(None, max_length=MAX_PRICE_TIERS)
@@ -118,14 +118,14 @@ class TicketTypePublic(BaseModel):
 
 
 class EventCreate(Strict):
-    title: str = Field(min_length=1, max_length=300)
+    title: Line = Field(min_length=1, max_length=300)
     starts_at: EventTime
     require_approval: StrictBool = False
     currency: Currency
 
 
 class EventUpdate(Strict):
-    title: str | None = Field(None, min_length=1, max_length=300)
+    title: Line | None = Field(None, min_length=1, max_length=300)
     starts_at: EventTime | None = None
     require_approval: StrictBool | None = None
 
@@ -143,7 +143,7 @@ class EventPublic(BaseModel):
 
 
 class TemplateCreate(Strict):
-    title: str = Field(min_length=1, max_length=300)
+    title: Line = Field(min_length=1, max_length=300)
     require_approval: StrictBool = False
     currency: Currency
     ticket_types: list[TicketTypeCreate] = Field([], max_length=MAX_TICKET_TYPES)
@@ -162,7 +162,7 @@ class EventFromTemplate(Strict):
     """Create an event from a template; any field of the template may be overridden."""
 
     starts_at: EventTime
-    title: str | None = Field(None, min_length=1, max_length=300)
+    title: Line | None = Field(None, min_length=1, max_length=300)
     require_approval: StrictBool | None = None
     currency: Currency | None = None
     ticket_types: list[TicketTypeCreate] | None = Field(None, max_length=MAX_TICKET_TYPES)
@@ -268,7 +268,7 @@ class InvitePublic(BaseModel):
 
 class StaffAction(Strict):
     reason: str | None = Field(None, pattern=r"^(admin|organizer|other)$")
-    note: str | None = Field(None, max_length=1000)
+    note: FreeText | None = Field(None, max_length=1000)
 
     @model_validator(mode="after")
     def _note_for_other(self) -> StaffAction:

@@ -121,6 +121,29 @@ async def test_a_body_naming_a_key_twice_refunds_nothing(refunds_service: Refund
     assert await svc.outbox("refund.requested", order.id) == []
 
 
+async def test_notes_are_text_without_control_characters(refunds_service: RefundsService) -> None:
+    """The buyer's note is one line (it goes to WeChat Pay and into e-mails); the staff's own
+    note may span lines; neither takes any other control character."""
+    svc = refunds_service
+    order = await svc.paid_order()
+    async with svc.client() as c:
+        for body in (
+            {"note": "Sorry\nfor that"},
+            {"note": "Sorry\x1b[2J"},
+            {"internal_note": "called\x00them"},
+            {"internal_note": "called\x0bthem"},
+        ):
+            resp = await refund(c, order, {"amount": 100, **body})
+            assert resp.status_code == 422, (body, resp.text)
+        assert (await c.get(f"/v1/orders/{order.id}/refunds")).json() == []
+        resp = await refund(
+            c, order, {"amount": 100, "note": "Sorry", "internal_note": "called\r\n\tthem"}
+        )
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["internal_note"] == "called\r\n\tthem"
+    assert len(await svc.outbox("refund.requested", order.id)) == 1
+
+
 async def test_full_partial_and_amount_only(refunds_service: RefundsService) -> None:
     svc = refunds_service
     order = await svc.paid_order(quantity=3, total=1000)
