@@ -8,9 +8,10 @@ from uuid import UUID
 from fastapi import Query, Request, Response
 
 from ticketing_shared.auth import TenantIdPath
+from ticketing_shared.idempotency import IdempotencyKey
 from ticketing_shared.web import FastJSONResponse, api_router
 
-from .dependencies import AppSettings, Caller, Db, IdempotencyKey, Links, idempotent
+from .dependencies import AppSettings, Caller, Db, Links, idempotent
 from .schemas import (
     AuditEntry,
     CancellationPoliciesIn,

@@ -143,6 +143,30 @@ async def test_idempotency_key_replays_and_refuses_another_body(
         ] == 2
 
 
+async def test_a_malformed_idempotency_key_buys_nothing(orders_service: OrdersService) -> None:
+    event, tt = await _setup(orders_service, max_quantity=10)
+    async with orders_service.client("ivan") as buyer:
+        url = f"/v1/events/{event['id']}/registrations"
+        body = {"ticket_type_id": tt["id"], "quantity": 1}
+        for headers, code in (
+            ([("Idempotency-Key", "")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k" * 256)], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k\tk")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")], "idempotency_key_repeated"),
+            ([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-1")], "idempotency_key_repeated"),
+        ):
+            resp = await buyer.post(url, json=body, headers=headers)
+            assert resp.status_code == 400, (headers, resp.text)
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert resp.json()["code"] == code
+        assert (await buyer.get("/v1/me/orders")).json() == []
+        ok = await buyer.post(url, json=body, headers={"Idempotency-Key": "k" * 255})
+        assert ok.status_code == 201, ok.text
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+        assert got["ticket_types"][0]["current_quantity"] == 1
+
+
 async def test_a_retried_purchase_replays_even_after_the_seats_ran_out(
     orders_service: OrdersService,
 ) -> None:

@@ -8,10 +8,11 @@ from uuid import UUID
 from fastapi import Request
 
 from ticketing_shared import idempotency
+from ticketing_shared.idempotency import IdempotencyKey
 from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import service
-from .dependencies import Caller, IdempotencyKey, Pool
+from .dependencies import Caller, Pool
 from .schemas import RefundCreate, RefundDetail, RefundPublic
 
 router = api_router()

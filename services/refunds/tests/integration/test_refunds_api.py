@@ -101,6 +101,17 @@ async def test_idempotency_key_required_and_replayed(refunds_service: RefundsSer
         other_body = await refund(c, order, {"amount": 600}, "k1")
         assert other_body.status_code == 422
         assert other_body.json()["code"] == "idempotency_key_reused"
+        for headers, code in (
+            ([("Idempotency-Key", "")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k" * 256)], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k3"), ("Idempotency-Key", "k4")], "idempotency_key_repeated"),
+        ):
+            resp = await c.post(
+                f"/v1/orders/{order.id}/refunds",
+                json={"reason": "organizer", "amount": 100},
+                headers=headers,
+            )
+            assert (resp.status_code, resp.json()["code"]) == (400, code), resp.text
     # one refund (so one provider call) per key
     assert len(await svc.outbox("refund.requested", order.id)) == 2
 
