@@ -220,8 +220,8 @@ MATRIX: dict[tuple[str, str, str], tuple[dict[str, int | str], Request]] = {
         _post("/v1/webhooks/wechatpay", {"id": "x", "resource": {}}),
     ),
     ("payments", "POST", "/v1/webhooks/mollie"): (
-        provider_signed(200),
-        _post("/v1/webhooks/mollie", {"id": "tr_unknown"}),
+        provider_signed(200),  # a well-formed id, ours or not: nothing leaks
+        lambda w: ("/v1/webhooks/mollie", {"data": {"id": "tr_unknown"}}),
     ),
     ("refunds", "POST", "/v1/orders/{order_id}/refunds"): (
         refunds_staff(),

@@ -1,7 +1,8 @@
 """The providers' webhooks, attacked through the gateway: they take no token, so anyone can
 post to them. Forged, tampered, stale and replayed WeChat Pay notifications and junk in every
 header are refused without effect and without a 5xx (and the connection they came on keeps
-working); junk posted to the Mollie webhook costs no call to Mollie."""
+working); junk posted to the Mollie webhook is refused and, like an unknown id, costs no call to
+Mollie."""
 
 from __future__ import annotations
 
@@ -125,18 +126,23 @@ async def test_a_replayed_notification_is_applied_once(shop: Shop) -> None:
     assert (announced, records) == (1, 1)
 
 
-async def test_junk_on_the_mollie_webhook_is_answered_without_asking_mollie(stack: Stack) -> None:
+async def test_junk_on_the_mollie_webhook_is_refused_without_asking_mollie(stack: Stack) -> None:
+    """A body without one well-formed payment id is a 400 problem; an id nobody has is answered
+    200 like any other (whether we know an id never leaks); neither costs a call to Mollie."""
     mollie = f"http://127.0.0.1:{stack.port('MOLLIE_SANDBOX_PORT')}"
     async with httpx.AsyncClient(timeout=30) as c:
         before = (await c.get(f"{mollie}/sandbox/requests")).json()
         bodies = [
             b"",
             b"id=",
+            b"nothing=here",
             b"id=tr_" + b"x" * 5000,
             b"id=tr_%00abc",
+            b"id=tr_abcd%0A",
+            b"id=re_abcd1234",
+            b"id=tr_unknown123&id=tr_unknown456",
             b"\xff\xfe\x00",
-            b"id=tr_unknown123",
-            b'{"id": "tr_json"}',
+            b'{"id": "tr_json1234"}',
         ]
         for body in bodies:
             resp = await c.post(
@@ -144,6 +150,15 @@ async def test_junk_on_the_mollie_webhook_is_answered_without_asking_mollie(stac
                 content=body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
-            assert resp.status_code == 200, (body[:20], resp.status_code, resp.text)
+            assert resp.status_code == 400, (body[:20], resp.status_code, resp.text)
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert resp.json()["code"] == "malformed_webhook"
+        for unknown in (b"id=tr_unknown123", b"id=tr_Forged1234"):
+            resp = await c.post(
+                stack.gateway + MOLLIE,
+                content=unknown,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert (resp.status_code, resp.content) == (200, b""), resp.text
         after = (await c.get(f"{mollie}/sandbox/requests")).json()
     assert after == before

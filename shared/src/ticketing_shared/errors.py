@@ -14,6 +14,9 @@ Exception tree::
 An exception no handler takes is a logged 500 (``internal_error``), unless it says the database
 is unavailable (:func:`db.unavailable`): then the request was fine and the answer is a 503
 ``database_unavailable`` with ``Retry-After``, whichever use case it reached.
+
+:class:`DuplicateKey` (422) is an ``HTTPException`` instead: it is raised while FastAPI reads the
+body, which lets only those through.
 """
 
 from __future__ import annotations
@@ -110,6 +113,28 @@ class IdempotencyKeyReused(Unprocessable):
     code, title = "idempotency_key_reused", "Idempotency-Key reused with another request"
 
 
+class DuplicateKey(StarletteHTTPException):
+    """A JSON object of the body names one key twice. Parsers disagree on which value counts
+    (ours kept the last, so ``{"amount": 1, "amount": null}`` meant no amount at all): refused.
+
+    An ``HTTPException`` because FastAPI turns any other exception raised while it reads the
+    body into a bare 400; this one it lets through to our handler."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(422, f"the key {key[:100]!r} appears more than once in an object")
+        self.key = key[:100]
+
+    def problem(self) -> dict[str, Any]:
+        return {
+            "type": "https://errors.ticketing.dev/duplicate_key",
+            "title": "Duplicate key in the JSON body",
+            "status": 422,
+            "code": "duplicate_key",
+            "detail": str(self.detail),
+            "key": self.key,
+        }
+
+
 def problem_response(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -147,6 +172,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return domain_response(exc)
+
+    @app.exception_handler(DuplicateKey)
+    async def _duplicate_key(_: Request, exc: DuplicateKey) -> JSONResponse:
+        return problem_response(422, exc.problem())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,20 +4,36 @@ The key is claimed in the same transaction as the creation: the same key and bod
 first response; the same key with another body is ``422 idempotency_key_reused``. A concurrent
 duplicate blocks on the claim's unique index until the first commits, then replays it. A failed
 first attempt rolls its claim back, so the client may retry with the same key.
+
+The key is sent once and is 1-255 printable ASCII characters (a UUID, a hash, an order number):
+anything else is ``400``. An empty key is not "no key" (its retry would buy twice), and of a
+repeated header none counts (a proxy on the way may keep another one than we would).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+from fastapi import Header
 
 from .errors import BadRequest, Conflict, IdempotencyKeyReused
 
 MAX_KEY_LENGTH = 255
+_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
+
+# The header as an endpoint declares it (for the OpenAPI documents; :func:`for_request` checks it).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Sent once: 1-255 printable ASCII characters, new for each new request",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,11 @@ class IdempotentRequest:
 def for_request(
     request: Any, caller: str, key: str | None, body: Any, *, required: bool = False
 ) -> IdempotentRequest | None:
-    """The Idempotency-Key of a creating POST (``request``: the Starlette request; ``body``: its
-    pydantic model or None). None when no key was sent and none is required."""
+    """The Idempotency-Key of a creating POST (``request``: the Starlette request; ``key``: the
+    header as FastAPI read it, its first value; ``body``: its pydantic model or None). None when
+    no key was sent and none is required."""
+    if key is not None and len(request.headers.getlist("idempotency-key")) > 1:
+        raise BadRequest("send the Idempotency-Key header once", code="idempotency_key_repeated")
     checked = validate_key(key, required=required)
     if checked is None:
         return None
@@ -58,15 +77,16 @@ def request_hash(method: str, path: str, body: Any) -> str:
 
 
 def validate_key(key: str | None, *, required: bool) -> str | None:
-    if key is None or key == "":
+    """``key`` if it is one (None: not sent), else ``400``."""
+    if key is None:
         if required:
             raise BadRequest(
                 "the Idempotency-Key header is required", code="idempotency_key_required"
             )
         return None
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if not _KEY.fullmatch(key):
         raise BadRequest(
-            "Idempotency-Key must be 1-255 printable characters", code="bad_idempotency_key"
+            "Idempotency-Key must be 1-255 printable ASCII characters", code="bad_idempotency_key"
         )
     return key
 

@@ -2,7 +2,9 @@
 
 Every API has ``/healthz`` (alive), ``/readyz`` (database and broker reachable), ``/metrics``
 (Prometheus), problem+json errors, JWT verification and a ``traceparent`` bound per request.
-The API process has no Kafka client: it only writes outbox rows.
+Every route is a :class:`StrictJSONRoute` (the services' routers come from :func:`api_router`):
+a JSON body naming a key twice is refused, and so is a control character in a path or query
+parameter. The API process has no Kafka client: it only writes outbox rows.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +20,23 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
-from .errors import PROBLEM_JSON, Problem, install_handlers, unexpected_response
+from .errors import (
+    PROBLEM_JSON,
+    DuplicateKey,
+    Problem,
+    install_handlers,
+    unexpected_response,
+)
+from .inputs import CONTROL_CHARACTER
 from .logs import child_traceparent, configure_logging, traceparent_var
 from .settings import ServiceSettings
 
@@ -79,6 +90,73 @@ class FastJSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # rare: only then look for the culprit
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def loads_strict(body: bytes | str) -> Any:
+    """JSON as ``json.loads`` reads it, except that an object naming a key twice, at any depth,
+    raises :class:`DuplicateKey` (instead of the last value silently winning)."""
+    return json.loads(body, object_pairs_hook=_unique_keys)
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body is read by :func:`loads_strict` (FastAPI reads a JSON body
+    through ``json()``, once)."""
+
+    async def json(self) -> Any:
+        return loads_strict(await self.body())
+
+
+def _refuse_control_characters(request: Request) -> None:
+    """A 422 for a control character in a path or query parameter (its name or its value, once
+    percent-decoded), whatever type the endpoint declares it as: like text in a body."""
+    for where, items in (
+        ("path", request.path_params.items()),
+        ("query", request.query_params.multi_items()),
+    ):
+        for name, value in items:
+            if CONTROL_CHARACTER.search(name) or (
+                isinstance(value, str) and CONTROL_CHARACTER.search(value)
+            ):
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": (where, name),
+                            "msg": "must not contain control characters (U+0000-U+001F, U+007F)",
+                            "type": "control_character",
+                        }
+                    ]
+                )
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose endpoint gets a :class:`StrictJSONRequest` (FastAPI's custom route class):
+    the body is parsed once, by the strict parser, where FastAPI would have parsed it. Its path
+    and query parameters are checked first."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            _refuse_control_characters(request)
+            return await handle(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler
+
+
+def api_router() -> APIRouter:
+    """The router of a service's public API (``/v1``): every route a :class:`StrictJSONRoute`."""
+    return APIRouter(prefix="/v1", route_class=StrictJSONRoute)
 
 
 class _Observe:
@@ -230,6 +308,7 @@ def create_base_app(
             await pool.close()
 
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
+    app.router.route_class = StrictJSONRoute
     install_handlers(app)
     document_problems(app)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from ticketing_shared import db, idempotency
@@ -111,7 +111,6 @@ Db = Annotated[Database, Depends(get_db)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Links = Annotated[InviteLinks, Depends(get_invite_links)]
 Caller = CurrentPrincipal
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
 def idempotent(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from ticketing_shared.auth import TenantIdPath
-from ticketing_shared.web import FastJSONResponse
+from ticketing_shared.idempotency import IdempotencyKey
+from ticketing_shared.web import FastJSONResponse, api_router
 
-from .dependencies import AppSettings, Caller, Db, IdempotencyKey, Links, idempotent
+from .dependencies import AppSettings, Caller, Db, Links, idempotent
 from .schemas import (
     AuditEntry,
     CancellationPoliciesIn,
@@ -33,7 +34,7 @@ from .schemas import (
 )
 from .service import catalog, invites, lifecycle, purchase, registrations, views
 
-router = APIRouter(prefix="/v1")
+router = api_router()
 
 
 # ----------------------------------------------------------------------------------------- catalog

@@ -6,9 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
-from ticketing_shared.inputs import Amount, EventTime, StrictInput
+from ticketing_shared.inputs import Amount, EventTime, FreeText, Line, StrictInput
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "CNY"])]
 # a cut-off beyond ten years would close every cancellation window there is
@@ -19,11 +27,11 @@ Strict = StrictInput
 
 
 class CancellationPolicyIn(Strict):
-    allow_cancellation: bool
-    include_transaction_fees: bool = False
-    include_app_fees: bool = False
-    cutoff_days: int = Field(0, ge=0, le=MAX_CUTOFF_DAYS)
-    cutoff_hours: int = Field(0, ge=0, le=23)
+    allow_cancellation: StrictBool
+    include_transaction_fees: StrictBool = False
+    include_app_fees: StrictBool = False
+    cutoff_days: StrictInt = Field(0, ge=0, le=MAX_CUTOFF_DAYS)
+    cutoff_hours: StrictInt = Field(0, ge=0, le=23)
 
 
 class CancellationPoliciesIn(Strict):
@@ -50,7 +58,7 @@ class CancellationPoliciesIn(Strict):
 
 
 class PriceTier(Strict):
-    quantity: int = Field(ge=1, le=1000)
+    quantity: StrictInt = Field(ge=1, le=1000)
     total_amount: Amount
 
 
@@ -67,26 +75,26 @@ def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
 
 
 class TicketTypeCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    max_quantity: int = Field(ge=0, le=1_000_000)
+    name: Line = Field(min_length=1, max_length=200)
+    max_quantity: StrictInt = Field(ge=0, le=1_000_000)
     price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
     # how many seats of this ticket type one buyer may hold unpaid at once (abuse limit): by
     # default 10, or the largest tier's quantity when that is more (one order of it must pass)
-    max_unpaid_per_buyer: int | None = Field(None, ge=1, le=10_000)
-    organizer_registration: bool = False
-    use_tenant_cancellation_policy: bool = True
+    max_unpaid_per_buyer: StrictInt | None = Field(None, ge=1, le=10_000)
+    organizer_registration: StrictBool = False
+    use_tenant_cancellation_policy: StrictBool = True
     cancellation_policy: CancellationPolicyIn | None = None
 
     _tiers = field_validator("price_tiers")(_check_tiers)
 
 
 class TicketTypeUpdate(Strict):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    max_quantity: int | None = Field(None, ge=0, le=1_000_000)
-    max_unpaid_per_buyer: int | None = Field(None, ge=1, le=10_000)
+    name: Line | None = Field(None, min_length=1, max_length=200)
+    max_quantity: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    max_unpaid_per_buyer: StrictInt | None = Field(None, ge=1, le=10_000)
     price_tiers: list[PriceTier] | None = Field(None, max_length=MAX_PRICE_TIERS)
-    organizer_registration: bool | None = None
-    use_tenant_cancellation_policy: bool | None = None
+    organizer_registration: StrictBool | None = None
+    use_tenant_cancellation_policy: StrictBool | None = None
     cancellation_policy: CancellationPolicyIn | None = None
 
     @field_validator("price_tiers")
@@ -110,16 +118,16 @@ class TicketTypePublic(BaseModel):
 
 
 class EventCreate(Strict):
-    title: str = Field(min_length=1, max_length=300)
+    title: Line = Field(min_length=1, max_length=300)
     starts_at: EventTime
-    require_approval: bool = False
+    require_approval: StrictBool = False
     currency: Currency
 
 
 class EventUpdate(Strict):
-    title: str | None = Field(None, min_length=1, max_length=300)
+    title: Line | None = Field(None, min_length=1, max_length=300)
     starts_at: EventTime | None = None
-    require_approval: bool | None = None
+    require_approval: StrictBool | None = None
 
 
 class EventPublic(BaseModel):
@@ -135,8 +143,8 @@ class EventPublic(BaseModel):
 
 
 class TemplateCreate(Strict):
-    title: str = Field(min_length=1, max_length=300)
-    require_approval: bool = False
+    title: Line = Field(min_length=1, max_length=300)
+    require_approval: StrictBool = False
     currency: Currency
     ticket_types: list[TicketTypeCreate] = Field([], max_length=MAX_TICKET_TYPES)
 
@@ -154,15 +162,15 @@ class EventFromTemplate(Strict):
     """Create an event from a template; any field of the template may be overridden."""
 
     starts_at: EventTime
-    title: str | None = Field(None, min_length=1, max_length=300)
-    require_approval: bool | None = None
+    title: Line | None = Field(None, min_length=1, max_length=300)
+    require_approval: StrictBool | None = None
     currency: Currency | None = None
     ticket_types: list[TicketTypeCreate] | None = Field(None, max_length=MAX_TICKET_TYPES)
 
 
 class RegistrationCreate(Strict):
     ticket_type_id: UUID
-    quantity: int = Field(1, ge=1, le=1000)
+    quantity: StrictInt = Field(1, ge=1, le=1000)
 
 
 class RegistrationSummary(BaseModel):
@@ -260,7 +268,7 @@ class InvitePublic(BaseModel):
 
 class StaffAction(Strict):
     reason: str | None = Field(None, pattern=r"^(admin|organizer|other)$")
-    note: str | None = Field(None, max_length=1000)
+    note: FreeText | None = Field(None, max_length=1000)
 
     @model_validator(mode="after")
     def _note_for_other(self) -> StaffAction:

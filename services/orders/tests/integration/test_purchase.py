@@ -77,6 +77,22 @@ async def test_quantity_without_tier_and_too_few_seats(orders_service: OrdersSer
         assert resp.status_code == 404
 
 
+async def test_a_quantity_must_be_a_json_integer(orders_service: OrdersService) -> None:
+    """``true`` once bought one seat, ``"5"`` five and ``1.0`` one: each is now refused, and no
+    seat is taken."""
+    event, tt = await _setup(orders_service, max_quantity=10, tiers={1: 1500, 5: 6000})
+    async with orders_service.client("quentin") as buyer:
+        url = f"/v1/events/{event['id']}/registrations"
+        for quantity in (True, "5", 1.0, 5.0, "1"):
+            resp = await buyer.post(url, json={"ticket_type_id": tt["id"], "quantity": quantity})
+            assert resp.status_code == 422, (quantity, resp.text)
+            assert resp.json()["errors"][0]["loc"] == ["body", "quantity"]
+        assert (await buyer.get("/v1/me/orders")).json() == []
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+        assert got["ticket_types"][0]["current_quantity"] == 0
+
+
 async def test_free_registration_approved_or_pending_and_inventory_taken(
     orders_service: OrdersService,
 ) -> None:
@@ -125,6 +141,30 @@ async def test_idempotency_key_replays_and_refuses_another_body(
         assert (await admin.get(f"/v1/events/{event['id']}")).json()["ticket_types"][0][
             "current_quantity"
         ] == 2
+
+
+async def test_a_malformed_idempotency_key_buys_nothing(orders_service: OrdersService) -> None:
+    event, tt = await _setup(orders_service, max_quantity=10)
+    async with orders_service.client("ivan") as buyer:
+        url = f"/v1/events/{event['id']}/registrations"
+        body = {"ticket_type_id": tt["id"], "quantity": 1}
+        for headers, code in (
+            ([("Idempotency-Key", "")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k" * 256)], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k\tk")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")], "idempotency_key_repeated"),
+            ([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-1")], "idempotency_key_repeated"),
+        ):
+            resp = await buyer.post(url, json=body, headers=headers)
+            assert resp.status_code == 400, (headers, resp.text)
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert resp.json()["code"] == code
+        assert (await buyer.get("/v1/me/orders")).json() == []
+        ok = await buyer.post(url, json=body, headers={"Idempotency-Key": "k" * 255})
+        assert ok.status_code == 201, ok.text
+    async with orders_service.client("admin1", "admin") as admin:
+        got = (await admin.get(f"/v1/events/{event['id']}")).json()
+        assert got["ticket_types"][0]["current_quantity"] == 1
 
 
 async def test_a_retried_purchase_replays_even_after_the_seats_ran_out(

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import Header, Request, Response
 
 from ticketing_shared import db
-from ticketing_shared.web import FastJSONResponse
+from ticketing_shared.errors import PROBLEM_JSON, BadRequest
+from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import mollie_flow, service, webhook_gate
 from .dependencies import (
@@ -26,8 +27,10 @@ from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
 
-router = APIRouter(prefix="/v1")
+router = api_router()
 log = logging.getLogger(__name__)
+# PAYMENT_ID as the OpenAPI document's pattern
+MOLLIE_ID_PATTERN = f"^{PAYMENT_ID.pattern}$"
 
 
 @router.post("/orders/{order_id}/payments", status_code=201, response_model=PaymentPublic)
@@ -103,13 +106,49 @@ async def wechatpay_webhook(
     return Response(status_code=204)
 
 
+def _mollie_id(body: bytes) -> str:
+    """The payment id of Mollie's webhook body, form-encoded ``id=tr_…``: ``400`` unless there is
+    exactly one id, and it is well-formed (an id nobody has is well-formed too)."""
+    try:
+        form = parse_qs(
+            body.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=10
+        )
+    except ValueError:  # not form-encoded (non-ASCII bytes included)
+        form = {}
+    ids = form.get("id", [])
+    if len(ids) != 1 or not PAYMENT_ID.fullmatch(ids[0]):
+        log.warning("payments.webhook_rejected", extra={"provider": "mollie", "reason": "no id"})
+        raise BadRequest(
+            "the body must be form-encoded id=tr_… (one payment id)", code="malformed_webhook"
+        )
+    return ids[0]
+
+
 @router.post(
     "/webhooks/mollie",
     status_code=200,
     response_class=Response,
     responses={
-        200: {"description": "Taken (whatever the id: nothing leaks)"},
+        200: {"description": "Taken (whatever the payment id: whether we know it never leaks)"},
+        400: {
+            "description": "Not Mollie's webhook: no payment id, or a malformed one",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
         503: {"description": "Mollie could not be asked: Mollie calls again later"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"id": {"type": "string", "pattern": MOLLIE_ID_PATTERN}},
+                        "required": ["id"],
+                    }
+                }
+            },
+        }
     },
 )
 async def mollie_webhook(
@@ -120,13 +159,10 @@ async def mollie_webhook(
     gate: MollieWebhookGate,
 ) -> Response:
     """Mollie's classic webhook: ``id=tr_…`` and nothing else. The payment (and its refunds) is
-    fetched from Mollie and only real changes are applied. Answers 200 to anything, known or not
-    (nothing leaks), except when Mollie could not be asked: then 503, and Mollie calls again."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    mollie_id = (form.get("id") or [""])[0]
-    if not PAYMENT_ID.match(mollie_id):
-        log.warning("payments.webhook_rejected", extra={"provider": "mollie", "reason": "no id"})
-        return Response(status_code=200)
+    fetched from Mollie and only real changes are applied. Answers 200 to any well-formed id,
+    known or not (nothing leaks), 400 to a body without one; 503 when Mollie could not be asked,
+    and Mollie calls again."""
+    mollie_id = _mollie_id(await request.body())
     try:
         await webhook_gate.receive(  # one fetch per id at a time, spaced: see webhook_gate
             gate,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from ticketing_shared.auth import CurrentPrincipal
 from ticketing_shared.web import State
@@ -18,4 +18,3 @@ async def get_pool(request: Request) -> asyncpg.Pool:
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 Caller = CurrentPrincipal
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]

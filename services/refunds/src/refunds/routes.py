@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from ticketing_shared import idempotency
-from ticketing_shared.web import FastJSONResponse
+from ticketing_shared.idempotency import IdempotencyKey
+from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import service
-from .dependencies import Caller, IdempotencyKey, Pool
+from .dependencies import Caller, Pool
 from .schemas import RefundCreate, RefundDetail, RefundPublic
 
-router = APIRouter(prefix="/v1")
+router = api_router()
 
 
 @router.post("/orders/{order_id}/refunds", status_code=201, response_model=RefundPublic)

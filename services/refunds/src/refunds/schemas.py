@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from ticketing_shared.inputs import PositiveAmount, StrictInput
+from ticketing_shared.inputs import FreeText, Line, PositiveAmount, StrictInput
 
 
 class RefundItemIn(StrictInput):
@@ -23,10 +23,10 @@ class RefundCreate(StrictInput):
     items: list[RefundItemIn] | None = Field(None, min_length=1, max_length=500)
     # who asks, in the cancellation vocabulary ('user' is reserved for buyers' own cancellations)
     reason: Literal["organizer", "admin", "other"]
-    note: str | None = Field(
+    note: Line | None = Field(
         None, min_length=1, max_length=80, description="shown to the buyer (and sent to WeChat Pay)"
     )
-    internal_note: str | None = Field(None, max_length=2000, description="staff only")
+    internal_note: FreeText | None = Field(None, max_length=2000, description="staff only")
 
 
 class RefundItemOut(BaseModel):

@@ -101,8 +101,58 @@ async def test_idempotency_key_required_and_replayed(refunds_service: RefundsSer
         other_body = await refund(c, order, {"amount": 600}, "k1")
         assert other_body.status_code == 422
         assert other_body.json()["code"] == "idempotency_key_reused"
+        for headers, code in (
+            ([("Idempotency-Key", "")], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k" * 256)], "bad_idempotency_key"),
+            ([("Idempotency-Key", "k3"), ("Idempotency-Key", "k4")], "idempotency_key_repeated"),
+        ):
+            resp = await c.post(
+                f"/v1/orders/{order.id}/refunds",
+                json={"reason": "organizer", "amount": 100},
+                headers=headers,
+            )
+            assert (resp.status_code, resp.json()["code"]) == (400, code), resp.text
     # one refund (so one provider call) per key
     assert len(await svc.outbox("refund.requested", order.id)) == 2
+
+
+async def test_a_body_naming_a_key_twice_refunds_nothing(refunds_service: RefundsService) -> None:
+    """``{"amount": 1, "amount": null}`` once meant "no amount": everything refunded."""
+    svc = refunds_service
+    order = await svc.paid_order()
+    async with svc.client() as c:
+        resp = await c.post(
+            f"/v1/orders/{order.id}/refunds",
+            content=b'{"reason": "organizer", "amount": 1, "amount": null}',
+            headers={"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+        )
+        assert resp.status_code == 422, resp.text
+        assert (resp.json()["code"], resp.json()["key"]) == ("duplicate_key", "amount")
+        assert (await c.get(f"/v1/orders/{order.id}/refunds")).json() == []
+    assert await svc.outbox("refund.requested", order.id) == []
+
+
+async def test_notes_are_text_without_control_characters(refunds_service: RefundsService) -> None:
+    """The buyer's note is one line (it goes to WeChat Pay and into e-mails); the staff's own
+    note may span lines; neither takes any other control character."""
+    svc = refunds_service
+    order = await svc.paid_order()
+    async with svc.client() as c:
+        for body in (
+            {"note": "Sorry\nfor that"},
+            {"note": "Sorry\x1b[2J"},
+            {"internal_note": "called\x00them"},
+            {"internal_note": "called\x0bthem"},
+        ):
+            resp = await refund(c, order, {"amount": 100, **body})
+            assert resp.status_code == 422, (body, resp.text)
+        assert (await c.get(f"/v1/orders/{order.id}/refunds")).json() == []
+        resp = await refund(
+            c, order, {"amount": 100, "note": "Sorry", "internal_note": "called\r\n\tthem"}
+        )
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["internal_note"] == "called\r\n\tthem"
+    assert len(await svc.outbox("refund.requested", order.id)) == 1
 
 
 async def test_full_partial_and_amount_only(refunds_service: RefundsService) -> None:

@@ -27,7 +27,8 @@ from .base import ProviderClient, ProviderError
 
 __all__ = ["MollieClient", "MollieConfig", "MollieError", "from_value", "to_value"]
 
-PAYMENT_ID = re.compile(r"^tr_[A-Za-z0-9]{4,64}$")
+# a payment's id (``tr_7UhSN1zuXS``), whole: fullmatch (``$`` would let a trailing newline in)
+PAYMENT_ID = re.compile(r"tr_[A-Za-z0-9]{4,64}")
 # currencies Mollie counts in whole units; every other currency Mollie takes has 2 decimals
 ZERO_DECIMALS = frozenset({"JPY", "ISK", "KRW", "CLP", "VND"})
 
@@ -197,7 +198,7 @@ class MollieClient(ProviderClient):
         return data
 
     async def get_payment(self, mollie_id: str) -> dict[str, Any]:
-        if not PAYMENT_ID.match(mollie_id):
+        if not PAYMENT_ID.fullmatch(mollie_id):
             raise MollieError("not_found", f"not a payment id: {mollie_id!r}", status=404)
         data = await self._request("GET", f"/payments/{mollie_id}")
         assert data is not None
