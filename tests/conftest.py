@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +20,9 @@ import asyncpg
 import httpx
 import pytest
 
+from ticketing_local.stack import render_gateway
 from ticketing_shared.auth import mint_token
-from ticketing_shared.embedded import free_port
+from ticketing_shared.embedded import free_port, wait_port
 from ticketing_shared.testing import wait_until
 
 PORT_NAMES = (
@@ -72,6 +75,23 @@ class Stack:
     def token(self, sub: str, **claims) -> str:
         key = (self.run_dir / "keys" / "jwt-private.pem").read_text()
         return mint_token(key, sub=sub, **claims)
+
+
+@contextmanager
+def run_gateway(folder: Path, **overrides: str) -> Iterator[str]:
+    """A gateway of its own (nginx, the one configuration, rendered as the local stack renders
+    it, with these placeholders' values) on a free port; yields its URL."""
+    port = free_port()
+    config = render_gateway(folder, GATEWAY_PORT=f"127.0.0.1:{port}", **overrides)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [nginx, "-p", str(folder), "-c", str(config), "-e", str(folder / "error.log")]
+    proc = subprocess.Popen([*argv, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ticketing_local.stack import render_gateway
-from ticketing_shared.embedded import free_port, wait_port
+from tests.conftest import run_gateway
+from ticketing_shared.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -31,36 +28,11 @@ OWN_503 = {
 }
 
 
-@contextmanager
-def nginx(folder: Path, **upstreams: int) -> Iterator[str]:
+def nginx(folder: Path, **upstreams: int) -> contextlib.AbstractContextManager[str]:
     """The gateway, rendered as the local stack renders it, in front of these API ports."""
-    port = free_port()
-    config = render_gateway(
-        folder,
-        GATEWAY_PORT=f"127.0.0.1:{port}",
-        **{f"{svc.upper()}_API": f"127.0.0.1:{p}" for svc, p in upstreams.items()},
+    return run_gateway(
+        folder, **{f"{svc.upper()}_API": f"127.0.0.1:{p}" for svc, p in upstreams.items()}
     )
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen(
-        [
-            binary,
-            "-p",
-            str(folder),
-            "-c",
-            str(config),
-            "-e",
-            str(folder / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ believed only from the configured proxies. A limit answers 429 problem+json with
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,47 +15,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack
-from ticketing_local.stack import render_gateway
-from ticketing_shared.embedded import free_port, wait_port
+from tests.conftest import Stack, run_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@contextmanager
-def gateway(stack: Stack, folder: Path, **limits: str) -> Iterator[str]:
+def gateway(stack: Stack, folder: Path, **limits: str) -> contextlib.AbstractContextManager[str]:
     """A second gateway in front of the running stack's APIs, with these limits."""
-    port = free_port()
-    config = render_gateway(
-        folder,
-        GATEWAY_PORT=f"127.0.0.1:{port}",
-        **{
-            f"{svc}_API": f"127.0.0.1:{stack.port(f'{svc}_API_PORT')}"
-            for svc in ("ORDERS", "PAYMENTS", "REFUNDS", "NOTIFICATIONS")
-        },
-        **limits,
-    )
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen(
-        [
-            nginx,
-            "-p",
-            str(folder),
-            "-c",
-            str(config),
-            "-e",
-            str(folder / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    apis = {
+        f"{svc}_API": f"127.0.0.1:{stack.port(f'{svc}_API_PORT')}"
+        for svc in ("ORDERS", "PAYMENTS", "REFUNDS", "NOTIFICATIONS")
+    }
+    return run_gateway(folder, **apis, **limits)
 
 
 @pytest.fixture(scope="module")
