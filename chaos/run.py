@@ -217,6 +217,7 @@ class Case:
     endings: list[tuple[str, Counter[str]]] = field(default_factory=list)
     refunds: list[str] = field(default_factory=list)
     unrefunded: str | None = None  # the order's status should none of its refunds be paid out
+    late_payment_taken: bool = False  # a payment after expiry the provider accepted
     failed: str | None = None
 
     def settled(self, outcome: dict[str, str]) -> None:
@@ -389,7 +390,8 @@ class Shop:
         await self._buy(case, buyer)
         checkout = await self._checkout(case, buyer)
         await self._status(case, buyer, {"CANCELLED"}, within=TTL_S + 120)
-        if await self._pay_at_provider(case, checkout):
+        case.late_payment_taken = await self._pay_at_provider(case, checkout)
+        if case.late_payment_taken:
             # revived if the seat is still there, else cancelled and the money returned
             case.endings = [
                 ("PAID", Counter(expired=1, paid=1)),
@@ -592,6 +594,8 @@ async def check(stack: Stack, shop: Shop, report: Report) -> dict[str, int]:
                 f"expected one of {[(s, dict(m)) for s, m in case.endings]}"
             )
         figures[f"order:{status}"] += 1
+        if case.late_payment_taken:
+            figures[f"late:{'revived' if status == 'PAID' else 'returned'}"] += 1
     for client in buyer_clients.values():
         await client.close()
 
@@ -732,11 +736,13 @@ async def chaos(stack: Stack, seconds: float, concurrency: int) -> int:
     refunds = " ".join(
         f"{k[7:]}={v}" for k, v in sorted(figures.items()) if k.startswith("refund:")
     )
+    late = " ".join(f"{k[5:]}={v}" for k, v in sorted(figures.items()) if k.startswith("late:"))
     http = " ".join(f"{k[5:]}×{v}" for k, v in sorted(figures.items()) if k.startswith("http:"))
     faults_text = " ".join(f"{k}={v}" for k, v in sorted(report.faults.items()))
     print(
         f"chaos: {len(shop.cases)} stories ({stories}); orders {ends}; refunds {refunds or 0}; "
-        f"{figures.get('paid at providers', 0)} paid at providers; {figures['e-mails']} e-mails; "
+        f"{figures.get('paid at providers', 0)} paid at providers; "
+        f"late payments taken: {late or 'none'}; {figures['e-mails']} e-mails; "
         f"faults {faults_text}; retried {sum(report.retried.values())} "
         f"(5xx: {http or 'none'}); {time.monotonic() - started:.0f} s; "
         f"{len(report.violations)} violation(s)"
