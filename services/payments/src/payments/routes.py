@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
+import asyncpg
 from fastapi import Header, Request, Response
 
 from ticketing_shared import db
-from ticketing_shared.errors import PROBLEM_JSON, BadRequest
+from ticketing_shared.errors import PROBLEM_JSON, BadRequest, NotFound
 from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import mollie_flow, service, webhook_gate
@@ -26,6 +28,7 @@ from .dependencies import (
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
+from .settings import Settings
 
 router = api_router()
 log = logging.getLogger(__name__)
@@ -40,27 +43,52 @@ async def create_payment(
     principal: Caller,
     pool: Pool,
     providers: ProviderSet,
+    settings: AppSettings,
     user_agent: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Checkout, amounts from the order itself: WeChat Pay (CNY) Native (QR) or JSAPI (inside
-    WeChat); Mollie (other currencies) a ``checkout_url`` to send the buyer to."""
-    if body.provider == "mollie":
-        return await mollie_flow.checkout(pool, principal, order_id, mollie=providers.mollie)
-    return await service.checkout(
-        pool,
-        principal,
-        order_id,
-        openid=body.openid,
-        user_agent=user_agent,
-        wechat=providers.wechat,
-    )
+    WeChat); Mollie (other currencies) a ``checkout_url`` to send the buyer to. Right after the
+    purchase it waits (briefly) for payments to learn the order."""
+
+    async def start() -> Any:
+        if body.provider == "mollie":
+            return await mollie_flow.checkout(pool, principal, order_id, mollie=providers.mollie)
+        return await service.checkout(
+            pool,
+            principal,
+            order_id,
+            openid=body.openid,
+            user_agent=user_agent,
+            wechat=providers.wechat,
+        )
+
+    return await _once_learned(pool, order_id, settings, start)
 
 
 @router.get("/orders/{order_id}/payments", response_model=list[PaymentPublic])
-async def list_payments(order_id: UUID, principal: Caller, pool: Pool, wechat: WeChat) -> Any:
+async def list_payments(
+    order_id: UUID, principal: Caller, pool: Pool, wechat: WeChat, settings: AppSettings
+) -> Any:
     """The payment attempts of an order."""
-    async with db.transaction(pool) as conn:
-        return await service.list_payments(conn, principal, order_id, wechat)
+
+    async def read() -> Any:
+        async with db.transaction(pool) as conn:
+            return await service.list_payments(conn, principal, order_id, wechat)
+
+    return await _once_learned(pool, order_id, settings, read)
+
+
+async def _once_learned(
+    pool: asyncpg.Pool, order_id: UUID, settings: Settings, call: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``call()``; if it found no such order, again once payments has learned the order (a
+    client's read of its own write: the purchase it just made), else its 404 stands."""
+    try:
+        return await call()
+    except NotFound:
+        if not await service.order_learned(pool, order_id, within=settings.order_wait_ms / 1000):
+            raise
+    return await call()
 
 
 @router.post(

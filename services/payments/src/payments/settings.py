@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ticketing_shared.settings import ServiceSettings
@@ -66,6 +67,9 @@ class Settings(ServiceSettings):
     task_max_attempts: int = 10
     # how long the providers' notifications are kept (redacted), as evidence of what they said
     notification_retention_days: float = 90.0
+    # a checkout for an order payments has not learned yet (orders.events is ~30 ms behind the
+    # purchase) waits this long for it before answering 404
+    order_wait_ms: int = Field(2000, ge=0, le=30_000)
 
     def wechat_config(self) -> WeChatPayConfig:
         base = self.wechat_keys_dir / "wechat" if self.wechat_keys_dir else None
