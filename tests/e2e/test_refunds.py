@@ -262,3 +262,27 @@ async def test_buyer_cancellation_within_the_window_is_refunded(shop: RefundShop
         assert reg["can_cancel"] is False
         late = await buyer.post(f"/v1/registrations/{reg_id}/cancel")
         assert late.status_code == 409 and late.json()["code"] == "cancellation_window_closed"
+
+
+async def test_the_buyer_sees_the_refunds_of_their_order_without_the_internal_note(
+    shop: RefundShop,
+) -> None:
+    async with shop.client("rf-buyer-sees") as buyer, shop.client("rf-someone-else") as other:
+        order = await shop.paid_order(buyer)
+        seat = order["seats"][0]["id"]
+        resp = await shop.refund(
+            order["id"], {"items": [{"seat_id": seat}], "internal_note": "goodwill, see ticket 42"}
+        )
+        assert resp.status_code == 201, resp.text
+        await shop.refund_status(resp.json()["id"], "refunded")
+        mine = await buyer.get(f"/v1/orders/{order['id']}/refunds")
+        assert mine.status_code == 200, mine.text
+        [refund] = mine.json()
+        assert refund["id"] == resp.json()["id"] and refund["status"] == "refunded"
+        assert [i["seat_id"] for i in refund["items"]] == [seat]
+        assert refund["amount"] > 0 and refund["refunded_at"]
+        assert refund["internal_note"] is None and "goodwill" not in mine.text
+        staff_view = (await shop.admin.get(f"/v1/orders/{order['id']}/refunds")).json()
+        assert staff_view[0]["internal_note"] == "goodwill, see ticket 42"
+        theirs = await other.get(f"/v1/orders/{order['id']}/refunds")
+        assert theirs.status_code == 404

@@ -234,7 +234,8 @@ MATRIX: dict[tuple[str, str, str], tuple[dict[str, int | str], Request]] = {
         ),
     ),
     ("refunds", "GET", "/v1/orders/{order_id}/refunds"): (
-        refunds_staff(),
+        # the order's buyer sees its refunds too; a member is refused, other people find nothing
+        _row(anonymous=401, other_buyer=404, member=403, foreign_admin=404),
         _get("/v1/orders/{paid_order_id}/refunds"),
     ),
     ("refunds", "GET", "/v1/refunds/{refund_id}"): (

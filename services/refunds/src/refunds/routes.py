@@ -46,7 +46,8 @@ async def create_refund(
 
 @router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])
 async def list_refunds(order_id: UUID, principal: Caller, pool: Pool) -> Any:
-    """Every refund of an order, oldest first."""
+    """Every refund of an order, oldest first: for the tenant's owners and admins, and for the
+    order's buyer (without ``internal_note``)."""
     return await service.list_refunds(pool, principal, order_id)
 
 

@@ -188,11 +188,24 @@ async def request_refund(
 async def list_refunds(
     pool: asyncpg.Pool, principal: Principal, order_id: UUID
 ) -> list[dict[str, Any]]:
-    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
-        _order_for_staff(principal, await repo.get_order(conn, order_id))
+    """Every refund of an order, for the tenant's staff and for the order's own buyer (who does
+    not see the organizer's internal note). A member of the tenant is refused; anyone else
+    finds no such order."""
+    async with db.transaction(pool) as conn:
+        await conn.fetchval("SELECT scope_to_order($1)", order_id)
+        order = await repo.get_order(conn, order_id)
+        if order is None:
+            raise NotFound("order not found")
+        staff = principal.is_staff_of(order["tenant_id"])
+        if not staff and order["buyer_id"] != principal.sub:
+            _order_for_staff(principal, order if order["tenant_id"] in principal.roles else None)
         refunds = await repo.list_refunds(conn, order_id)
         items = await repo.items_of(conn, [r["id"] for r in refunds])
-        return [_shape(r, items[r["id"]]) for r in refunds]
+        shaped = [_shape(r, items[r["id"]]) for r in refunds]
+    if not staff:
+        for refund in shaped:
+            refund["internal_note"] = None
+    return shaped
 
 
 async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) -> dict[str, Any]:

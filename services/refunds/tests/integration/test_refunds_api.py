@@ -73,7 +73,11 @@ async def test_who_may_refund(refunds_service: RefundsService) -> None:
         assert (await refund(other_admin, order)).status_code == 404
         resp = await refund(member, order)
         assert resp.status_code == 403 and resp.json()["code"] == "forbidden"
-        assert (await buyer.get(f"/v1/orders/{order.id}/refunds")).status_code == 404
+        # the order's buyer reads its refunds (never the organizer's internal note)
+        seen = await buyer.get(f"/v1/orders/{order.id}/refunds")
+        assert seen.status_code == 200
+        assert all(r["internal_note"] is None for r in seen.json())
+        assert (await other_admin.get(f"/v1/orders/{order.id}/refunds")).status_code == 404
         assert (await member.get(f"/v1/orders/{order.id}/refunds")).status_code == 403
 
         first = await refund(admin, order, {"amount": 100})
