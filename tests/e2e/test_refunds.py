@@ -57,6 +57,11 @@ async def test_full_refund_cancels_seats_releases_inventory_and_mails_once(
         assert {r["cancellation_reason"] for r in regs if r["order_id"] == order["id"]} == {
             "organizer"
         }
+        assert {r["order_status"] for r in regs if r["order_id"] == order["id"]} == {"REFUNDED"}
+        assert all("cancellation_reason_note" in r for r in regs)
+        reg_id = final["registrations"][0]["id"]
+        staff_reg = (await shop.admin.get(f"/v1/registrations/{reg_id}")).json()
+        assert staff_reg["order_status"] == "REFUNDED"
         mails = await wait_until(
             lambda: shop.refund_mails("rf-buyer-1@example.test"), message="refund e-mail"
         )

@@ -714,7 +714,7 @@ async def list_event_registrations(
     return await conn.fetch(
         """
         SELECT r.id, r.order_id, o.status AS order_status, r.status, r.user_id, r.email, r.ticket_type_id,
-               r.cancellation_reason, r.created_at
+               r.cancellation_reason, r.cancellation_reason_note, r.created_at
         FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
         WHERE r.event_id = $1 ORDER BY r.created_at, r.id LIMIT $2 OFFSET $3
         """,

@@ -227,6 +227,8 @@ class RegistrationPublic(BaseModel):
     event_id: UUID
     ticket_type_id: UUID
     order_id: UUID | None
+    # the order's own state (REFUND_PENDING while a refund is on its way), where there is one
+    order_status: str | None = None
     seat_id: UUID | None
     user_id: str
     status: str
@@ -256,6 +258,7 @@ class OrganizerRegistration(BaseModel):
     email: str
     ticket_type_id: UUID
     cancellation_reason: str | None
+    cancellation_reason_note: str | None = None
     created_at: datetime
 
 

@@ -137,6 +137,7 @@ def registration_public(reg: Mapping[str, Any], *, at: datetime | None = None) -
         "event_id": reg["event_id"],
         "ticket_type_id": reg["ticket_type_id"],
         "order_id": reg["order_id"],
+        "order_status": reg.get("order_status"),
         "seat_id": reg["seat_id"],
         "user_id": reg["user_id"],
         "status": reg["status"],
