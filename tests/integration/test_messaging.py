@@ -1,4 +1,4 @@
-"""Proofs of the messaging rules (DESIGN §3) through real processes.
+"""Proofs of the messaging rules through real processes.
 
 Real PostgreSQL, a real Kafka-protocol broker, real SMTP: the orders worker's relay publishes
 its outbox, the notifications worker consumes and sends e-mail through the SMTP sink.

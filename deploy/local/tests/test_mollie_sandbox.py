@@ -1,4 +1,4 @@
-"""Fidelity tests of the Mollie API v2 sandbox (PROVIDERS.md Part D, "Mollie sandbox").
+"""Fidelity tests of the Mollie API v2 sandbox (the behaviours a client of the real API relies on).
 
 The sandbox runs in-process on a free port with a key file generated into a temporary directory
 (plus a ``live_`` key for mode tests). The real ``mollie-api-python`` drives it in a thread (it is

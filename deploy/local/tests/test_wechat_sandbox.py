@@ -1,4 +1,4 @@
-"""Fidelity tests of the WeChat Pay v3 sandbox (PROVIDERS.md Part D, "WeChat Pay sandbox").
+"""Fidelity tests of the WeChat Pay v3 sandbox (the behaviours a client of the real API relies on).
 
 The sandbox runs in-process on a free port with keys generated into a temporary directory. The
 real ``wechatpayv3`` SDK (≥2.0.4) drives it and checks every response signature and decrypts the

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
 # The active relay LISTENs here; the outbox_wake trigger (payments, refunds, notifications)
 # notifies it. Never from the order transaction: NOTIFY serializes the commits of the
-# transactions that use it (DESIGN §3).
+# transactions that use it.
 OUTBOX_CHANNEL = "outbox_wake"
 ANALYZE_EVERY_ROWS = 1000  # the relay refreshes the outbox's statistics after this many rows…
 ANALYZE_EVERY_S = 30.0  # …at most this often

@@ -1,7 +1,7 @@
 """What the local stack is made of: ports, folders, and the command line of each process.
 
 Every port can be moved with an environment variable of the same name (``GATEWAY_PORT=9080``);
-the defaults are DESIGN §7's.
+the defaults are the README's.
 """
 
 from __future__ import annotations

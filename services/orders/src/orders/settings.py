@@ -21,7 +21,7 @@ class Settings(ServiceSettings):
     # all opened at start: a flash sale must not wait for connections to be made
     db_pool_min: int = 20
     db_pool_max: int = 20
-    # how long an unpaid order holds its seats (DESIGN: ORDER_TTL_SECONDS, default 30 min)
+    # how long an unpaid order holds its seats (ORDER_TTL_SECONDS, default 30 min)
     order_ttl_seconds: int = Field(
         1800, ge=1, validation_alias=AliasChoices("ORDER_TTL_SECONDS", "order_ttl_seconds")
     )

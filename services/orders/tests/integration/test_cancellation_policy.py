@@ -1,4 +1,4 @@
-"""Cancellation policies through the read API and buyer cancellation (DESIGN §4.3)."""
+"""Cancellation policies through the read API and buyer cancellation."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Random interleavings of purchase, payment, expiry, cancel, redeem and refund settlement.
 
 A hypothesis state machine drives the orders use cases on a real PostgreSQL and checks the
-inventory invariant of DESIGN §4.2 after every step: for every ticket type, current_quantity
+inventory invariant after every step: for every ticket type, current_quantity
 equals the seats held by active orders (minus voided seats) plus active free registrations, and
 stays within 0..max_quantity.
 """

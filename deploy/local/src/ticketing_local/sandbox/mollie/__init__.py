@@ -1,6 +1,6 @@
 """Local emulator of the Mollie API v2 (payments, refunds, classic webhooks).
 
-It follows ``PROVIDERS.md`` Part B (protocol), Part D (fidelity checks) and Part F (control API).
+It follows Mollie's published API v2 protocol, with a control API for tests.
 One process runs one asyncio loop with a Starlette app served by uvicorn; all state is in memory
 and one asyncio lock guards every change. The real ``mollie-api-python`` (4.0) and, in its own
 environment, ``mollie-api-py`` (1.10, strict response schema) run against it in the tests.

@@ -1,6 +1,6 @@
 """Local emulator of the WeChat Pay API v3 (direct merchant, "WeChat Pay public key" mode).
 
-It follows ``PROVIDERS.md`` Part A (protocol), Part D (fidelity checks) and Part F (control API).
+It follows WeChat Pay's published API v3 protocol, with a control API for tests.
 One process runs one asyncio loop with a Starlette app served by uvicorn. All state is in memory.
 
 Provider API (every response, errors and ``204`` included, is signed like WeChat's):

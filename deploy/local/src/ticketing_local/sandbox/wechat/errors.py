@@ -18,7 +18,7 @@ class ErrorSpec(NamedTuple):
 
 #: Every error the sandbox can answer, keyed by situation. The generic four (PARAM_ERROR,
 #: INVALID_REQUEST, SIGN_ERROR, SYSTEM_ERROR) are documented; the per-API business codes and their
-#: HTTP statuses are marked ⚠ in PROVIDERS.md (Part E) — adjust them here, in this one table.
+#: HTTP statuses WeChat does not document for certain: adjust them here, in this one table.
 #: ``POST /sandbox/faults`` accepts any key of this table as ``code``.
 ERRORS: dict[str, ErrorSpec] = {
     # generic rules
