@@ -305,7 +305,8 @@ class Shop:
             "POST",
             f"/v1/orders/{case.order_id}/payments",
             body={"provider": case.provider},
-            retry_on=(404, 409),  # payments has still to learn the order
+            # the broker may be down longer than payments waits for an order it has not learned
+            retry_on=(404, 409),
             within=60,
         )
         if resp.status_code != 201:
@@ -365,7 +366,8 @@ class Shop:
             f"/v1/orders/{case.order_id}/refunds",
             body={"reason": "organizer", **body},
             key=key,
-            retry_on=(404, 409),  # refunds has still to learn the payment
+            # the broker may be down longer than refunds waits to hear of the payment
+            retry_on=(404, 409),
             within=60,
         )
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from .conftest import Shop, Stack
+from .conftest import RefundShop, Shop, Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -60,6 +60,40 @@ async def test_an_order_that_does_not_exist_is_404_within_the_bound(stack: Stack
     fresh, random_id = timings
     assert 1.0 < fresh < 10  # waited for, bounded (2 s by default)
     assert random_id < 1.0  # nothing to wait for
+
+
+async def test_a_refund_right_after_paid_is_visible_succeeds_on_the_first_call(
+    stack: Stack,
+) -> None:
+    """The organizer refunds each order the moment orders shows it PAID; refunds hears of the
+    payment a moment later and the request waits for it rather than answering 409."""
+    shop = RefundShop(stack, "e2e-read-your-writes")
+    try:
+        async with shop.client("ryw-payer") as buyer:
+            orders = await asyncio.gather(*(shop.paid_order(buyer, 1) for _ in range(5)))
+        answers = await asyncio.gather(*(shop.refund(o["id"]) for o in orders))
+        assert [a.status_code for a in answers] == [201] * 5, [a.text for a in answers]
+    finally:
+        await shop.admin.aclose()
+
+
+async def test_an_unpaid_orders_refund_is_409_not_404(stack: Stack) -> None:
+    """Refunding an order the moment it was bought (unpaid) says why it cannot be, within the
+    bound; an order that never existed is still 404."""
+    shop = RefundShop(stack, "e2e-read-your-writes")
+    try:
+        async with shop.client("ryw-unpaid") as buyer:
+            order = await shop.order(buyer, 1)
+        started = time.monotonic()
+        resp = await shop.refund(order["id"])
+        assert time.monotonic() - started < 10
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["code"] == "order_not_refundable"
+        assert "not paid yet" in resp.json()["detail"]
+        missing = await shop.refund(str(uuid.uuid4()))
+        assert missing.status_code == 404, missing.text
+    finally:
+        await shop.admin.aclose()
 
 
 def uuid7_now() -> uuid.UUID:

@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import Header, Request, Response
 
-from ticketing_shared import db
+from ticketing_shared import catchup, db
 from ticketing_shared.errors import PROBLEM_JSON, BadRequest, NotFound
 from ticketing_shared.web import FastJSONResponse, api_router
 
@@ -86,7 +86,7 @@ async def _once_learned(
     try:
         return await call()
     except NotFound:
-        if not await service.order_learned(pool, order_id, within=settings.order_wait_ms / 1000):
+        if not await catchup.order_learned(pool, order_id, within=settings.order_wait_ms / 1000):
             raise
     return await call()
 

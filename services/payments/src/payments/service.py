@@ -7,9 +7,7 @@ transaction that decides them and executed by the worker afterwards, with retrie
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -134,38 +132,6 @@ def check_provider(
     if order["status"] != "PENDING" or order["expires_at"] <= datetime.now(UTC):
         raise OrderNotPayable(f"the order is {order['status'].lower()} and cannot be paid")
     return order
-
-
-async def order_learned(pool: asyncpg.Pool, order_id: UUID, *, within: float) -> bool:
-    """Wait, at most ``within`` seconds, until payments has learned ``order_id`` from
-    orders.events; True once it has.
-
-    A client starts paying right after the purchase answered, while the event announcing the
-    order is still on its way (tens of milliseconds): its checkout waits for it here rather than
-    answering 404. Only a request that found no order waits; checking again every few
-    milliseconds (5 → 50 ms) costs a handful of cheap queries, once per order at most, and no
-    work on the consumer's path (no NOTIFY in its transactions, no listening connection).
-
-    Order ids are UUIDv7: they carry their creation time. Only an order created less than
-    ``within`` ago is waited for, until ``within`` after its creation; any other id (older, not
-    a v7, a guess) is answered at once."""
-    if order_id.version != 7:
-        return False
-    created = int(order_id.hex[:12], 16) / 1000  # Unix time, in seconds
-    left = min(within, created + within - time.time())
-    if left <= 0:
-        return False
-    deadline = time.monotonic() + left
-    pause = 0.005
-    while True:
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT scope_to_order($1)", order_id) is not None:
-                return True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, 0.05)
 
 
 async def checkout(

@@ -61,6 +61,10 @@ class OrderNotRefundable(Conflict):
     code, title = "order_not_refundable", "This order cannot be refunded"
 
 
+class OrderNotPaid(OrderNotRefundable):
+    """The order is not paid (as far as refunds has heard): maybe not yet."""
+
+
 class OverRefund(Conflict):
     code, title = "over_refund", "The refund exceeds what is left to refund"
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from fastapi import Request
 
-from ticketing_shared import idempotency
+from ticketing_shared import catchup, idempotency
+from ticketing_shared.errors import NotFound
 from ticketing_shared.idempotency import IdempotencyKey
 from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import service
-from .dependencies import Caller, Pool
+from .dependencies import AppSettings, Caller, Pool
+from .domain import OrderNotPaid
 from .schemas import RefundCreate, RefundDetail, RefundPublic
+from .settings import Settings
 
 router = api_router()
 
@@ -25,23 +30,55 @@ async def create_refund(
     request: Request,
     principal: Caller,
     pool: Pool,
+    settings: AppSettings,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Refund a paid order in full, by seats, or by amount. Requires ``Idempotency-Key``."""
     idem = idempotency.for_request(request, principal.sub, idempotency_key, body, required=True)
     assert idem is not None
-    status, payload = await service.request_refund(
-        pool,
-        principal,
-        order_id,
-        amount=body.amount,
-        seat_ids=[i.seat_id for i in body.items] if body.items is not None else None,
-        reason=body.reason,
-        note=body.note,
-        internal_note=body.internal_note,
-        idem=idem,
-    )
+
+    async def request() -> tuple[int, dict[str, Any]]:
+        return await service.request_refund(
+            pool,
+            principal,
+            order_id,
+            amount=body.amount,
+            seat_ids=[i.seat_id for i in body.items] if body.items is not None else None,
+            reason=body.reason,
+            note=body.note,
+            internal_note=body.internal_note,
+            idem=idem,
+        )
+
+    # the organizer acts on what orders showed them; refunds may hear of it a moment later
+    try:
+        status, payload = await request()
+    except NotFound:
+        if not await catchup.order_learned(pool, order_id, within=settings.order_wait_ms / 1000):
+            raise
+        status, payload = await _once_paid(pool, order_id, settings, request)
+    except OrderNotPaid:
+        status, payload = await _once_paid(pool, order_id, settings, request, found=True)
     return FastJSONResponse(payload, status_code=status)
+
+
+async def _once_paid(
+    pool: asyncpg.Pool,
+    order_id: UUID,
+    settings: Settings,
+    call: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+    *,
+    found: bool = False,
+) -> tuple[int, dict[str, Any]]:
+    """``call()`` again once refunds has heard the order was paid; if it was not within the
+    bound, the answer stands (409 ``order_not_refundable``)."""
+    if not found:
+        try:
+            return await call()
+        except OrderNotPaid:
+            pass
+    await service.order_paid(pool, order_id, within=settings.paid_wait_ms / 1000)
+    return await call()
 
 
 @router.get("/orders/{order_id}/refunds", response_model=list[RefundPublic])

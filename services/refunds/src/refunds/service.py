@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ticketing_shared import db, idempotency, outbox
+from ticketing_shared import catchup, db, idempotency, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import (
     OrderCreated,
@@ -35,7 +35,7 @@ from . import repository as repo
 from .domain import (
     CANCELABLE,
     OrderMoney,
-    OrderNotRefundable,
+    OrderNotPaid,
     RefundNotCancelable,
     RefundReason,
     RefundStatus,
@@ -164,7 +164,7 @@ async def request_refund(
         if stored is not None:
             return stored.status, stored.body
         if order["status"] != "PAID":
-            raise OrderNotRefundable(
+            raise OrderNotPaid(
                 "only a paid order can be refunded"
                 + (" (this one is not paid yet)" if order["status"] == "PENDING" else "")
             )
@@ -183,6 +183,25 @@ async def request_refund(
         body = await _public(conn, refund)
         await idempotency.complete(conn, scope=idem.scope, key=idem.key, status=201, body=body)
         return 201, body
+
+
+async def order_paid(pool: asyncpg.Pool, order_id: UUID, *, within: float) -> bool:
+    """Wait, at most ``within`` seconds, until refunds has heard that ``order_id`` was paid.
+
+    An organizer refunds the order they just saw PAID while ``order.paid`` is still on its way
+    here (tens of milliseconds): that request waits for it rather than answering 409. An order
+    that stays unpaid is answered 409 once the bound has passed."""
+
+    async def paid(conn: asyncpg.Connection) -> bool:
+        async with conn.transaction():
+            await conn.fetchval("SELECT scope_to_order($1)", order_id)
+            return bool(
+                await conn.fetchval(
+                    "SELECT status = 'PAID' FROM orders_view WHERE order_id = $1", order_id
+                )
+            )
+
+    return await catchup.wait_until(pool, paid, timeout=within)
 
 
 async def list_refunds(
