@@ -32,6 +32,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
         ("/v1/webhooks/wechatpay", "payments"),
         ("/v1/orders/o1/refunds", "refunds"),
         ("/v1/refunds/r1", "refunds"),
+        ("/v1/events/e1/refunds", "refunds"),
+        ("/v1/events/e1/registrations", "orders"),
+        ("/v1/events/e1/registrations.csv", "orders"),
     ],
 )
 async def test_gateway_routes_each_path_to_its_service(

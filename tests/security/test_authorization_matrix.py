@@ -48,6 +48,11 @@ def staff(member: int = 403) -> dict[str, int | str]:
     return _row(anonymous=401, buyer=404, other_buyer=404, member=member, foreign_admin=404)
 
 
+def tenant_member() -> dict[str, int | str]:
+    """Anyone with a role in the tenant (and platform admins); outsiders 404."""
+    return _row(anonymous=401, buyer=404, other_buyer=404, foreign_admin=404)
+
+
 def signed_in() -> dict[str, int | str]:
     return _row(anonymous=401)
 
@@ -123,6 +128,26 @@ MATRIX: dict[tuple[str, str, str], tuple[dict[str, int | str], Request]] = {
     ("orders", "PUT", "/v1/tenants/{tenant_id}/cancellation-policies"): (
         staff(),
         _post("/v1/tenants/{tenant}/cancellation-policies", {"paid-regular": POLICY}),
+    ),
+    ("orders", "GET", "/v1/tenants/{tenant_id}/events"): (
+        tenant_member(),
+        _get("/v1/tenants/{tenant}/events"),
+    ),
+    ("orders", "GET", "/v1/tenants/{tenant_id}/event-templates"): (
+        tenant_member(),
+        _get("/v1/tenants/{tenant}/event-templates"),
+    ),
+    ("orders", "GET", "/v1/events/{event_id}/registrations.csv"): (
+        staff(),
+        _get("/v1/events/{event_id}/registrations.csv"),
+    ),
+    ("orders", "GET", "/v1/events/{event_id}/audit"): (
+        staff(),
+        _get("/v1/events/{event_id}/audit"),
+    ),
+    ("refunds", "GET", "/v1/events/{event_id}/refunds"): (
+        refunds_staff(),
+        _get("/v1/events/{event_id}/refunds"),
     ),
     ("orders", "POST", "/v1/tenants/{tenant_id}/event-templates"): (
         staff(),

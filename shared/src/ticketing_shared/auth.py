@@ -71,6 +71,10 @@ class Claims(BaseModel):
         ]
         | None
     ) = None
+    # the person's display name (OpenID Connect's ``name``), as organizers see it in their lists
+    name: (
+        Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] | None
+    ) = None
     roles: Annotated[dict[TenantId, Role], Field(max_length=500)] = Field(default_factory=dict)
     platform_admin: bool = False
     wechat_openid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = (
@@ -83,6 +87,7 @@ class Principal:
     sub: str
     email: str = ""
     locale: str = "en"
+    name: str = ""
     roles: dict[str, str] = field(default_factory=dict)
     platform_admin: bool = False
     wechat_openid: str | None = None
@@ -93,6 +98,7 @@ class Principal:
             sub=claims.sub,
             email=claims.email or "",
             locale=claims.locale or "en",
+            name=claims.name or "",
             roles=dict(claims.roles),
             platform_admin=claims.platform_admin,
             wechat_openid=claims.wechat_openid,
@@ -281,6 +287,7 @@ def mint_token(
     sub: str,
     email: str = "",
     locale: str = "en",
+    name: str = "",
     roles: dict[str, str] | None = None,
     platform_admin: bool = False,
     wechat_openid: str | None = None,
@@ -303,6 +310,8 @@ def mint_token(
     }
     if email:
         claims["email"] = email
+    if name:
+        claims["name"] = name
     if wechat_openid:
         claims["wechat_openid"] = wechat_openid
     headers = {"kid": kid} if kid else None

@@ -103,6 +103,17 @@ async def emit(
     return UUID(str(values[0]))
 
 
+async def emit_many(
+    conn: asyncpg.Connection, events: list[tuple[EventData, str | UUID]], *, source: str
+) -> None:
+    """Write many ``(event, subject)`` to the outbox in the caller's transaction, pipelined."""
+    if events:
+        await conn.executemany(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [outbox_values(e, subject=subject, source=source) for e, subject in events],
+        )
+
+
 def _row_event(row: asyncpg.Record) -> CloudEvent:
     return CloudEvent(
         id=row["event_id"],

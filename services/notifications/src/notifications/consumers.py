@@ -1,18 +1,63 @@
-"""Consumers of the notifications service: each queues at most one e-mail per event."""
+"""Consumers of the notifications service: each queues at most one e-mail per event (and
+template and recipient), in the recipient's locale.
+
+Who is told what:
+
+- the buyer: order paid (or revived by a late payment), order expired, a payment we cannot keep,
+  a refund settled or failed, an invite of theirs redeemed;
+- the registrant: approved, rejected, their cancellation received (with the refund amount),
+  their registration cancelled (by themselves, the organizer, or a refund of the seat they were
+  given), the event rescheduled.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from ticketing_shared.consumer import EventConsumer
-from ticketing_shared.contracts import OrderExpired, OrderPaid, RefundCompleted
+from ticketing_shared.contracts import (
+    EventData,
+    EventRescheduled,
+    InviteRedeemed,
+    OrderExpired,
+    OrderPaid,
+    OrderPaymentRejected,
+    RefundCompleted,
+    RefundStatusChanged,
+    RegistrationApproved,
+    RegistrationCancellationRequested,
+    RegistrationCancelled,
+    RegistrationRejected,
+)
 from ticketing_shared.envelope import CloudEvent
 from ticketing_shared.invite_links import marker
 
 from .service import queue_email
 from .settings import Settings
+
+# event type → (template, who gets it, in which locale); the buyer's or the registrant's
+_BUYER = ("buyer_email", "buyer_locale")
+_REGISTRANT = ("email", "locale")
+MAILS: dict[type[EventData], tuple[str, tuple[str, str]]] = {
+    OrderExpired: ("order_expired", _BUYER),
+    OrderPaymentRejected: ("payment_rejected", _BUYER),
+    RefundCompleted: ("refund_completed", _BUYER),
+    RefundStatusChanged: ("refund_failed", _BUYER),
+    InviteRedeemed: ("invite_redeemed", _BUYER),
+    RegistrationApproved: ("registration_approved", _REGISTRANT),
+    RegistrationRejected: ("registration_rejected", _REGISTRANT),
+    RegistrationCancellationRequested: ("cancellation_requested", _REGISTRANT),
+    RegistrationCancelled: ("registration_cancelled", _REGISTRANT),
+    EventRescheduled: ("event_rescheduled", _REGISTRANT),
+}
+
+# events of these types are told only when this holds
+_ONLY_IF: dict[type[EventData], Callable[[Any], bool]] = {
+    RefundStatusChanged: lambda d: d.status == "failed",
+}
 
 
 def build_consumer(settings: Settings) -> EventConsumer:
@@ -44,38 +89,29 @@ def build_consumer(settings: Settings) -> EventConsumer:
             context=context,
         )
 
-    @consumer.on(OrderExpired)
-    async def on_order_expired(
-        conn: asyncpg.Connection, data: OrderExpired, event: CloudEvent
-    ) -> None:
-        """Tell the buyer an unpaid order expired and its seats were released."""
-        await queue_email(
-            conn,
-            event_id=event.id,
-            tenant_id=data.tenant_id,
-            template="order_expired",
-            recipient=data.buyer_email,
-            locale=data.buyer_locale,
-            order_id=data.order_id,
-            context=data.model_dump(mode="json"),
-        )
+    for event_type, (template, (to, locale)) in MAILS.items():
+        consumer.on(event_type)(_teller(template, to, locale, _ONLY_IF.get(event_type)))
 
-    @consumer.on(RefundCompleted)
-    async def on_refund_completed(
-        conn: asyncpg.Connection, data: RefundCompleted, event: CloudEvent
-    ) -> None:
-        """Tell the buyer a refund was settled: how much, and whether the order is fully refunded."""
-        if not data.buyer_email:
+    return consumer
+
+
+def _teller(
+    template: str, to: str, locale: str, only_if: Callable[[Any], bool] | None
+) -> Callable[[asyncpg.Connection, Any, CloudEvent], Any]:
+    async def tell(conn: asyncpg.Connection, data: Any, event: CloudEvent) -> None:
+        if only_if is not None and not only_if(data):
             return
         await queue_email(
             conn,
             event_id=event.id,
             tenant_id=data.tenant_id,
-            template="refund_completed",
-            recipient=data.buyer_email,
-            locale=data.buyer_locale,
-            order_id=data.order_id,
+            template=template,
+            recipient=getattr(data, to),
+            locale=getattr(data, locale),
+            order_id=getattr(data, "order_id", None),
             context=data.model_dump(mode="json"),
         )
 
-    return consumer
+    tell.__name__ = tell.__qualname__ = f"tell_{template}"
+    tell.__doc__ = f"Queue the {template.replace('_', ' ')} e-mail."
+    return tell

@@ -8,6 +8,10 @@ Order::
        │                                          └─failed/canceled─► PAID | PARTIALLY_REFUNDED
        └─expire / buyer cancel──► CANCELLED ──late payment, seats still there──► PAID
 
+    REFUNDED: all the money came back, or every seat is void (``refunded_amount`` may then be
+    below ``total_amount``: fees a cancellation policy kept). A later refund of those fees only
+    raises ``refunded_amount``. PARTIALLY_REFUNDED: some money back and some seat still active.
+
 Registration::
 
     PENDING_PAYMENT ──paid──► APPROVED | PENDING ──approve──► APPROVED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -119,6 +120,20 @@ async def update_event(
         f"UPDATE events SET {assignments}updated_at = now() WHERE id = $1 RETURNING *",
         event_id,
         *values,
+    )
+
+
+async def event_holders(conn: asyncpg.Connection, event_id: UUID) -> list[asyncpg.Record]:
+    """One active registration per distinct e-mail address of the event: whom to tell of a
+    change to it."""
+    return await conn.fetch(
+        """
+        SELECT DISTINCT ON (lower(email)) id, order_id, user_id, email, locale
+        FROM registrations
+        WHERE event_id = $1 AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED') AND email <> ''
+        ORDER BY lower(email), created_at
+        """,
+        event_id,
     )
 
 
@@ -286,7 +301,7 @@ async def create_paid_order(
         conn.execute(
             "SELECT purchase_seats($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
             "$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, "
-            "$35, $36, $37, $38, $39, $40, $41)",
+            "$35, $36, $37, $38, $39, $40, $41, $42)",
             order["id"],
             order["tenant_id"],
             order["event_id"],
@@ -311,6 +326,7 @@ async def create_paid_order(
             *_audit_arrays(audit),
             *idem,
             catalog_version,
+            registration["name"],
         )
     )
 
@@ -333,7 +349,7 @@ async def create_free_registration(
     return await _sold_out_is_false(
         conn.execute(
             "SELECT register_free_seat($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-            "$16, $17, $18, $19, $20, $21, $22, $23)",
+            "$16, $17, $18, $19, $20, $21, $22, $23, $24)",
             registration["id"],
             registration["tenant_id"],
             registration["event_id"],
@@ -349,6 +365,7 @@ async def create_free_registration(
             *_audit_arrays(audit),
             *idem,
             catalog_version,
+            registration["name"],
         )
     )
 
@@ -384,15 +401,25 @@ async def order_details(
 
 
 async def list_buyer_orders(
-    conn: asyncpg.Connection, buyer_id: str, event_id: UUID | None
+    conn: asyncpg.Connection,
+    buyer_id: str,
+    event_id: UUID | None,
+    *,
+    limit: int,
+    before: tuple[datetime, UUID] | None,
 ) -> list[asyncpg.Record]:
+    """A page of the buyer's orders, newest first (``limit + 1`` rows)."""
     return await conn.fetch(
         """
         SELECT * FROM orders WHERE buyer_id = $1 AND ($2::uuid IS NULL OR event_id = $2)
-        ORDER BY created_at DESC, id LIMIT 500
+          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+        ORDER BY created_at DESC, id DESC LIMIT $5
         """,
         buyer_id,
         event_id,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit + 1,
     )
 
 
@@ -488,11 +515,16 @@ async def void_order_seats(
     seat_ids: list[UUID] | None,
     reason: str,
     note: str | None = None,
-) -> tuple[list[UUID], list[UUID], list[UUID]]:
+    refund_id: UUID | None = None,
+    buyer_id: str | None = None,
+) -> tuple[list[UUID], list[UUID], list[UUID], int, list[dict[str, str]]]:
     """Void the order's active seats (all, or those listed), and in the same statement cancel
-    their registrations, void their invites and release them: one round trip, not four.
+    their registrations (naming the refund that cancelled them), void their invites and release
+    them: one round trip, not four.
 
-    Returns the ids of the seats voided, registrations cancelled and invites voided."""
+    Returns the ids of the seats voided, registrations cancelled and invites voided, how many
+    of the order's seats are still active, and the guests (registrants other than ``buyer_id``)
+    whose registrations were cancelled: ``{id, user_id, email, locale}``."""
     row = await conn.fetchrow(
         """
         WITH v AS (
@@ -503,10 +535,11 @@ async def void_order_seats(
         ), r AS (
             UPDATE registrations
             SET status = 'CANCELLED', cancelled_at = now(), cancellation_reason = $3,
-                cancellation_reason_note = $4, updated_at = now()
+                cancellation_reason_note = $4, refund_id = $6, cancellation_requested_at = NULL,
+                updated_at = now()
             WHERE order_id = $1 AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')
               AND ($2::uuid[] IS NULL OR seat_id IN (SELECT id FROM v))
-            RETURNING id
+            RETURNING id, user_id, email, locale
         ), i AS (
             UPDATE invites SET status = 'VOID', updated_at = now()
             WHERE order_id = $1 AND status IN ('LOCKED', 'OPEN')
@@ -518,16 +551,48 @@ async def void_order_seats(
             WHERE id = $5 AND EXISTS (SELECT 1 FROM v)
         )
         SELECT ARRAY(SELECT id FROM v) AS seats, ARRAY(SELECT id FROM r) AS registrations,
-               ARRAY(SELECT id FROM i) AS invites
+               ARRAY(SELECT id FROM i) AS invites,
+               (SELECT count(*) FROM seats WHERE order_id = $1 AND status = 'ACTIVE')
+                 - (SELECT count(*) FROM v) AS remaining,
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'user_id', user_id,
+                                                             'email', email, 'locale', locale)),
+                                '[]'::jsonb)
+                FROM r WHERE user_id <> $7) AS guests
         """,
         order_id,
         seat_ids,
         reason,
         note,
         ticket_type_id,
+        refund_id,
+        buyer_id,
     )
     assert row is not None
-    return list(row["seats"]), list(row["registrations"]), list(row["invites"])
+    return (
+        list(row["seats"]),
+        list(row["registrations"]),
+        list(row["invites"]),
+        int(row["remaining"]),
+        list(row["guests"]),
+    )
+
+
+async def clear_cancellation_requests(
+    conn: asyncpg.Connection, order_id: UUID, seat_ids: list[UUID]
+) -> list[UUID]:
+    """Clear the pending cancellation requests of the order's active registrations on these
+    seats; returns the registrations cleared."""
+    rows = await conn.fetch(
+        """
+        UPDATE registrations SET cancellation_requested_at = NULL, updated_at = now()
+        WHERE order_id = $1 AND seat_id = ANY($2::uuid[]) AND cancellation_requested_at IS NOT NULL
+          AND status IN ('PENDING_PAYMENT', 'PENDING', 'APPROVED')
+        RETURNING id
+        """,
+        order_id,
+        seat_ids,
+    )
+    return [r["id"] for r in rows]
 
 
 async def reactivate_seats(conn: asyncpg.Connection, order_id: UUID) -> int:
@@ -708,19 +773,170 @@ async def user_has_registration_on_order(
     )
 
 
+@dataclass(frozen=True)
+class RegistrationFilter:
+    """What an organizer narrows an event's registrations to; None is "any"."""
+
+    status: str | None = None
+    order_status: str | None = None
+    ticket_type_id: UUID | None = None
+    q: str | None = None  # e-mail address or name contains (case-insensitive)
+
+    def where(self, event_id: UUID) -> tuple[str, list[Any]]:
+        """``WHERE …`` over ``registrations r LEFT JOIN orders o``, and its arguments."""
+        clauses, args = ["r.event_id = $1"], [event_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if self.status is not None:
+            clauses.append(f"r.status = {arg(self.status)}")
+        if self.order_status is not None:
+            clauses.append(f"o.status = {arg(self.order_status)}")
+        if self.ticket_type_id is not None:
+            clauses.append(f"r.ticket_type_id = {arg(self.ticket_type_id)}")
+        if self.q:
+            pattern = "%" + _like_escape(self.q.lower()) + "%"
+            clauses.append(f"lower(r.email || ' ' || r.name) LIKE {arg(pattern)}")
+        return " AND ".join(clauses), args
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+_REGISTRATION_ROW = """
+    r.id, r.order_id, o.status AS order_status, r.status, r.user_id, r.email, r.name,
+    r.ticket_type_id, r.cancellation_reason, r.cancellation_reason_note, r.cancelled_at,
+    r.refund_id, r.created_at
+"""
+
+
 async def list_event_registrations(
-    conn: asyncpg.Connection, event_id: UUID, *, limit: int, offset: int
+    conn: asyncpg.Connection,
+    event_id: UUID,
+    filters: RegistrationFilter,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[asyncpg.Record]:
+    """One page (``limit + 1`` rows, to tell whether another follows) in (created_at, id) order."""
+    where, args = filters.where(event_id)
+    if after is not None:
+        args += list(after)
+        where += f" AND (r.created_at, r.id) > (${len(args) - 1}, ${len(args)})"
+    args.append(limit + 1)
+    return await conn.fetch(
+        f"""
+        SELECT {_REGISTRATION_ROW}
+        FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
+        WHERE {where} ORDER BY r.created_at, r.id LIMIT ${len(args)}
+        """,
+        *args,
+    )
+
+
+async def count_event_registrations(
+    conn: asyncpg.Connection, event_id: UUID, filters: RegistrationFilter
+) -> int:
+    where, args = filters.where(event_id)
+    join = "LEFT JOIN orders o ON o.id = r.order_id" if filters.order_status else ""
+    return int(
+        await conn.fetchval(f"SELECT count(*) FROM registrations r {join} WHERE {where}", *args)
+    )
+
+
+def export_event_registrations(
+    conn: asyncpg.Connection, event_id: UUID, filters: RegistrationFilter
+) -> Any:
+    """Every matching registration with its ticket type's name, in list order: a server-side
+    cursor (iterate it inside the transaction)."""
+    where, args = filters.where(event_id)
+    return conn.cursor(
+        f"""
+        SELECT {_REGISTRATION_ROW}, t.name AS ticket_type_name
+        FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
+             JOIN ticket_types t ON t.id = r.ticket_type_id
+        WHERE {where} ORDER BY r.created_at, r.id
+        """,
+        *args,
+        prefetch=1000,
+    )
+
+
+async def list_tenant_events(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    status: str | None,
+    starts_from: datetime | None,
+    starts_to: datetime | None,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[asyncpg.Record]:
+    """A page of the tenant's events by start (``limit + 1`` rows)."""
+    return await conn.fetch(
+        """
+        SELECT * FROM events
+        WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
+          AND ($3::timestamptz IS NULL OR starts_at >= $3)
+          AND ($4::timestamptz IS NULL OR starts_at < $4)
+          AND ($5::timestamptz IS NULL OR (starts_at, id) > ($5, $6::uuid))
+        ORDER BY starts_at, id LIMIT $7
+        """,
+        tenant_id,
+        status,
+        starts_from,
+        starts_to,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+
+
+async def list_tenant_templates(
+    conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
-        SELECT r.id, r.order_id, o.status AS order_status, r.status, r.user_id, r.email, r.ticket_type_id,
-               r.cancellation_reason, r.cancellation_reason_note, r.created_at
-        FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
-        WHERE r.event_id = $1 ORDER BY r.created_at, r.id LIMIT $2 OFFSET $3
+        SELECT * FROM event_templates
+        WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+        ORDER BY created_at, id LIMIT $4
         """,
-        event_id,
-        limit,
-        offset,
+        tenant_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+
+
+async def event_audit(
+    conn: asyncpg.Connection,
+    event: asyncpg.Record,
+    *,
+    limit: int,
+    after: int | None,
+) -> list[asyncpg.Record]:
+    """The event's catalog history: the event, its ticket types, its tenant's policies; oldest
+    first, ``limit + 1`` rows after audit id ``after``."""
+    return await conn.fetch(
+        """
+        SELECT id, at, actor, action, entity, entity_id, from_status, to_status, details
+        FROM audit_log
+        WHERE tenant_id = $1 AND entity IN ('event', 'ticket_type', 'tenant')
+          AND ((entity = 'event' AND entity_id = $2)
+               OR (entity = 'ticket_type' AND entity_id IN (
+                     SELECT id::text FROM ticket_types WHERE event_id = $3))
+               OR (entity = 'tenant' AND entity_id = $1))
+          AND id > $4
+        ORDER BY id LIMIT $5
+        """,
+        event["tenant_id"],
+        str(event["id"]),
+        event["id"],
+        after or 0,
+        limit + 1,
     )
 
 

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
+from ticketing_shared import paging
 from ticketing_shared.auth import TenantIdPath
 from ticketing_shared.idempotency import IdempotencyKey
+from ticketing_shared.inputs import ONE_LINE, EventTime
 from ticketing_shared.web import FastJSONResponse, api_router
 
+from . import repository as repo
 from .dependencies import AppSettings, Caller, Db, Links, idempotent
 from .schemas import (
     AuditEntry,
+    AuditPage,
     CancellationPoliciesIn,
     EventCreate,
     EventFromTemplate,
+    EventPage,
     EventPublic,
     EventUpdate,
     InvitePublic,
+    OrderPage,
     OrderPublic,
-    OrganizerRegistration,
     RegistrationCreate,
     RegistrationCreated,
+    RegistrationPage,
     RegistrationPublic,
     StaffAction,
     TemplateCreate,
+    TemplatePage,
     TemplatePublic,
     TicketTypeCreate,
     TicketTypePublic,
@@ -54,6 +63,46 @@ async def put_cancellation_policies(
     """Replace the tenant's cancellation policy variants (owner/admin)."""
     async with db.transaction(tenants=principal.tenant_scope()) as conn:
         return await catalog.put_policies(conn, principal, tenant_id, body)
+
+
+@router.get("/tenants/{tenant_id}/event-templates", response_model=TemplatePage)
+async def list_event_templates(
+    tenant_id: TenantIdPath,
+    principal: Caller,
+    db: Db,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
+) -> Any:
+    """A page of the tenant's event templates, oldest first (tenant members)."""
+    async with db.read(tenants=principal.tenant_scope()) as conn:
+        return await views.tenant_templates(conn, principal, tenant_id, limit=limit, cursor=cursor)
+
+
+@router.get("/tenants/{tenant_id}/events", response_model=EventPage)
+async def list_events(
+    tenant_id: TenantIdPath,
+    principal: Caller,
+    db: Db,
+    status: Annotated[Literal["draft", "published", "cancelled"] | None, Query()] = None,
+    starts_from: Annotated[
+        EventTime | None, Query(alias="from", description="starting at or after")
+    ] = None,
+    starts_to: Annotated[EventTime | None, Query(alias="to", description="starting before")] = None,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
+) -> Any:
+    """A page of the tenant's events by start time (tenant members)."""
+    async with db.read(tenants=principal.tenant_scope()) as conn:
+        return await views.tenant_events(
+            conn,
+            principal,
+            tenant_id,
+            status=status,
+            starts_from=starts_from,
+            starts_to=starts_to,
+            limit=limit,
+            cursor=cursor,
+        )
 
 
 @router.post("/tenants/{tenant_id}/event-templates", status_code=201, response_model=TemplatePublic)
@@ -161,11 +210,17 @@ async def get_order(order_id: UUID, principal: Caller, db: Db) -> Any:
         return await views.get_order(conn, principal, order_id)
 
 
-@router.get("/me/orders", response_model=list[OrderPublic])
-async def my_orders(principal: Caller, db: Db, event_id: UUID | None = None) -> Any:
-    """The caller's orders, optionally for one event."""
+@router.get("/me/orders", response_model=OrderPage)
+async def my_orders(
+    principal: Caller,
+    db: Db,
+    event_id: UUID | None = None,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
+) -> Any:
+    """A page of the caller's orders, newest first, optionally for one event."""
     async with db.read(user=principal.sub) as conn:
-        return await views.my_orders(conn, principal, event_id)
+        return await views.my_orders(conn, principal, event_id, limit=limit, cursor=cursor)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic)
@@ -200,18 +255,101 @@ async def redeem_invite(token: str, principal: Caller, db: Db, links: Links) -> 
 
 
 # --------------------------------------------------------------------------------- registrations
-@router.get("/events/{event_id}/registrations", response_model=list[OrganizerRegistration])
+RegistrationStatusFilter = Annotated[
+    Literal["PENDING_PAYMENT", "PENDING", "APPROVED", "REJECTED", "CANCELLED"] | None, Query()
+]
+OrderStatusFilter = Annotated[
+    Literal["PENDING", "PAID", "REFUND_PENDING", "PARTIALLY_REFUNDED", "REFUNDED", "CANCELLED"]
+    | None,
+    Query(),
+]
+SearchText = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        pattern=ONE_LINE,
+        description="e-mail address or name contains (case-insensitive)",
+    ),
+]
+
+
+def _registration_filter(
+    status: RegistrationStatusFilter = None,
+    order_status: OrderStatusFilter = None,
+    ticket_type_id: UUID | None = None,
+    q: SearchText = None,
+) -> repo.RegistrationFilter:
+    return repo.RegistrationFilter(
+        status=status, order_status=order_status, ticket_type_id=ticket_type_id, q=q
+    )
+
+
+Filters = Annotated[repo.RegistrationFilter, Depends(_registration_filter)]
+
+
+@router.get("/events/{event_id}/registrations", response_model=RegistrationPage)
 async def event_registrations(
     event_id: UUID,
     principal: Caller,
     db: Db,
-    limit: Annotated[int, Query(ge=1, le=200)] = 200,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    filters: Filters,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
 ) -> Any:
-    """All registrations of an event with each one's order status (tenant staff)."""
+    """A page of the event's registrations, oldest first, with each one's order status and the
+    refund that cancelled it; ``total`` counts every match (tenant owners and admins)."""
     async with db.read(tenants=principal.tenant_scope()) as conn:
         return await views.event_registrations(
-            conn, principal, event_id, limit=limit, offset=offset
+            conn, principal, event_id, filters, limit=limit, cursor=cursor
+        )
+
+
+@router.get(
+    "/events/{event_id}/registrations.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 CSV, header row first"}},
+)
+async def export_event_registrations(
+    event_id: UUID, principal: Caller, db: Db, filters: Filters
+) -> StreamingResponse:
+    """Every registration of the event matching the filters, as CSV (UTF-8, a header row, the
+    list's order), streamed (tenant owners and admins)."""
+    async with db.read(tenants=principal.tenant_scope()) as conn:
+        await views.check_export(conn, principal, event_id)
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield ("\ufeff" + views.csv_header()).encode()  # the BOM: spreadsheets read it as UTF-8
+        async with db.read(tenants=principal.tenant_scope()) as conn:
+            batch: list[Any] = []
+            async for row in repo.export_event_registrations(conn, event_id, filters):
+                batch.append(row)
+                if len(batch) == 500:
+                    yield views.csv_rows(batch).encode()
+                    batch = []
+            if batch:
+                yield views.csv_rows(batch).encode()
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="registrations-{event_id}.csv"'},
+    )
+
+
+@router.get("/events/{event_id}/audit", response_model=AuditPage)
+async def event_audit(
+    event_id: UUID,
+    principal: Caller,
+    db: Db,
+    limit: paging.Limit = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> Any:
+    """Every change of the event, its ticket types and its tenant's cancellation policies,
+    oldest first (tenant owners and admins)."""
+    async with db.read(tenants=principal.tenant_scope()) as conn:
+        return await views.event_audit(
+            conn, principal, event_id, limit=limit, cursor=int(cursor) if cursor else None
         )
 
 

@@ -235,6 +235,8 @@ class RegistrationPublic(BaseModel):
     cancellation_reason: str | None
     cancellation_reason_note: str | None
     cancelled_at: datetime | None
+    # the refund whose settlement cancelled this registration, if one did
+    refund_id: UUID | None = None
     cancellation_requested: bool
     can_cancel: bool
     cancel_unavailable_reason: str | None
@@ -256,10 +258,35 @@ class OrganizerRegistration(BaseModel):
     status: str
     user_id: str
     email: str
+    name: str = ""
     ticket_type_id: UUID
     cancellation_reason: str | None
     cancellation_reason_note: str | None = None
+    cancelled_at: datetime | None = None
+    # the refund whose settlement cancelled this registration, if one did
+    refund_id: UUID | None = None
     created_at: datetime
+
+
+class RegistrationPage(BaseModel):
+    items: list[OrganizerRegistration]
+    next_cursor: str | None
+    total: int = Field(description="how many registrations match the filters, on every page")
+
+
+class EventPage(BaseModel):
+    items: list[EventPublic]
+    next_cursor: str | None
+
+
+class TemplatePage(BaseModel):
+    items: list[TemplatePublic]
+    next_cursor: str | None
+
+
+class OrderPage(BaseModel):
+    items: list[OrderPublic]
+    next_cursor: str | None
 
 
 class InvitePublic(BaseModel):
@@ -289,3 +316,8 @@ class AuditEntry(BaseModel):
     from_status: str | None
     to_status: str | None
     details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None

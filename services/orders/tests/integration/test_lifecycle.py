@@ -147,7 +147,7 @@ async def test_unpaid_order_expires_and_releases_its_seats(orders_service: Order
     assert {i["status"] for i in expired["invites"]} == {"VOID"}
     assert await _current(orders_service, event["id"]) == 0
     async with orders_service.client("admin1", "admin") as admin:
-        regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()
+        regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()["items"]
     assert regs[0]["cancellation_reason"] == "payment_abandoned"
     assert len(await orders_service.outbox("order.expired", order["id"])) == 1
     await orders_service.check_inventory_invariant()
@@ -166,6 +166,9 @@ async def test_late_payment_revives_the_order_when_seats_remain(
     assert {s["status"] for s in revived["seats"]} == {"ACTIVE"}
     assert {i["status"] for i in revived["invites"]} == {"OPEN"}
     assert await _current(orders_service, event["id"]) == 3
+    # the buyer's confirmation says the order came back after its expiry
+    [paid] = await orders_service.outbox("order.paid", order["id"])
+    assert paid["revived"] is True
     await orders_service.check_inventory_invariant()
 
 
@@ -192,6 +195,7 @@ async def test_late_payment_without_seats_keeps_order_cancelled_and_asks_for_a_r
         "late payment",
         4000,
     )
+    assert rejected[0]["event_title"] == event["title"]  # the buyer's e-mail names the event
     async with orders_service.client("late-2") as buyer:
         assert (await buyer.get(f"/v1/orders/{order['id']}")).json()["status"] == "CANCELLED"
     assert await _current(orders_service, event["id"]) == 1

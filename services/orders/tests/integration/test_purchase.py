@@ -49,7 +49,7 @@ async def test_paid_purchase_creates_pending_order_registration_and_locked_invit
         assert 1790 <= expires.total_seconds() <= 1810
         stored = (await alice.get(f"/v1/orders/{order['id']}")).json()
         assert stored["status"] == "PENDING" and len(stored["seats"]) == 3
-        mine = (await alice.get("/v1/me/orders", params={"event_id": event["id"]})).json()
+        mine = (await alice.get("/v1/me/orders", params={"event_id": event["id"]})).json()["items"]
         assert [o["id"] for o in mine] == [order["id"]]
     created = await orders_service.outbox("order.created", order["id"])
     assert len(created) == 1
@@ -87,7 +87,7 @@ async def test_a_quantity_must_be_a_json_integer(orders_service: OrdersService) 
             resp = await buyer.post(url, json={"ticket_type_id": tt["id"], "quantity": quantity})
             assert resp.status_code == 422, (quantity, resp.text)
             assert resp.json()["errors"][0]["loc"] == ["body", "quantity"]
-        assert (await buyer.get("/v1/me/orders")).json() == []
+        assert (await buyer.get("/v1/me/orders")).json()["items"] == []
     async with orders_service.client("admin1", "admin") as admin:
         got = (await admin.get(f"/v1/events/{event['id']}")).json()
         assert got["ticket_types"][0]["current_quantity"] == 0
@@ -136,7 +136,7 @@ async def test_idempotency_key_replays_and_refuses_another_body(
             url, json={**body, "quantity": 1}, headers={"Idempotency-Key": "k-1"}
         )
         assert (third.status_code, third.json()["code"]) == (422, "idempotency_key_reused")
-        assert len((await carol.get("/v1/me/orders")).json()) == 1
+        assert len((await carol.get("/v1/me/orders")).json()["items"]) == 1
     async with orders_service.client("admin1", "admin") as admin:
         assert (await admin.get(f"/v1/events/{event['id']}")).json()["ticket_types"][0][
             "current_quantity"
@@ -159,7 +159,7 @@ async def test_a_malformed_idempotency_key_buys_nothing(orders_service: OrdersSe
             assert resp.status_code == 400, (headers, resp.text)
             assert resp.headers["content-type"] == "application/problem+json"
             assert resp.json()["code"] == code
-        assert (await buyer.get("/v1/me/orders")).json() == []
+        assert (await buyer.get("/v1/me/orders")).json()["items"] == []
         ok = await buyer.post(url, json=body, headers={"Idempotency-Key": "k" * 255})
         assert ok.status_code == 201, ok.text
     async with orders_service.client("admin1", "admin") as admin:
@@ -320,7 +320,7 @@ async def test_buyer_cancels_pending_order_and_seats_come_back(
             "PENDING",
             "CANCELLED",
         )
-        regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()
+        regs = (await admin.get(f"/v1/events/{event['id']}/registrations")).json()["items"]
         assert regs[0]["order_status"] == "CANCELLED" and regs[0]["cancellation_reason"] == "user"
     await orders_service.check_inventory_invariant()
 

@@ -77,7 +77,14 @@ async def test_a_transaction_sees_only_its_tenants_rows(orders_service: OrdersSe
             )
             event_a = uuid.UUID(order_a["event_id"])
             # the organizer list, had the route forgotten its staff check
-            assert await repo.list_event_registrations(conn, event_a, limit=100, offset=0) == []
+            everything = repo.RegistrationFilter()
+            assert (
+                await repo.list_event_registrations(
+                    conn, event_a, everything, limit=100, after=None
+                )
+                == []
+            )
+            assert await repo.count_event_registrations(conn, event_a, everything) == 0
             # writes cannot reach tenant A's rows either
             assert (
                 await conn.execute("UPDATE orders SET status = 'CANCELLED' WHERE id = $1", order_id)

@@ -138,6 +138,40 @@ async def list_refunds(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg
     )
 
 
+async def event_tenant(conn: asyncpg.Connection, event_id: UUID) -> str | None:
+    return await conn.fetchval(
+        "SELECT tenant_id FROM orders_view WHERE event_id = $1 LIMIT 1", event_id
+    )
+
+
+async def list_event_refunds(
+    conn: asyncpg.Connection,
+    event_id: UUID,
+    *,
+    status: str | None,
+    only_needing_action: bool,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[asyncpg.Record]:
+    """A page (``limit + 1`` rows) of the refunds of the event's orders, in (created_at, id) order."""
+    return await conn.fetch(
+        """
+        SELECT r.*, o.buyer_email
+        FROM refunds r JOIN orders_view o ON o.order_id = r.order_id
+        WHERE o.event_id = $1 AND ($2::text IS NULL OR r.status = $2)
+          AND (NOT $3 OR (r.status = 'failed' AND r.kind = 'rejected_payment'))
+          AND ($4::timestamptz IS NULL OR (r.created_at, r.id) > ($4, $5::uuid))
+        ORDER BY r.created_at, r.id LIMIT $6
+        """,
+        event_id,
+        status,
+        only_needing_action,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+
+
 async def items_of(
     conn: asyncpg.Connection, refund_ids: list[UUID]
 ) -> dict[UUID, list[asyncpg.Record]]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
-from fastapi import Request
+from fastapi import Query, Request
 
-from ticketing_shared import catchup, idempotency
+from ticketing_shared import catchup, idempotency, paging
 from ticketing_shared.errors import NotFound
 from ticketing_shared.idempotency import IdempotencyKey
 from ticketing_shared.web import FastJSONResponse, api_router
@@ -17,7 +17,7 @@ from ticketing_shared.web import FastJSONResponse, api_router
 from . import service
 from .dependencies import AppSettings, Caller, Pool
 from .domain import OrderNotPaid
-from .schemas import RefundCreate, RefundDetail, RefundPublic
+from .schemas import EventRefundPage, RefundCreate, RefundDetail, RefundPublic
 from .settings import Settings
 
 router = api_router()
@@ -86,6 +86,34 @@ async def list_refunds(order_id: UUID, principal: Caller, pool: Pool) -> Any:
     """Every refund of an order, oldest first: for the tenant's owners and admins, and for the
     order's buyer (without ``internal_note``)."""
     return await service.list_refunds(pool, principal, order_id)
+
+
+@router.get("/events/{event_id}/refunds", response_model=EventRefundPage)
+async def event_refunds(
+    event_id: UUID,
+    principal: Caller,
+    pool: Pool,
+    status: Annotated[
+        Literal["pending", "queued", "processing", "refunded", "failed", "canceled"] | None,
+        Query(),
+    ] = None,
+    needs_action: Annotated[
+        bool, Query(description="only payments we could not give back (refund failed)")
+    ] = False,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
+) -> Any:
+    """A page of the refunds of the event's orders, oldest first, each with its buyer's e-mail
+    address and ``needs_action`` (tenant owners and admins)."""
+    return await service.event_refunds(
+        pool,
+        principal,
+        event_id,
+        status=status,
+        only_needing_action=needs_action,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 @router.get("/refunds/{refund_id}", response_model=RefundDetail)

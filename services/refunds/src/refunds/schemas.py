@@ -51,6 +51,8 @@ class RefundPublic(BaseModel):
     failure_code: str | None = None
     failure_message: str | None = None
     cancel_requested: bool = False
+    # a payment the order never kept whose refund failed: the organizer must return it by hand
+    needs_action: bool = False
     created_at: datetime
     updated_at: datetime
     refunded_at: datetime | None = None
@@ -67,3 +69,12 @@ class AuditEntry(BaseModel):
 
 class RefundDetail(RefundPublic):
     audit: list[AuditEntry] = []
+
+
+class EventRefund(RefundPublic):
+    buyer_email: str
+
+
+class EventRefundPage(BaseModel):
+    items: list[EventRefund]
+    next_cursor: str | None

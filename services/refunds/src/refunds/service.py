@@ -10,13 +10,14 @@ refund more than was paid together.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from ticketing_shared import catchup, db, idempotency, outbox
+from ticketing_shared import catchup, db, idempotency, outbox, paging
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import (
     OrderCreated,
@@ -227,6 +228,41 @@ async def list_refunds(
     return shaped
 
 
+async def event_refunds(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    event_id: UUID,
+    *,
+    status: str | None,
+    only_needing_action: bool,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the refunds of an event's orders, oldest first, each with its buyer's e-mail
+    address and whether it needs the organizer (tenant owners and admins). Refunds knows an
+    event by its orders only: one without any is not found."""
+    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
+        tenant = await repo.event_tenant(conn, event_id)
+        if tenant is None:
+            raise NotFound("no order of this event is known")
+        if not principal.is_staff_of(tenant):
+            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+        rows = await repo.list_event_refunds(
+            conn,
+            event_id,
+            status=status,
+            only_needing_action=only_needing_action,
+            limit=limit,
+            after=paging.decode(cursor),
+        )
+        page, next_cursor = paging.page(rows, limit)
+        items = await repo.items_of(conn, [r["id"] for r in page])
+    return {
+        "items": [{**_shape(r, items[r["id"]]), "buyer_email": r["buyer_email"]} for r in page],
+        "next_cursor": next_cursor,
+    }
+
+
 async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) -> dict[str, Any]:
     async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
         refund = await repo.get_refund(conn, refund_id)
@@ -405,6 +441,10 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
             previous_status=current.value,
             failure_code=fields.get("failure_code", refund["failure_code"]),
             failure_message=fields.get("failure_message", refund["failure_message"]),
+            seat_ids=list(refund["seat_ids"]),
+            buyer_email=refund["buyer_email"],
+            buyer_locale=refund["buyer_locale"],
+            event_title=refund["event_title"],
         )
     # the move, its audit and its announcement: one statement, under the lock taken above
     await repo.record_provider_update(
@@ -421,6 +461,13 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
 
 
 # -------------------------------------------------------------------------------------- shapes
+def needs_action(refund: Mapping[str, Any]) -> bool:
+    """Money we must give back and could not: a payment the order never kept (late, duplicate)
+    whose refund failed. Nothing retries it (one refund per such payment), so the organizer must
+    return it by hand; a failed refund of the order's own payment is retried by whoever asked."""
+    return refund["status"] == RefundStatus.FAILED.value and refund["kind"] == "rejected_payment"
+
+
 def _event_fields(refund: asyncpg.Record) -> dict[str, Any]:
     return {
         "refund_id": refund["id"],
@@ -452,6 +499,7 @@ def _shape(refund: asyncpg.Record, items: list[asyncpg.Record]) -> dict[str, Any
         "failure_code": refund["failure_code"],
         "failure_message": refund["failure_message"],
         "cancel_requested": refund["cancel_requested_at"] is not None,
+        "needs_action": needs_action(refund),
         "created_at": refund["created_at"],
         "updated_at": refund["updated_at"],
         "refunded_at": refund["refunded_at"],

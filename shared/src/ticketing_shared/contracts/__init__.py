@@ -6,6 +6,7 @@ One pydantic class per ``ce_type``, each with a schema version. A consumer looks
 
 from .base import EVENT_TYPES, EventData, event_class
 from .events import (
+    EventRescheduled,
     InviteRedeemed,
     OrderCancelled,
     OrderCreated,
@@ -34,6 +35,7 @@ __all__ = [
     "PAYMENTS_EVENTS",
     "REFUNDS_EVENTS",
     "EventData",
+    "EventRescheduled",
     "InviteRedeemed",
     "OrderCancelled",
     "OrderCreated",

@@ -67,6 +67,8 @@ class OrderPaid(_OrderEvent):
     invite_ids: list[UUID] = []
     # what events of an earlier release carried instead (tokens); no longer filled
     invite_tokens: list[str] = []
+    # paid after the order had expired, and its seats were still free: the order came back
+    revived: bool = False
 
 
 class OrderCancelled(_OrderEvent):
@@ -105,6 +107,7 @@ class OrderPaymentRejected(_OrderEvent):
     note: str = ""
     buyer_email: str = ""
     buyer_locale: str = "en"
+    event_title: str = ""
 
 
 class OrderRefundApplied(_OrderEvent):
@@ -147,12 +150,24 @@ class RegistrationRejected(_RegistrationEvent):
 
 
 class RegistrationCancelled(_RegistrationEvent):
-    """A registration was cancelled (free seat released at once)."""
+    """A registration was cancelled: a free one at once, or a guest's seat by a settled refund
+    (``refund_id``)."""
 
     ce_type: ClassVar[str] = "registration.cancelled"
 
     reason: str
     note: str | None = None
+    refund_id: UUID | None = None
+
+
+class EventRescheduled(_RegistrationEvent):
+    """The event a registration is for moved: one per holder (distinct e-mail address) of an
+    active registration, so that each is told."""
+
+    ce_type: ClassVar[str] = "event.rescheduled"
+
+    previous_starts_at: datetime
+    starts_at: datetime
 
 
 class RegistrationCancellationRequested(_RegistrationEvent):
@@ -263,6 +278,11 @@ class RefundStatusChanged(_RefundEvent):
     previous_status: str
     failure_code: str | None = None
     failure_message: str | None = None
+    # the seats the refund was for (a failed one leaves them as they were), and whom to tell
+    seat_ids: list[UUID] = []
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+    event_title: str = ""
 
 
 class RefundCompleted(_RefundEvent):

@@ -7,7 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import outbox
 from ticketing_shared.auth import Principal
+from ticketing_shared.contracts import EventRescheduled
 from ticketing_shared.errors import Conflict, NotFound
 
 from .. import repository as repo
@@ -21,7 +23,7 @@ from ..schemas import (
     TicketTypeCreate,
     TicketTypeUpdate,
 )
-from .common import actor, new_id, require_staff
+from .common import SOURCE, actor, new_id, require_staff
 
 
 async def get_policies(
@@ -182,6 +184,8 @@ async def update_event(
     if not fields:
         return event
     updated = await repo.update_event(conn, event_id, fields)
+    if updated["starts_at"] != event["starts_at"]:
+        await _tell_holders_of_the_move(conn, event, updated)
     await repo.audit(
         conn,
         tenant_id=event["tenant_id"],
@@ -193,6 +197,35 @@ async def update_event(
         details={k: str(v) for k, v in fields.items()},
     )
     return updated
+
+
+async def _tell_holders_of_the_move(
+    conn: asyncpg.Connection, before: asyncpg.Record, after: asyncpg.Record
+) -> None:
+    """One ``event.rescheduled`` per holder of an active registration (by e-mail address)."""
+    holders = await repo.event_holders(conn, after["id"])
+    await outbox.emit_many(
+        conn,
+        [
+            (
+                EventRescheduled(
+                    registration_id=h["id"],
+                    order_id=h["order_id"],
+                    tenant_id=after["tenant_id"],
+                    event_id=after["id"],
+                    user_id=h["user_id"],
+                    email=h["email"],
+                    locale=h["locale"],
+                    event_title=after["title"],
+                    previous_starts_at=before["starts_at"],
+                    starts_at=after["starts_at"],
+                ),
+                h["order_id"] or h["id"],
+            )
+            for h in holders
+        ],
+        source=SOURCE,
+    )
 
 
 async def create_ticket_type(

@@ -82,6 +82,7 @@ async def redeem(
             "seat_id": invite["seat_id"],
             "user_id": principal.sub,
             "email": principal.email,
+            "name": principal.name,
             "locale": principal.locale,
             "status": status,
             "cancellation_policy": buyer_reg["cancellation_policy"],

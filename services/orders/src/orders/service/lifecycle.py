@@ -17,6 +17,7 @@ from ticketing_shared.contracts import (
     PaymentSucceeded,
     RefundCompleted,
     RefundStatusChanged,
+    RegistrationCancelled,
 )
 from ticketing_shared.errors import Conflict, NotFound
 from ticketing_shared.outbox import outbox_values
@@ -85,7 +86,7 @@ async def _release_order(
     )
     if updated is None:  # the caller holds the row lock, so this is a bug, not a race
         raise Conflict("order changed concurrently", code="order_changed")
-    voided, regs, invites = await repo.void_order_seats(
+    voided, regs, invites, _, _ = await repo.void_order_seats(
         conn, order["id"], order["ticket_type_id"], seat_ids=None, reason=reason
     )
     tenant = order["tenant_id"]
@@ -304,6 +305,7 @@ async def _mark_paid(
             paid_at=payment.paid_at,
             event_title=event["title"],
             invite_ids=await repo.invite_ids(conn, order["id"], status="OPEN"),
+            revived=revived,
         ),
         order["id"],
     )
@@ -349,21 +351,59 @@ async def _reject_payment(
             note=note,
             buyer_email=order["buyer_email"],
             buyer_locale=order["buyer_locale"],
+            event_title=await _event_title(conn, order["event_id"]),
         ),
         order["id"],
     )
 
 
-def _after_refunds(order: asyncpg.Record, refunded_amount: int, in_flight: int) -> OrderStatus:
-    """Where a paid order stands once its refunds so far are counted."""
+def _after_refunds(
+    order: asyncpg.Record, refunded_amount: int, in_flight: int, *, seats_left: int | None = None
+) -> OrderStatus:
+    """Where a paid order stands once its refunds so far are counted: REFUNDED once all its money
+    came back, or once every seat is void (fees the policy kept do not make it partial)."""
     if refunded_amount >= order["total_amount"]:
         return OrderStatus.REFUNDED
     if in_flight:
         return OrderStatus.REFUND_PENDING
+    if seats_left == 0 and refunded_amount > 0:
+        return OrderStatus.REFUNDED
     return OrderStatus.PARTIALLY_REFUNDED if refunded_amount > 0 else OrderStatus.PAID
 
 
 _REFUNDABLE = (OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.PARTIALLY_REFUNDED)
+
+
+async def _cancellations_fell_through(
+    conn: asyncpg.Connection, order: asyncpg.Record, refund: RefundStatusChanged
+) -> None:
+    """The refund behind buyers' cancellations failed (or was withdrawn): their registrations
+    stay, and their cancellation requests are cleared so that they may cancel again (the
+    policy decides). The buyer hears of it from the refund's own event."""
+    cleared = await repo.clear_cancellation_requests(conn, order["id"], refund.seat_ids)
+    if not cleared:
+        return
+    await repo.audit_many(
+        conn,
+        [
+            (
+                order["tenant_id"],
+                order["id"],
+                "registration",
+                str(reg_id),
+                f"refund:{refund.refund_id}",
+                "registration.cancellation_failed",
+                None,
+                None,
+                {
+                    "refund_id": str(refund.refund_id),
+                    "refund_status": refund.status,
+                    "failure_code": refund.failure_code,
+                },
+            )
+            for reg_id in cleared
+        ],
+    )
 
 
 async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChanged) -> str:
@@ -378,6 +418,8 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
         raise NotFound(f"refund for unknown order {refund.order_id}")
     if await repo.refund_applied(conn, refund.refund_id):
         return "ignored_already_settled"
+    if refund.status in ("failed", "canceled") and refund.seat_ids:
+        await _cancellations_fell_through(conn, order, refund)
     status = OrderStatus(order["status"])
     if status not in _REFUNDABLE:
         return "ignored"
@@ -395,6 +437,13 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
     target = _after_refunds(
         order, order["refunded_amount"], await repo.refunds_in_flight(conn, order["id"])
     )
+    if target is OrderStatus.PARTIALLY_REFUNDED:  # unless no seat is left
+        target = _after_refunds(
+            order,
+            order["refunded_amount"],
+            0,
+            seats_left=await repo.active_seat_count(conn, order["id"]),
+        )
     if target == status:
         return status.value
     order_transition(status, target)
@@ -422,6 +471,52 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
     return target.value
 
 
+async def _more_money_back(
+    conn: asyncpg.Connection, order: asyncpg.Record, refund: RefundCompleted, refunded_amount: int
+) -> str:
+    """A settled refund of an order already REFUNDED (all seats void, some fees kept): it only
+    raises ``refunded_amount``, audited and announced."""
+    applied = OrderRefundApplied(
+        order_id=order["id"],
+        tenant_id=order["tenant_id"],
+        refund_id=refund.refund_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        refunded_amount=refunded_amount,
+        status=OrderStatus.REFUNDED.value,
+        voided_seat_ids=[],
+        released=0,
+    )
+    updated = await repo.set_order_status_audited(
+        conn,
+        order["id"],
+        expected=OrderStatus.REFUNDED.value,
+        status=OrderStatus.REFUNDED.value,
+        extra={"refunded_amount": refunded_amount},
+        outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
+        audit=[
+            (
+                order["tenant_id"],
+                order["id"],
+                "order",
+                str(order["id"]),
+                f"refund:{refund.refund_id}",
+                "order.refund_settled",
+                OrderStatus.REFUNDED.value,
+                OrderStatus.REFUNDED.value,
+                {
+                    "refund_id": str(refund.refund_id),
+                    "amount": refund.amount,
+                    "refunded_amount": refunded_amount,
+                    "voided_seats": [],
+                },
+            )
+        ],
+    )
+    assert updated
+    return OrderStatus.REFUNDED.value
+
+
 async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str:
     """A settled refund: void its seats (all when fully refunded), cancel their registrations,
     release the seats once, and move the order to REFUNDED, PARTIALLY_REFUNDED, or still
@@ -444,6 +539,9 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
     status = OrderStatus(order["status"])
     refunded_amount = min(order["total_amount"], order["refunded_amount"] + refund.amount)
     fully = refund.fully_refunded or refunded_amount >= order["total_amount"]
+    if status is OrderStatus.REFUNDED:
+        # every seat was void already (the policy kept fees): more money back changes only that
+        return await _more_money_back(conn, order, refund, refunded_amount)
     if status not in _REFUNDABLE:
         # a refund of a payment the order never kept (late/duplicate), or a replay: money only
         log.info(
@@ -451,21 +549,33 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
             extra={"order_id": str(order["id"]), "status": status.value},
         )
         return "ignored"
-    target = (
-        OrderStatus.REFUNDED if fully else _after_refunds(order, refunded_amount, others_in_flight)
-    )
-    if target != status:
-        order_transition(status, target)
     seat_ids = None if fully else list(refund.voided_seat_ids)
     reason = _REFUND_REASONS.get(refund.reason, "other")
     note = refund.note or ("refund" if reason == "other" else None)
     voided: list[UUID] = []
     regs: list[UUID] = []
     invites: list[UUID] = []
+    guests: list[dict[str, str]] = []
     if fully or seat_ids:
-        voided, regs, invites = await repo.void_order_seats(
-            conn, order["id"], order["ticket_type_id"], seat_ids=seat_ids, reason=reason, note=note
+        voided, regs, invites, seats_left, guests = await repo.void_order_seats(
+            conn,
+            order["id"],
+            order["ticket_type_id"],
+            seat_ids=seat_ids,
+            reason=reason,
+            note=note,
+            refund_id=refund.refund_id,
+            buyer_id=order["buyer_id"],
         )
+    else:  # money only: the seats stay as they are
+        seats_left = await repo.active_seat_count(conn, order["id"])
+    target = (
+        OrderStatus.REFUNDED
+        if fully
+        else _after_refunds(order, refunded_amount, others_in_flight, seats_left=seats_left)
+    )
+    if target != status:
+        order_transition(status, target)
     who, tenant = f"refund:{refund.refund_id}", order["tenant_id"]
     applied = OrderRefundApplied(
         order_id=order["id"],
@@ -507,4 +617,24 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         ],
     )
     assert updated
+    if guests:  # the buyer hears of the refund itself; each guest whose seat went, of that
+        title = await _event_title(conn, order["event_id"])
+        for guest in guests:
+            await emit(
+                conn,
+                RegistrationCancelled(
+                    registration_id=UUID(guest["id"]),
+                    order_id=order["id"],
+                    tenant_id=tenant,
+                    event_id=order["event_id"],
+                    user_id=guest["user_id"],
+                    email=guest["email"],
+                    locale=guest["locale"],
+                    event_title=title,
+                    reason=reason,
+                    note=refund.note,
+                    refund_id=refund.refund_id,
+                ),
+                order["id"],
+            )
     return target.value

@@ -245,6 +245,7 @@ async def _register_free(
         "ticket_type_id": ctx["id"],
         "user_id": principal.sub,
         "email": principal.email,
+        "name": principal.name,
         "locale": principal.locale,
         "status": "PENDING" if ctx["require_approval"] else "APPROVED",
         "cancellation_policy": policy,
@@ -334,7 +335,12 @@ async def _purchase(
         "payment_provider": None,
         "payment_method": None,
     }
-    registration = {"id": registration_id, "cancellation_policy": policy, "policy_source": source}
+    registration = {
+        "id": registration_id,
+        "cancellation_policy": policy,
+        "policy_source": source,
+        "name": principal.name,
+    }
     reg_view = {
         "id": registration_id,
         "event_id": ctx["event_id"],

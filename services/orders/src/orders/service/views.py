@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -9,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import paging
 from ticketing_shared.auth import Principal
 from ticketing_shared.errors import NotFound
 from ticketing_shared.invite_links import InviteLinks
@@ -144,6 +147,7 @@ def registration_public(reg: Mapping[str, Any], *, at: datetime | None = None) -
         "cancellation_reason": reg["cancellation_reason"],
         "cancellation_reason_note": reg["cancellation_reason_note"],
         "cancelled_at": reg["cancelled_at"],
+        "refund_id": reg.get("refund_id"),
         "cancellation_requested": reg["cancellation_requested_at"] is not None,
         "can_cancel": can_cancel,
         "cancel_unavailable_reason": reason,
@@ -174,13 +178,20 @@ async def get_order(
 
 
 async def my_orders(
-    conn: asyncpg.Connection, principal: Principal, event_id: UUID | None
-) -> list[dict[str, Any]]:
-    """The caller's orders (optionally of one event), newest first."""
-    out = []
-    for order in await repo.list_buyer_orders(conn, principal.sub, event_id):
-        out.append(order_public(order, **await repo.order_details(conn, order["id"])))
-    return out
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID | None,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the caller's orders (optionally of one event), newest first."""
+    rows = await repo.list_buyer_orders(
+        conn, principal.sub, event_id, limit=limit, before=paging.decode(cursor)
+    )
+    orders, next_cursor = paging.page(rows, limit)
+    items = [order_public(o, **await repo.order_details(conn, o["id"])) for o in orders]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 async def get_registration(
@@ -195,18 +206,157 @@ async def get_registration(
     return registration_public(reg)
 
 
-async def event_registrations(
-    conn: asyncpg.Connection, principal: Principal, event_id: UUID, *, limit: int, offset: int
-) -> list[dict[str, Any]]:
-    """The organizer's list: every registration with its order's status."""
+async def _staff_event(
+    conn: asyncpg.Connection, principal: Principal, event_id: UUID
+) -> asyncpg.Record:
     event = await repo.get_event(conn, event_id)
     if event is None:
         raise NotFound("event not found")
+    require_tenant_member(principal, event["tenant_id"], "event")
     require_staff(principal, event["tenant_id"], "event")
-    return [
-        dict(r)
-        for r in await repo.list_event_registrations(conn, event_id, limit=limit, offset=offset)
-    ]
+    return event
+
+
+async def event_registrations(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID,
+    filters: repo.RegistrationFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """The organizer's list: a page of the event's registrations (each with its order's status
+    and the refund that cancelled it), the cursor of the next, and how many match in all."""
+    await _staff_event(conn, principal, event_id)
+    rows = await repo.list_event_registrations(
+        conn, event_id, filters, limit=limit, after=paging.decode(cursor)
+    )
+    items, next_cursor = paging.page(rows, limit)
+    total = await repo.count_event_registrations(conn, event_id, filters)
+    return {"items": [dict(r) for r in items], "next_cursor": next_cursor, "total": total}
+
+
+async def check_export(conn: asyncpg.Connection, principal: Principal, event_id: UUID) -> None:
+    """Whether the caller may export the event's registrations (owner/admin)."""
+    await _staff_event(conn, principal, event_id)
+
+
+CSV_COLUMNS = (
+    "registration_id",
+    "status",
+    "order_id",
+    "order_status",
+    "ticket_type_id",
+    "ticket_type",
+    "user_id",
+    "email",
+    "name",
+    "created_at",
+    "cancelled_at",
+    "cancellation_reason",
+    "cancellation_reason_note",
+    "refund_id",
+)
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: text a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, TAB,
+    CR at its start) is quoted with a leading apostrophe, as OWASP advises."""
+    if value is None:
+        return ""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def csv_rows(records: Sequence[Mapping[str, Any]]) -> str:
+    """Registrations (``repo.export_event_registrations`` rows) as CSV lines."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for r in records:
+        writer.writerow(
+            _cell(v)
+            for v in (
+                r["id"],
+                r["status"],
+                r["order_id"],
+                r["order_status"],
+                r["ticket_type_id"],
+                r["ticket_type_name"],
+                r["user_id"],
+                r["email"],
+                r["name"],
+                r["created_at"],
+                r["cancelled_at"],
+                r["cancellation_reason"],
+                r["cancellation_reason_note"],
+                r["refund_id"],
+            )
+        )
+    return out.getvalue()
+
+
+def csv_header() -> str:
+    return ",".join(CSV_COLUMNS) + "\r\n"
+
+
+async def tenant_events(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    tenant_id: str,
+    *,
+    status: str | None,
+    starts_from: datetime | None,
+    starts_to: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the tenant's events, by start (tenant members)."""
+    require_tenant_member(principal, tenant_id, "tenant")
+    rows = await repo.list_tenant_events(
+        conn,
+        tenant_id,
+        status=status,
+        starts_from=starts_from,
+        starts_to=starts_to,
+        limit=limit,
+        after=paging.decode(cursor),
+    )
+    items, next_cursor = paging.page(rows, limit, key=("starts_at", "id"))
+    return {"items": [event_public(e) for e in items], "next_cursor": next_cursor}
+
+
+async def tenant_templates(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    tenant_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the tenant's event templates, oldest first (tenant members)."""
+    require_tenant_member(principal, tenant_id, "tenant")
+    rows = await repo.list_tenant_templates(
+        conn, tenant_id, limit=limit, after=paging.decode(cursor)
+    )
+    items, next_cursor = paging.page(rows, limit)
+    return {"items": [dict(t) for t in items], "next_cursor": next_cursor}
+
+
+async def event_audit(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    event_id: UUID,
+    *,
+    limit: int,
+    cursor: int | None,
+) -> dict[str, Any]:
+    """The event's catalog and policy history, oldest first (tenant staff)."""
+    event = await _staff_event(conn, principal, event_id)
+    rows = await repo.event_audit(conn, event, limit=limit, after=cursor)
+    items = [dict(r) for r in rows[:limit]]
+    next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
+    return {"items": items, "next_cursor": next_cursor}
 
 
 async def order_audit(
