@@ -4,7 +4,7 @@ template and recipient), in the recipient's locale.
 Who is told what:
 
 - the buyer: order paid (or revived by a late payment), order expired, a payment we cannot keep,
-  a refund settled or failed, an invite of theirs redeemed;
+  a refund settled or failed, an invite of theirs redeemed, a gift seat they gave back;
 - the registrant: approved, rejected, their cancellation received (with the refund amount),
   their registration cancelled (by themselves, the organizer, or a refund of the seat they were
   given), the event rescheduled.
@@ -31,6 +31,7 @@ from ticketing_shared.contracts import (
     RegistrationCancellationRequested,
     RegistrationCancelled,
     RegistrationRejected,
+    SeatReturnRequested,
 )
 from ticketing_shared.envelope import CloudEvent
 from ticketing_shared.invite_links import marker
@@ -47,6 +48,7 @@ MAILS: dict[type[EventData], tuple[str, tuple[str, str]]] = {
     RefundCompleted: ("refund_completed", _BUYER),
     RefundStatusChanged: ("refund_failed", _BUYER),
     InviteRedeemed: ("invite_redeemed", _BUYER),
+    SeatReturnRequested: ("seat_return_requested", _BUYER),
     RegistrationApproved: ("registration_approved", _REGISTRANT),
     RegistrationRejected: ("registration_rejected", _REGISTRANT),
     RegistrationCancellationRequested: ("cancellation_requested", _REGISTRANT),

@@ -148,6 +148,12 @@ CONTEXTS = {
         "refund_id": None,
     },
     "invite_redeemed": {"event_title": "Gala", "order_id": "o-5", "redeemer_email": "g@x.test"},
+    "seat_return_requested": {
+        "event_title": "Gala",
+        "order_id": "o-6",
+        "amount": 4950,
+        "currency": "CNY",
+    },
     "event_rescheduled": {
         "event_title": "Gala",
         "starts_at": "2027-01-05T19:30:00+00:00",

@@ -392,7 +392,8 @@ async def order_details(
     )
     invites = await conn.fetch(
         """
-        SELECT i.id, i.status, i.seat_id, i.redeemed_by FROM invites i JOIN seats s ON s.id = i.seat_id
+        SELECT i.id, i.status, i.seat_id, i.redeemed_by, i.return_requested_at
+        FROM invites i JOIN seats s ON s.id = i.seat_id
         WHERE i.order_id = $1 ORDER BY s.position
         """,
         order_id,
@@ -577,6 +578,41 @@ async def void_order_seats(
     )
 
 
+async def buyer_terms(conn: asyncpg.Connection, order: asyncpg.Record) -> asyncpg.Record:
+    """What a buyer's cancellations of the order's seats go by: the policy their own
+    registration was sold under, and the event's start and title."""
+    row = await conn.fetchrow(
+        """
+        SELECT r.cancellation_policy, e.starts_at, e.title
+        FROM events e
+        LEFT JOIN LATERAL (SELECT cancellation_policy FROM registrations
+                           WHERE order_id = $1 AND user_id = $3 ORDER BY created_at LIMIT 1) r ON true
+        WHERE e.id = $2
+        """,
+        order["id"],
+        order["event_id"],
+        order["buyer_id"],
+    )
+    assert row is not None and row["cancellation_policy"] is not None
+    return row
+
+
+async def clear_seat_returns(
+    conn: asyncpg.Connection, order_id: UUID, seat_ids: list[UUID]
+) -> list[UUID]:
+    """Release the invites held for a return of these seats (its refund failed); returns them."""
+    rows = await conn.fetch(
+        """
+        UPDATE invites SET return_requested_at = NULL, updated_at = now()
+        WHERE order_id = $1 AND seat_id = ANY($2::uuid[]) AND return_requested_at IS NOT NULL
+        RETURNING id
+        """,
+        order_id,
+        seat_ids,
+    )
+    return [r["id"] for r in rows]
+
+
 async def clear_cancellation_requests(
     conn: asyncpg.Connection, order_id: UUID, seat_ids: list[UUID]
 ) -> list[UUID]:
@@ -666,7 +702,7 @@ async def redeem_invite(
             """
             UPDATE invites SET status = 'REDEEMED', redeemed_by = $2, redeemed_at = now(),
                                registration_id = $3, updated_at = now()
-            WHERE id = $1 AND status = 'OPEN' RETURNING true
+            WHERE id = $1 AND status = 'OPEN' AND return_requested_at IS NULL RETURNING true
             """,
             invite_id,
             user_id,

@@ -41,7 +41,7 @@ from .schemas import (
     TicketTypePublic,
     TicketTypeUpdate,
 )
-from .service import catalog, invites, lifecycle, purchase, registrations, views
+from .service import catalog, invites, lifecycle, purchase, registrations, seats, views
 
 router = api_router()
 
@@ -229,6 +229,26 @@ async def cancel_order(order_id: UUID, principal: Caller, db: Db) -> Any:
     async with db.transaction(of=("order", order_id)) as conn:
         await lifecycle.cancel_pending_order(conn, principal, order_id)
         return await views.load_order(conn, order_id)
+
+
+@router.post(
+    "/orders/{order_id}/seats/{seat_id}/cancel",
+    response_model=OrderPublic,
+    responses={
+        200: {"description": "The policy gives nothing back: the seat is void and released"},
+        202: {"description": "Its refund is on its way: the seat goes when it settles"},
+    },
+)
+async def return_seat(
+    order_id: UUID, seat_id: UUID, principal: Caller, db: Db, response: Response
+) -> Any:
+    """The buyer gives back a gift seat nobody redeemed, under the cancellation policy of their
+    own registration (window, fees; the quote is on the order's seat): a refund of that seat's
+    share, then seat and invite VOID and the seat released. A redeemed seat is its guest's to
+    cancel."""
+    async with db.transaction(of=("order", order_id)) as conn:
+        response.status_code = await seats.return_seat(conn, principal, order_id, seat_id)
+        return await views.get_order(conn, principal, order_id)
 
 
 @router.get("/orders/{order_id}/audit", response_model=list[AuditEntry])

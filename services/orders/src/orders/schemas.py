@@ -180,15 +180,26 @@ class RegistrationSummary(BaseModel):
     seat_id: UUID | None
 
 
+class Money(BaseModel):
+    amount: int
+    currency: str
+
+
 class SeatPublic(BaseModel):
     id: UUID
     status: str
     position: int
+    # a gift seat, in its buyer's view: whether it can be given back now, and for how much
+    can_return: bool | None = None
+    return_unavailable_reason: str | None = None
+    return_quote: Money | None = None
 
 
 class InviteSummary(BaseModel):
     status: str
     seat_id: UUID
+    # the buyer is giving this seat back (its refund is on its way): nobody may redeem it
+    return_requested: bool = False
 
 
 class RefundSummary(BaseModel):
@@ -215,11 +226,6 @@ class OrderPublic(BaseModel):
     seats: list[SeatPublic]
     invites: list[InviteSummary]
     refund: RefundSummary
-
-
-class Money(BaseModel):
-    amount: int
-    currency: str
 
 
 class RegistrationPublic(BaseModel):

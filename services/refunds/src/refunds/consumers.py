@@ -15,6 +15,7 @@ from ticketing_shared.contracts import (
     OrderPaymentRejected,
     PaymentRefundUpdated,
     RegistrationCancellationRequested,
+    SeatReturnRequested,
 )
 from ticketing_shared.envelope import CloudEvent
 
@@ -66,6 +67,14 @@ def build_consumer(settings: Settings) -> EventConsumer:
         """A buyer cancelled a paid seat within the policy: refund the policy amount."""
         await db.set_tenant(conn, data.tenant_id)
         await service.on_cancellation_requested(conn, data)
+
+    @consumer.on(SeatReturnRequested)
+    async def on_seat_return_requested(
+        conn: asyncpg.Connection, data: SeatReturnRequested, event: CloudEvent
+    ) -> None:
+        """A buyer gives back a gift seat nobody redeemed: refund the policy amount."""
+        await db.set_tenant(conn, data.tenant_id)
+        await service.on_seat_return_requested(conn, data)
 
     @consumer.on(OrderPaymentRejected)
     async def on_payment_rejected(

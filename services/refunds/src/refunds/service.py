@@ -29,6 +29,7 @@ from ticketing_shared.contracts import (
     RefundRequested,
     RefundStatusChanged,
     RegistrationCancellationRequested,
+    SeatReturnRequested,
 )
 from ticketing_shared.errors import DomainError, Forbidden, NotFound
 
@@ -350,31 +351,62 @@ async def on_cancellation_requested(
 ) -> str:
     """A buyer cancelled a paid seat within the policy: refund the policy amount, void the seat."""
     assert data.order_id is not None
-    order = await repo.get_order(conn, data.order_id, for_update=True)
+    return await _seat_refund(
+        conn,
+        data.order_id,
+        data.seat_id,
+        data.amount,
+        actor=data.user_id,
+        internal_note=f"buyer cancellation of registration {data.registration_id}",
+    )
+
+
+async def on_seat_return_requested(conn: asyncpg.Connection, data: SeatReturnRequested) -> str:
+    """A buyer gives back a gift seat nobody redeemed: refund the policy amount, void the seat."""
+    return await _seat_refund(
+        conn,
+        data.order_id,
+        data.seat_id,
+        data.amount,
+        actor=data.buyer_id,
+        internal_note=f"buyer returned the gift seat of invite {data.invite_id}",
+    )
+
+
+async def _seat_refund(
+    conn: asyncpg.Connection,
+    order_id: UUID,
+    seat_id: UUID,
+    amount: int,
+    *,
+    actor: str,
+    internal_note: str,
+) -> str:
+    order = await repo.get_order(conn, order_id, for_update=True)
     if order is None:
-        raise OrderUnknown(f"cancellation for unknown order {data.order_id}")
+        raise OrderUnknown(f"cancellation for unknown order {order_id}")
     if order["status"] != "PAID":
-        log.warning("refunds.cancellation_for_unpaid_order", extra={"order_id": str(data.order_id)})
+        log.warning("refunds.cancellation_for_unpaid_order", extra={"order_id": str(order_id)})
         return "ignored_not_paid"
     money = await _money(conn, order)
-    if data.seat_id in money.seats_taken:
+    if seat_id in money.seats_taken:
         return "ignored_seat_already_refunded"  # asked twice: the first request stands
-    amount = min(data.amount, money.remaining)
+    amount = min(amount, money.remaining)
     if amount <= 0:
         log.warning(
             "refunds.cancellation_without_money",
-            extra={"order_id": str(data.order_id), "amount": data.amount},
+            extra={"order_id": str(order_id), "amount": amount},
         )
         return "ignored_nothing_to_refund"
     await _create(
         conn,
         order,
         amount=amount,
-        items=[(data.seat_id, amount)],
+        items=[(seat_id, amount)],
         reason=RefundReason.USER.value,
         note=None,
-        internal_note=f"buyer cancellation of registration {data.registration_id}",
-        actor=data.user_id,
+        internal_note=internal_note,
+        actor=actor,
     )
     return "created"
 

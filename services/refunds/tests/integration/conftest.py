@@ -34,6 +34,7 @@ class PaidOrder:
     tenant: str
     total: int
     seats: list[uuid.UUID]
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class RefundsService:
             OrderCreated(
                 order_id=order.id,
                 tenant_id=tenant,
-                event_id=uuid.uuid4(),
+                event_id=order.event_id,
                 ticket_type_id=uuid.uuid4(),
                 buyer_id="buyer",
                 buyer_email="buyer@example.test",

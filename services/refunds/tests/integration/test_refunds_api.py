@@ -353,6 +353,23 @@ async def test_late_payment_is_returned_once(refunds_service: RefundsService) ->
     assert event["amount"] == order.total and event["reason"] == "other"
     assert event["note"] == "late payment" and event["payment_id"] == str(rejected.payment_id)
 
+    # the provider cannot return it: nothing will retry, so the organizer is asked to act
+    await provider_says(
+        svc, order, event["refund_id"], "failed", failure_code="ABNORMAL", failure_message="closed"
+    )
+    async with svc.client() as c:
+
+        async def flagged() -> list[dict[str, Any]]:
+            resp = await c.get(
+                f"/v1/events/{order.event_id}/refunds", params={"needs_action": True}
+            )
+            assert resp.status_code == 200, resp.text
+            return list(resp.json()["items"])
+
+        [row] = await wait_until(flagged, message="the failed late-payment refund flagged")
+        assert row["kind"] == "rejected_payment" and row["needs_action"] is True
+        assert row["buyer_email"] == "buyer@example.test"
+
 
 async def test_row_level_security_hides_other_tenants(refunds_service: RefundsService) -> None:
     """Even a query that skipped the application's checks sees only its tenant's rows."""

@@ -25,6 +25,7 @@ from .events import (
     RegistrationCancelled,
     RegistrationRejected,
     SeatInfo,
+    SeatReturnRequested,
 )
 from .topics import ALL_TOPICS, ORDERS_EVENTS, PAYMENTS_EVENTS, REFUNDS_EVENTS, dlq_topic
 
@@ -54,6 +55,7 @@ __all__ = [
     "RegistrationCancelled",
     "RegistrationRejected",
     "SeatInfo",
+    "SeatReturnRequested",
     "dlq_topic",
     "event_class",
 ]

@@ -110,6 +110,22 @@ class OrderPaymentRejected(_OrderEvent):
     event_title: str = ""
 
 
+class SeatReturnRequested(_OrderEvent):
+    """The buyer gives back a gift seat nobody redeemed, within the policy: refund ``amount``
+    for ``seat_id``; its settlement voids the seat and its invite."""
+
+    ce_type: ClassVar[str] = "order.seat_return_requested"
+
+    seat_id: UUID
+    invite_id: UUID
+    amount: int
+    currency: str
+    buyer_id: str
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+    event_title: str = ""
+
+
 class OrderRefundApplied(_OrderEvent):
     """Orders applied a settled refund: seats voided, registrations cancelled, inventory released."""
 

@@ -51,6 +51,8 @@ async def redeem(
     if invite["status"] != "OPEN":
         code, message = _NOT_OPEN[invite["status"]]
         raise Conflict(message, code=code)
+    if invite["return_requested_at"] is not None:
+        raise Conflict("the buyer is giving this seat back", code="invite_being_returned")
     order = await repo.get_order(conn, invite["order_id"])
     assert order is not None
     if order["buyer_id"] == principal.sub:

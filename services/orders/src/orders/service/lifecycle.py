@@ -377,33 +377,29 @@ _REFUNDABLE = (OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.PARTIAL
 async def _cancellations_fell_through(
     conn: asyncpg.Connection, order: asyncpg.Record, refund: RefundStatusChanged
 ) -> None:
-    """The refund behind buyers' cancellations failed (or was withdrawn): their registrations
-    stay, and their cancellation requests are cleared so that they may cancel again (the
+    """The refund behind buyers' cancellations or seat returns failed (or was withdrawn): their
+    registrations and seats stay, and the requests are cleared so that they may try again (the
     policy decides). The buyer hears of it from the refund's own event."""
     cleared = await repo.clear_cancellation_requests(conn, order["id"], refund.seat_ids)
-    if not cleared:
+    held = await repo.clear_seat_returns(conn, order["id"], refund.seat_ids)
+    if not cleared and not held:
         return
-    await repo.audit_many(
-        conn,
-        [
-            (
-                order["tenant_id"],
-                order["id"],
-                "registration",
-                str(reg_id),
-                f"refund:{refund.refund_id}",
-                "registration.cancellation_failed",
-                None,
-                None,
-                {
-                    "refund_id": str(refund.refund_id),
-                    "refund_status": refund.status,
-                    "failure_code": refund.failure_code,
-                },
-            )
-            for reg_id in cleared
-        ],
-    )
+    details = {
+        "refund_id": str(refund.refund_id),
+        "refund_status": refund.status,
+        "failure_code": refund.failure_code,
+    }
+    who = f"refund:{refund.refund_id}"
+    rows = [
+        (order["tenant_id"], order["id"], "registration", str(reg_id), who,
+         "registration.cancellation_failed", None, None, details)
+        for reg_id in cleared
+    ] + [
+        (order["tenant_id"], order["id"], "invite", str(invite_id), who,
+         "seat.return_failed", None, None, details)
+        for invite_id in held
+    ]  # fmt: skip
+    await repo.audit_many(conn, rows)
 
 
 async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChanged) -> str:

@@ -200,8 +200,26 @@ async def _cancel_by_registrant(
     if reg["order_id"] is None:
         await _cancel_free(conn, reg, who=actor(principal), reason="user", note=None)
         return 200, await views.get_registration(conn, principal, reg["id"])
-    # paid: the seat stays until the refund settles; ask the refunds service for the policy amount
     assert refund is not None and reg["seat_id"] is not None
+    if refund == 0:  # the policy gives nothing back (fees take the whole share): cancelled now
+        voided, *_ = await repo.void_order_seats(
+            conn, reg["order_id"], reg["ticket_type_id"], seat_ids=[reg["seat_id"]], reason="user"
+        )
+        await repo.audit(
+            conn,
+            tenant_id=reg["tenant_id"],
+            order_id=reg["order_id"],
+            entity="registration",
+            entity_id=reg["id"],
+            actor=actor(principal),
+            action="registration.cancelled",
+            from_status=reg["status"],
+            to_status="CANCELLED",
+            details={"reason": "user", "refund_amount": 0, "released": len(voided)},
+        )
+        await emit(conn, RegistrationCancelled(**_event_data(reg), reason="user"), reg["order_id"])
+        return 200, await views.get_registration(conn, principal, reg["id"])
+    # paid: the seat stays until the refund settles; ask the refunds service for the policy amount
     await conn.execute(
         "UPDATE registrations SET cancellation_requested_at = now(), updated_at = now() WHERE id = $1",
         reg["id"],

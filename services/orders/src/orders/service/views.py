@@ -24,6 +24,7 @@ from ..domain import (
     cancel_decision,
     seat_refund,
 )
+from . import seats
 from .common import now, require_staff, require_tenant_member
 
 
@@ -65,13 +66,31 @@ def event_public(
     return out
 
 
+def _seat(
+    seat: Mapping[str, Any],
+    order: Mapping[str, Any],
+    returns: Mapping[Any, tuple[bool, str | None, int | None]] | None,
+) -> dict[str, Any]:
+    out = {"id": seat["id"], "status": seat["status"], "position": seat["position"]}
+    if returns is not None and seat["id"] in returns:
+        can, reason, amount = returns[seat["id"]]
+        out["can_return"] = can
+        out["return_unavailable_reason"] = reason
+        if amount is not None:
+            out["return_quote"] = {"amount": amount, "currency": order["currency"].strip()}
+    return out
+
+
 def order_public(
     order: Mapping[str, Any],
     *,
     seats: Sequence[Mapping[str, Any]],
     registrations: Sequence[Mapping[str, Any]],
     invites: Sequence[Mapping[str, Any]],
+    returns: Mapping[Any, tuple[bool, str | None, int | None]] | None = None,
 ) -> dict[str, Any]:
+    """The order as its buyer and the tenant's staff see it; ``returns`` (the buyer's own view)
+    says, per gift seat, whether it can be given back and for how much."""
     refundable = 0
     if order["status"] in REFUNDABLE_ORDER_STATUSES:
         refundable = order["total_amount"] - order["refunded_amount"]
@@ -94,8 +113,15 @@ def order_public(
             {"id": r["id"], "status": r["status"], "user_id": r["user_id"], "seat_id": r["seat_id"]}
             for r in registrations
         ],
-        "seats": [{"id": s["id"], "status": s["status"], "position": s["position"]} for s in seats],
-        "invites": [{"status": i["status"], "seat_id": i["seat_id"]} for i in invites],
+        "seats": [_seat(s, order, returns) for s in seats],
+        "invites": [
+            {
+                "status": i["status"],
+                "seat_id": i["seat_id"],
+                "return_requested": i.get("return_requested_at") is not None,
+            }
+            for i in invites
+        ],
         "refund": {"refunded_amount": order["refunded_amount"], "refundable_amount": refundable},
     }
 
@@ -168,13 +194,29 @@ async def load_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any]
 async def get_order(
     conn: asyncpg.Connection, principal: Principal, order_id: UUID
 ) -> dict[str, Any]:
-    """The buyer's own order, or any order of a tenant one is staff of; 404 for everyone else."""
+    """The buyer's own order (with what each gift seat would give back), or any order of a
+    tenant one is staff of; 404 for everyone else."""
     order = await repo.get_order(conn, order_id)
     if order is None or not (
         order["buyer_id"] == principal.sub or principal.is_staff_of(order["tenant_id"])
     ):
         raise NotFound("order not found")
-    return order_public(order, **await repo.order_details(conn, order_id))
+    details = await repo.order_details(conn, order_id)
+    returns = None
+    if order["buyer_id"] == principal.sub and details["invites"]:
+        terms = await repo.buyer_terms(conn, order)
+        by_seat = {i["seat_id"]: i for i in details["invites"]}
+        returns = {
+            s["id"]: seats.return_outlook(
+                order,
+                s,
+                by_seat.get(s["id"]),
+                terms["cancellation_policy"],
+                terms["starts_at"],
+            )
+            for s in details["seats"]
+        }
+    return order_public(order, **details, returns=returns)
 
 
 async def my_orders(
