@@ -221,14 +221,15 @@ class Case:
     failed: str | None = None
 
     def settled(self, outcome: dict[str, str]) -> None:
-        """Its refunds' outcomes known: a refund that failed sends no e-mail and leaves the
-        order as it was (one e-mail per refund paid out)."""
+        """Its refunds' outcomes known: one e-mail per refund paid out, and one per refund that
+        failed (which leaves the order as it was)."""
         if not self.refunds:
             return
         paid_out = sum(outcome.get(r) == "refunded" for r in self.refunds)
         status = self.endings[0][0] if paid_out else str(self.unrefunded)
         mails = Counter(self.endings[0][1])
         mails["refund"] = paid_out
+        mails["refund_failed"] = sum(outcome.get(r) == "failed" for r in self.refunds)
         self.endings = [(status, +mails)]
 
 
@@ -397,7 +398,7 @@ class Shop:
             # revived if the seat is still there, else cancelled and the money returned
             case.endings = [
                 ("PAID", Counter(expired=1, paid=1)),
-                ("CANCELLED", Counter(expired=1, refund=1)),
+                ("CANCELLED", Counter(expired=1, returned=1, refund=1)),
             ]
         else:  # the provider closed the transaction when the order expired
             case.endings = [("CANCELLED", Counter(expired=1))]
@@ -538,6 +539,10 @@ def kind_of(subject: str) -> str:
         return "expired"
     if "are confirmed" in subject:
         return "paid"
+    if "returning your payment" in subject:
+        return "returned"
+    if "could not be completed" in subject:
+        return "refund_failed"
     if "refund" in subject.lower():
         return "refund"
     return "other"

@@ -26,7 +26,7 @@ from ticketing_shared.contracts import (
     OrderPaid,
     OrderPaymentRejected,
     RefundCompleted,
-    RefundStatusChanged,
+    RefundFailed,
     RegistrationApproved,
     RegistrationCancellationRequested,
     RegistrationCancelled,
@@ -46,7 +46,7 @@ MAILS: dict[type[EventData], tuple[str, tuple[str, str]]] = {
     OrderExpired: ("order_expired", _BUYER),
     OrderPaymentRejected: ("payment_rejected", _BUYER),
     RefundCompleted: ("refund_completed", _BUYER),
-    RefundStatusChanged: ("refund_failed", _BUYER),
+    RefundFailed: ("refund_failed", _BUYER),
     InviteRedeemed: ("invite_redeemed", _BUYER),
     SeatReturnRequested: ("seat_return_requested", _BUYER),
     RegistrationApproved: ("registration_approved", _REGISTRANT),
@@ -54,11 +54,6 @@ MAILS: dict[type[EventData], tuple[str, tuple[str, str]]] = {
     RegistrationCancellationRequested: ("cancellation_requested", _REGISTRANT),
     RegistrationCancelled: ("registration_cancelled", _REGISTRANT),
     EventRescheduled: ("event_rescheduled", _REGISTRANT),
-}
-
-# events of these types are told only when this holds
-_ONLY_IF: dict[type[EventData], Callable[[Any], bool]] = {
-    RefundStatusChanged: lambda d: d.status == "failed",
 }
 
 
@@ -92,17 +87,15 @@ def build_consumer(settings: Settings) -> EventConsumer:
         )
 
     for event_type, (template, (to, locale)) in MAILS.items():
-        consumer.on(event_type)(_teller(template, to, locale, _ONLY_IF.get(event_type)))
+        consumer.on(event_type)(_teller(template, to, locale))
 
     return consumer
 
 
 def _teller(
-    template: str, to: str, locale: str, only_if: Callable[[Any], bool] | None
+    template: str, to: str, locale: str
 ) -> Callable[[asyncpg.Connection, Any, CloudEvent], Any]:
     async def tell(conn: asyncpg.Connection, data: Any, event: CloudEvent) -> None:
-        if only_if is not None and not only_if(data):
-            return
         await queue_email(
             conn,
             event_id=event.id,

@@ -18,8 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_datetime
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import NumberPattern, get_currency_precision
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -46,11 +47,24 @@ _env = Environment(
 )
 
 
+@lru_cache(maxsize=16)
+def _currency_pattern(locale: str) -> tuple[Locale, NumberPattern]:
+    """The locale and its standard currency pattern, parsed once (Babel's format_currency parses
+    them on every call: a third of a millisecond per amount)."""
+    loc = Locale.parse(_BABEL_LOCALES.get(locale, "en_US"))
+    return loc, loc.currency_formats["standard"]
+
+
+@lru_cache(maxsize=256)
+def _minor_digits(code: str) -> int:
+    return int(get_currency_precision(code))
+
+
 def money(amount: int, currency: str, locale: str = "en") -> str:
     """``amount`` minor units of ``currency`` as ``locale`` writes them."""
     code = currency.strip().upper()
-    value = Decimal(amount).scaleb(-get_currency_precision(code))
-    return str(format_currency(value, code, locale=_BABEL_LOCALES.get(locale, "en_US")))
+    loc, pattern = _currency_pattern(locale)
+    return str(pattern.apply(Decimal(amount).scaleb(-_minor_digits(code)), loc, currency=code))
 
 
 @pass_context

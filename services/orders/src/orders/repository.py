@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -838,6 +839,13 @@ class RegistrationFilter:
         return " AND ".join(clauses), args
 
 
+async def plan_for_these_values(conn: asyncpg.Connection) -> None:
+    """Plan this transaction's statements for the values they are given, never with a generic
+    plan: whether a search pattern or a status is selective decides between the trigram index,
+    a status index and a scan, and a statement prepared once must not fix that choice."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -883,21 +891,32 @@ async def count_event_registrations(
     )
 
 
-def export_event_registrations(
-    conn: asyncpg.Connection, event_id: UUID, filters: RegistrationFilter
-) -> Any:
-    """Every matching registration with its ticket type's name, in list order: a server-side
-    cursor (iterate it inside the transaction)."""
+async def export_event_registrations(
+    conn: asyncpg.Connection,
+    event_id: UUID,
+    filters: RegistrationFilter,
+    output: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Every matching registration, in list order, as CSV with a header row: written by
+    PostgreSQL itself (COPY), handed to ``output`` chunk by chunk. Times are ISO 8601; text
+    cells are guarded against formulas (``csv_cell``, migration 0010)."""
     where, args = filters.where(event_id)
-    return conn.cursor(
+    await conn.copy_from_query(
         f"""
-        SELECT {_REGISTRATION_ROW}, t.name AS ticket_type_name
+        SELECT r.id AS registration_id, r.status, r.order_id, o.status AS order_status,
+               r.ticket_type_id, csv_cell(t.name) AS ticket_type, csv_cell(r.user_id) AS user_id,
+               csv_cell(r.email) AS email, csv_cell(r.name) AS name,
+               to_json(r.created_at) #>> '{{}}' AS created_at,
+               to_json(r.cancelled_at) #>> '{{}}' AS cancelled_at, r.cancellation_reason,
+               csv_cell(r.cancellation_reason_note) AS cancellation_reason_note, r.refund_id
         FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
              JOIN ticket_types t ON t.id = r.ticket_type_id
         WHERE {where} ORDER BY r.created_at, r.id
         """,
         *args,
-        prefetch=1000,
+        output=output,
+        format="csv",
+        header=True,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -339,16 +340,34 @@ async def export_event_registrations(
         await views.check_export(conn, principal, event_id)
 
     async def lines() -> AsyncIterator[bytes]:
-        yield ("\ufeff" + views.csv_header()).encode()  # the BOM: spreadsheets read it as UTF-8
-        async with db.read(tenants=principal.tenant_scope()) as conn:
-            batch: list[Any] = []
-            async for row in repo.export_event_registrations(conn, event_id, filters):
-                batch.append(row)
-                if len(batch) == 500:
-                    yield views.csv_rows(batch).encode()
-                    batch = []
-            if batch:
-                yield views.csv_rows(batch).encode()
+        # PostgreSQL writes the CSV (COPY) into a small queue; the response takes it from there,
+        # so a slow client slows the copy down instead of filling memory
+        chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=8)
+
+        async def keep(chunk: bytes) -> None:
+            await chunks.put(bytes(chunk))  # a copy: the driver may reuse its buffer
+
+        async def copy() -> None:
+            async with db.read(tenants=principal.tenant_scope()) as conn:
+                await repo.plan_for_these_values(conn)
+                await repo.export_event_registrations(conn, event_id, filters, keep)
+
+        writer = asyncio.create_task(copy())
+        try:
+            yield "\ufeff".encode()  # the BOM: spreadsheets then read the file as UTF-8
+            while True:
+                getter = asyncio.ensure_future(chunks.get())
+                await asyncio.wait({getter, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()  # the copy is over: what it wrote is still in the queue
+                while not chunks.empty():
+                    yield chunks.get_nowait()
+                await writer  # a copy that failed half-way ends the stream with its error
+                return
+        finally:
+            writer.cancel()  # the client went away: stop the copy, free the connection
 
     return StreamingResponse(
         lines(),

@@ -26,6 +26,7 @@ from ticketing_shared.contracts import (
     PaymentRefundUpdated,
     RefundCancelRequested,
     RefundCompleted,
+    RefundFailed,
     RefundRequested,
     RefundStatusChanged,
     RegistrationCancellationRequested,
@@ -489,6 +490,21 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
         to_status=target.value,
         outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
     )
+    if target is RefundStatus.FAILED:  # and, for the buyer's e-mail, a failure on its own
+        await outbox.emit(
+            conn,
+            RefundFailed(
+                **_event_fields(refund),
+                failure_code=fields["failure_code"],
+                failure_message=fields["failure_message"],
+                seat_ids=list(refund["seat_ids"]),
+                buyer_email=refund["buyer_email"],
+                buyer_locale=refund["buyer_locale"],
+                event_title=refund["event_title"],
+            ),
+            subject=refund["order_id"],
+            source=SOURCE,
+        )
     return target.value
 
 

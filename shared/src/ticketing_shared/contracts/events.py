@@ -301,6 +301,20 @@ class RefundStatusChanged(_RefundEvent):
     event_title: str = ""
 
 
+class RefundFailed(_RefundEvent):
+    """A refund failed for good: told apart from ``refund.status_changed`` so that whoever only
+    cares about failures (the buyer's e-mail) reads nothing else."""
+
+    ce_type: ClassVar[str] = "refund.failed"
+
+    failure_code: str | None = None
+    failure_message: str | None = None
+    seat_ids: list[UUID] = []
+    buyer_email: str = ""
+    buyer_locale: str = "en"
+    event_title: str = ""
+
+
 class RefundCompleted(_RefundEvent):
     """The provider settled a refund: the money went back to the buyer."""
 

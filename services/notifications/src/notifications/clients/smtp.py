@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
-from email.charset import QP, Charset
+from email.charset import BASE64, QP, Charset
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
@@ -176,9 +176,13 @@ class SmtpMailer:
 
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
+# the HTML part in base64: encoded in C, where quoted-printable is encoded character by character
+# in Python (a third of a millisecond per mail); nobody reads an HTML part's source anyway
+_UTF8_B64 = Charset("utf-8")
+_UTF8_B64.body_encoding = BASE64
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype)
-    part.set_payload(text, charset=_UTF8_QP)
+    part.set_payload(text, charset=_UTF8_B64 if subtype == "html" else _UTF8_QP)
     return part

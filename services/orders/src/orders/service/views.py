@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -271,6 +269,7 @@ async def event_registrations(
     """The organizer's list: a page of the event's registrations (each with its order's status
     and the refund that cancelled it), the cursor of the next, and how many match in all."""
     await _staff_event(conn, principal, event_id)
+    await repo.plan_for_these_values(conn)
     rows = await repo.list_event_registrations(
         conn, event_id, filters, limit=limit, after=paging.decode(cursor)
     )
@@ -282,64 +281,6 @@ async def event_registrations(
 async def check_export(conn: asyncpg.Connection, principal: Principal, event_id: UUID) -> None:
     """Whether the caller may export the event's registrations (owner/admin)."""
     await _staff_event(conn, principal, event_id)
-
-
-CSV_COLUMNS = (
-    "registration_id",
-    "status",
-    "order_id",
-    "order_status",
-    "ticket_type_id",
-    "ticket_type",
-    "user_id",
-    "email",
-    "name",
-    "created_at",
-    "cancelled_at",
-    "cancellation_reason",
-    "cancellation_reason_note",
-    "refund_id",
-)
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell: text a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, TAB,
-    CR at its start) is quoted with a leading apostrophe, as OWASP advises."""
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def csv_rows(records: Sequence[Mapping[str, Any]]) -> str:
-    """Registrations (``repo.export_event_registrations`` rows) as CSV lines."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    for r in records:
-        writer.writerow(
-            _cell(v)
-            for v in (
-                r["id"],
-                r["status"],
-                r["order_id"],
-                r["order_status"],
-                r["ticket_type_id"],
-                r["ticket_type_name"],
-                r["user_id"],
-                r["email"],
-                r["name"],
-                r["created_at"],
-                r["cancelled_at"],
-                r["cancellation_reason"],
-                r["cancellation_reason_note"],
-                r["refund_id"],
-            )
-        )
-    return out.getvalue()
-
-
-def csv_header() -> str:
-    return ",".join(CSV_COLUMNS) + "\r\n"
 
 
 async def tenant_events(
