@@ -91,6 +91,7 @@ class World:
     paid_order_id: str
     registration_id: str
     free_registration_id: str
+    gift_seat_id: str
     invite_token: str
     refund_id: str
 
@@ -198,6 +199,10 @@ MATRIX: dict[tuple[str, str, str], tuple[dict[str, int | str], Request]] = {
     ("orders", "POST", "/v1/orders/{order_id}/cancel"): (
         buyer_only(),
         _post("/v1/orders/{pending_order_id}/cancel"),
+    ),
+    ("orders", "POST", "/v1/orders/{order_id}/seats/{seat_id}/cancel"): (
+        buyer_only(),
+        _post("/v1/orders/{paid_order_id}/seats/{gift_seat_id}/cancel"),
     ),
     ("orders", "GET", "/v1/orders/{order_id}/audit"): (
         staff(),
@@ -368,6 +373,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
         paid_order_id=paid["id"],
         registration_id=paid["registrations"][0]["id"],
         free_registration_id=free.json()["registration"]["id"],
+        gift_seat_id=paid["seats"][1]["id"],
         invite_token=invites[0]["token"],
         refund_id=refund.json()["id"],
     )
