@@ -1,4 +1,4 @@
--- Row-level security on the tenant-scoped tables (DESIGN 4.4), keyed on the transaction-local
+-- Row-level security on the tenant-scoped tables (docs/security.md), keyed on the transaction-local
 -- app.tenant_id (see the shared tenant_visible()). Every transaction of the service scopes itself:
 --   * staff use cases: the tenants the caller holds a role in ('*' for a platform admin);
 --   * use cases on one resource reachable by a buyer (an order, a registration, an invite):

@@ -1,4 +1,4 @@
--- Row-level security key of tenant-scoped tables (DESIGN 4.4): the transaction-local setting
+-- Row-level security key of tenant-scoped tables (docs/security.md): the transaction-local setting
 -- app.tenant_id, set by ticketing_shared.db.set_tenant() from the caller's verified roles or from
 -- the event being applied. It holds one tenant id, several separated by commas (a person on the
 -- staff of several tenants), or '*' (a platform admin, or a job that spans tenants by design).

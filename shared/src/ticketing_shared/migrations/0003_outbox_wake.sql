@@ -5,7 +5,7 @@
 -- Its relay LISTENs on the channel and, seeing the trigger, polls only as a safety net. NOTIFY
 -- serializes the commits of the transactions that send it (one lock for the whole cluster), so
 -- the orders service, whose purchases commit hundreds of times a second on one hot row, keeps
--- polling instead (DESIGN §3).
+-- polling instead (docs/reliability.md, docs/architecture.md).
 CREATE FUNCTION outbox_wake() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM added) THEN
