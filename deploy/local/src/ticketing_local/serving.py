@@ -192,10 +192,10 @@ async def in_process(
         port = int(probe.getsockname()[1])
     ready = asyncio.Event()
     apps: list[Starlette] = []
-    task = asyncio.create_task(
+    task: asyncio.Future[None] = asyncio.ensure_future(
         serve(config, host, port, ready, handle_signals=False, on_app=apps.append)
     )
-    waiter = asyncio.create_task(ready.wait())
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(ready.wait())
     try:
         done, _ = await asyncio.wait(
             {task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED

@@ -47,7 +47,7 @@ async def insert_delivery(
 
 async def claim_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
     """Lock due pending deliveries; other senders skip them (``SKIP LOCKED``)."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT id, recipient, subject, body_text, body_html, attempts
         FROM deliveries
@@ -58,6 +58,7 @@ async def claim_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Rec
         """,
         limit,
     )
+    return found
 
 
 async def mark_sent(conn: asyncpg.Connection, delivery_ids: list[UUID]) -> None:

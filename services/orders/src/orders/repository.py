@@ -127,7 +127,7 @@ async def update_event(
 async def event_holders(conn: asyncpg.Connection, event_id: UUID) -> list[asyncpg.Record]:
     """One active registration per distinct e-mail address of the event: whom to tell of a
     change to it."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT DISTINCT ON (lower(email)) id, order_id, user_id, email, locale
         FROM registrations
@@ -136,6 +136,7 @@ async def event_holders(conn: asyncpg.Connection, event_id: UUID) -> list[asyncp
         """,
         event_id,
     )
+    return found
 
 
 async def insert_ticket_type(
@@ -173,9 +174,10 @@ async def insert_ticket_type(
 
 
 async def list_ticket_types(conn: asyncpg.Connection, event_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM ticket_types WHERE event_id = $1 ORDER BY created_at, id", event_id
     )
+    return found
 
 
 async def get_ticket_type(
@@ -411,7 +413,7 @@ async def list_buyer_orders(
     before: tuple[datetime, UUID] | None,
 ) -> list[asyncpg.Record]:
     """A page of the buyer's orders, newest first (``limit + 1`` rows)."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT * FROM orders WHERE buyer_id = $1 AND ($2::uuid IS NULL OR event_id = $2)
           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
@@ -423,6 +425,7 @@ async def list_buyer_orders(
         before[1] if before else None,
         limit + 1,
     )
+    return found
 
 
 async def set_order_status(
@@ -497,13 +500,14 @@ async def set_order_status_audited(
 
 async def due_expired_orders(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
     """Lock PENDING orders past their expiry; other workers skip them (``SKIP LOCKED``)."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT * FROM orders WHERE status = 'PENDING' AND expires_at <= now()
         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
         """,
         limit,
     )
+    return found
 
 
 # ----------------------------------------------------------------------------- seats & invites
@@ -656,7 +660,7 @@ async def set_invites_status(
     to: str,
     seat_ids: list[UUID] | None = None,
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         UPDATE invites SET status = $3, updated_at = now()
         WHERE order_id = $1 AND status = ANY($2::text[]) AND ($4::uuid[] IS NULL OR seat_id = ANY($4::uuid[]))
@@ -667,6 +671,7 @@ async def set_invites_status(
         to,
         seat_ids,
     )
+    return found
 
 
 async def invite_ids(conn: asyncpg.Connection, order_id: UUID, *, status: str) -> list[UUID]:
@@ -871,7 +876,7 @@ async def list_event_registrations(
         args += list(after)
         where += f" AND (r.created_at, r.id) > (${len(args) - 1}, ${len(args)})"
     args.append(limit + 1)
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         f"""
         SELECT {_REGISTRATION_ROW}
         FROM registrations r LEFT JOIN orders o ON o.id = r.order_id
@@ -879,6 +884,7 @@ async def list_event_registrations(
         """,
         *args,
     )
+    return found
 
 
 async def count_event_registrations(
@@ -931,7 +937,7 @@ async def list_tenant_events(
     after: tuple[datetime, UUID] | None,
 ) -> list[asyncpg.Record]:
     """A page of the tenant's events by start (``limit + 1`` rows)."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT * FROM events
         WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
@@ -948,12 +954,13 @@ async def list_tenant_events(
         after[1] if after else None,
         limit + 1,
     )
+    return found
 
 
 async def list_tenant_templates(
     conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT * FROM event_templates
         WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
@@ -964,6 +971,7 @@ async def list_tenant_templates(
         after[1] if after else None,
         limit + 1,
     )
+    return found
 
 
 async def event_audit(
@@ -975,7 +983,7 @@ async def event_audit(
 ) -> list[asyncpg.Record]:
     """The event's catalog history: the event, its ticket types, its tenant's policies; oldest
     first, ``limit + 1`` rows after audit id ``after``."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT id, at, actor, action, entity, entity_id, from_status, to_status, details
         FROM audit_log
@@ -993,6 +1001,7 @@ async def event_audit(
         after or 0,
         limit + 1,
     )
+    return found
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -1041,7 +1050,10 @@ async def audit_many(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> N
 
 
 async def order_audit(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM audit_log WHERE order_id = $1 ORDER BY id", order_id)
+    found: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM audit_log WHERE order_id = $1 ORDER BY id", order_id
+    )
+    return found
 
 
 # ------------------------------------------------------------------------------------- invariant
@@ -1049,7 +1061,7 @@ async def order_audit(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.
 
 async def inventory_report(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Per ticket type: the stored inventory and what the seats and registrations say it must be."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT tt.id, tt.current_quantity, tt.max_quantity,
                (SELECT count(*) FROM seats s JOIN orders o ON o.id = s.order_id
@@ -1061,6 +1073,7 @@ async def inventory_report(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         FROM ticket_types tt ORDER BY tt.id
         """
     )
+    return found
 
 
 # ------------------------------------------------------------------------------ refunds in flight

@@ -141,15 +141,17 @@ async def update_payment(
 
 
 async def list_payments(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM payments WHERE order_id = $1 ORDER BY created_at", order_id
     )
+    return found
 
 
 async def open_payments(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM payments WHERE order_id = $1 AND status = 'CREATED'", order_id
     )
+    return found
 
 
 async def record_notification(
@@ -258,13 +260,14 @@ async def add_task(
 
 
 async def claim_tasks(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT * FROM provider_tasks WHERE status = 'PENDING' AND next_attempt_at <= now()
         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
         """,
         limit,
     )
+    return found
 
 
 async def finish_task(
@@ -443,7 +446,7 @@ async def open_refunds(
 ) -> list[asyncpg.Record]:
     """A payment's refunds the provider may still move on (locked unless ``lock`` is False),
     with the payment's numbers."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         f"""
         SELECT r.*, p.out_trade_no, p.amount AS payment_amount, p.transaction_id,
                p.provider_payment_id
@@ -453,6 +456,7 @@ async def open_refunds(
         """,
         payment_id,
     )
+    return found
 
 
 async def due_for_reconcile(

@@ -581,6 +581,7 @@ async def refund_wechat(
     )
     if refund is None or refund["status"] != "pending":
         return
+    answer: dict[str, Any] | None
     try:
         answer = await wechat.refund(
             out_refund_no=refund["out_refund_no"],

@@ -133,15 +133,17 @@ async def get_refund(
 
 
 async def list_refunds(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM refunds WHERE order_id = $1 ORDER BY created_at, id", order_id
     )
+    return found
 
 
 async def event_tenant(conn: asyncpg.Connection, event_id: UUID) -> str | None:
-    return await conn.fetchval(
+    found: str | None = await conn.fetchval(
         "SELECT tenant_id FROM orders_view WHERE event_id = $1 LIMIT 1", event_id
     )
+    return found
 
 
 async def list_event_refunds(
@@ -154,7 +156,7 @@ async def list_event_refunds(
     after: tuple[datetime, UUID] | None,
 ) -> list[asyncpg.Record]:
     """A page (``limit + 1`` rows) of the refunds of the event's orders, in (created_at, id) order."""
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT r.*, o.buyer_email
         FROM refunds r JOIN orders_view o ON o.order_id = r.order_id
@@ -170,6 +172,7 @@ async def list_event_refunds(
         after[1] if after else None,
         limit + 1,
     )
+    return found
 
 
 async def items_of(
@@ -288,7 +291,8 @@ async def audit(
 
 
 async def audit_trail(conn: asyncpg.Connection, refund_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT actor, action, from_status, to_status, details, at FROM refund_audit WHERE refund_id = $1 ORDER BY id",
         refund_id,
     )
+    return found

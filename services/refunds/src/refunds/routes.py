@@ -37,7 +37,7 @@ async def create_refund(
     idem = idempotency.for_request(request, principal.sub, idempotency_key, body, required=True)
     assert idem is not None
 
-    async def request() -> tuple[int, dict[str, Any]]:
+    async def attempt() -> tuple[int, dict[str, Any]]:
         return await service.request_refund(
             pool,
             principal,
@@ -52,13 +52,13 @@ async def create_refund(
 
     # the organizer acts on what orders showed them; refunds may hear of it a moment later
     try:
-        status, payload = await request()
+        status, payload = await attempt()
     except NotFound:
         if not await catchup.order_learned(pool, order_id, within=settings.order_wait_ms / 1000):
             raise
-        status, payload = await _once_paid(pool, order_id, settings, request)
+        status, payload = await _once_paid(pool, order_id, settings, attempt)
     except OrderNotPaid:
-        status, payload = await _once_paid(pool, order_id, settings, request, found=True)
+        status, payload = await _once_paid(pool, order_id, settings, attempt, found=True)
     return FastJSONResponse(payload, status_code=status)
 
 

@@ -513,7 +513,9 @@ def needs_action(refund: Mapping[str, Any]) -> bool:
     """Money we must give back and could not: a payment the order never kept (late, duplicate)
     whose refund failed. Nothing retries it (one refund per such payment), so the organizer must
     return it by hand; a failed refund of the order's own payment is retried by whoever asked."""
-    return refund["status"] == RefundStatus.FAILED.value and refund["kind"] == "rejected_payment"
+    return bool(
+        refund["status"] == RefundStatus.FAILED.value and refund["kind"] == "rejected_payment"
+    )
 
 
 def _event_fields(refund: asyncpg.Record) -> dict[str, Any]:

@@ -401,7 +401,7 @@ async def _purchase(
             for i, s in enumerate(seat_ids)
         ],
     )
-    audit = [
+    audit: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
         (
             "order",
             str(order_id),

@@ -186,7 +186,13 @@ async def load_order(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any]
     order = await repo.get_order(conn, order_id)
     if order is None:
         raise NotFound("order not found")
-    return order_public(order, **await repo.order_details(conn, order_id))
+    details = await repo.order_details(conn, order_id)
+    return order_public(
+        order,
+        seats=details["seats"],
+        registrations=details["registrations"],
+        invites=details["invites"],
+    )
 
 
 async def get_order(
@@ -214,7 +220,13 @@ async def get_order(
             )
             for s in details["seats"]
         }
-    return order_public(order, **details, returns=returns)
+    return order_public(
+        order,
+        seats=details["seats"],
+        registrations=details["registrations"],
+        invites=details["invites"],
+        returns=returns,
+    )
 
 
 async def my_orders(
@@ -230,7 +242,17 @@ async def my_orders(
         conn, principal.sub, event_id, limit=limit, before=paging.decode(cursor)
     )
     orders, next_cursor = paging.page(rows, limit)
-    items = [order_public(o, **await repo.order_details(conn, o["id"])) for o in orders]
+    items = []
+    for o in orders:
+        details = await repo.order_details(conn, o["id"])
+        items.append(
+            order_public(
+                o,
+                seats=details["seats"],
+                registrations=details["registrations"],
+                invites=details["invites"],
+            )
+        )
     return {"items": items, "next_cursor": next_cursor}
 
 
