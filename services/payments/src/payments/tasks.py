@@ -4,6 +4,7 @@ and made by the worker after it committed, with retries and backoff."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -19,21 +20,38 @@ log = logging.getLogger(__name__)
 TASK_BACKOFF_CAP_S = 300.0
 
 
+TaskHandler = Callable[[asyncpg.Connection, asyncpg.Record, Providers, bool], Awaitable[None]]
+
+#: what each (provider, kind) of task does; the argument ``give_up`` says it is the last attempt
+HANDLERS: dict[tuple[str, str], TaskHandler] = {
+    ("wechatpay", "close"): lambda conn, task, p, give_up: service.close_wechat(
+        conn, task, p.wechat
+    ),
+    ("wechatpay", "refund"): lambda conn, task, p, give_up: service.refund_wechat(
+        conn, task, p.wechat, give_up=give_up
+    ),
+    ("mollie", "close"): lambda conn, task, p, give_up: mollie_flow.close(conn, task, p.mollie),
+    ("mollie", "refund"): lambda conn, task, p, give_up: mollie_flow.refund(
+        conn, task, p.mollie, give_up=give_up
+    ),
+    ("mollie", "cancel_refund"): lambda conn, task, p, give_up: mollie_flow.cancel_refund(
+        conn, task, p.mollie
+    ),
+}
+
+
+class UnknownTask(LookupError):
+    """A task no handler knows (a release that wrote kinds this one does not): it fails, loudly,
+    rather than being marked done with nothing done."""
+
+
 async def _execute(
     conn: asyncpg.Connection, task: asyncpg.Record, providers: Providers, *, give_up: bool
 ) -> None:
-    kind, provider = task["kind"], task["provider"]
-    if provider == "mollie":
-        if kind == "close":
-            await mollie_flow.close(conn, task, providers.mollie)
-        elif kind == "refund":
-            await mollie_flow.refund(conn, task, providers.mollie, give_up=give_up)
-        elif kind == "cancel_refund":
-            await mollie_flow.cancel_refund(conn, task, providers.mollie)
-    elif kind == "close":
-        await service.close_wechat(conn, task, providers.wechat)
-    elif kind == "refund":
-        await service.refund_wechat(conn, task, providers.wechat, give_up=give_up)
+    handler = HANDLERS.get((task["provider"], task["kind"]))
+    if handler is None:
+        raise UnknownTask(f"no handler for {task['provider']} {task['kind']} tasks")
+    await handler(conn, task, providers, give_up)
 
 
 async def run_due_tasks(
@@ -51,6 +69,16 @@ async def run_due_tasks(
             try:
                 await _execute(conn, task, providers, give_up=attempts >= max_attempts)
                 await repo.finish_task(conn, task["id"], status="DONE")
+            except UnknownTask as exc:
+                log.error(
+                    "payments.task_unknown",
+                    extra={
+                        "task": task["kind"],
+                        "provider": task["provider"],
+                        "id": str(task["id"]),
+                    },
+                )
+                await repo.finish_task(conn, task["id"], status="FAILED", error=str(exc))
             except ProviderError as exc:
                 give_up = not exc.retryable or attempts >= max_attempts
                 log.warning(

@@ -156,3 +156,23 @@ async def test_reconciliation_stops_asking_while_mollie_rate_limits(bench: Bench
     assert asked >= 3
     # the first answer said the key is rate limited: the others are left for their next turn
     assert await bench.calls("get_payment") - before == 1
+
+
+async def test_a_task_no_handler_knows_fails_loudly_instead_of_passing_for_done(
+    bench: Bench,
+) -> None:
+    task_id = uuid.uuid4()
+    await bench.peek.execute(
+        """
+        INSERT INTO provider_tasks (id, kind, provider, reference, payload, tenant_id)
+        VALUES ($1, 'cancel_refund', 'wechatpay', 'x', '{}', 't-pacing')
+        """,
+        task_id,
+    )
+    await bench.run()
+    row = await bench.peek.fetchrow(
+        "SELECT status, last_error FROM provider_tasks WHERE id = $1", task_id
+    )
+    # WeChat Pay cannot withdraw a refund: no such task is ever written, and one that is, fails
+    assert row["status"] == "FAILED"
+    assert "no handler for wechatpay cancel_refund" in row["last_error"]
