@@ -226,10 +226,29 @@ PROBLEM_STATUSES = {
 }
 
 
+REQUIRES_IDEMPOTENCY_KEY = {"x-idempotency-key": "required"}
+_ACTIONS = {"cancel", "approve", "reject", "redeem"}
+
+
+def _resource(path: str) -> str:
+    """The resource a path is about, as its OpenAPI tag: the last named segment, not an action
+    (``/v1/events/{id}/registrations.csv`` → ``registrations``, ``/v1/orders/{id}/cancel`` →
+    ``orders``); every webhook is a ``webhooks``."""
+    parts = [p.removesuffix(".csv") for p in path.split("/")[2:] if not p.startswith("{")]
+    if parts[0] == "webhooks":
+        return "webhooks"
+    named = [p for p in parts if p not in _ACTIONS]
+    return named[-1] if named else parts[0]
+
+
 def document_problems(app: FastAPI) -> None:
     """The OpenAPI document tells the truth about errors: every operation of the API may answer
     the problems above, as ``application/problem+json`` (FastAPI's own 422 model, which our
-    handler never sends, is replaced). Statuses an operation documents itself are kept."""
+    handler never sends, is replaced). Statuses an operation documents itself are kept.
+
+    Each operation is tagged with the resource its path names, and one that requires an
+    Idempotency-Key says so (``openapi_extra=REQUIRES_IDEMPOTENCY_KEY`` on its route: the header
+    stays optional for FastAPI so that a missing one gets our own 400 problem)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -241,6 +260,16 @@ def document_problems(app: FastAPI) -> None:
             if not path.startswith("/v1/"):
                 continue
             for operation in operations.values():
+                operation.setdefault("tags", [_resource(path)])
+                if operation.pop("x-idempotency-key", None) == "required":
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "Idempotency-Key":
+                            parameter["required"] = True
+                            parameter["schema"] = {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                            }
                 responses = operation.setdefault("responses", {})
                 for status, description in PROBLEM_STATUSES.items():
                     documented = responses.get(str(status))

@@ -12,7 +12,7 @@ from fastapi import Query, Request
 from ticketing_shared import catchup, idempotency, paging
 from ticketing_shared.errors import NotFound
 from ticketing_shared.idempotency import IdempotencyKey
-from ticketing_shared.web import FastJSONResponse, api_router
+from ticketing_shared.web import REQUIRES_IDEMPOTENCY_KEY, FastJSONResponse, api_router
 
 from . import service
 from .dependencies import AppSettings, Caller, Pool
@@ -23,7 +23,12 @@ from .settings import Settings
 router = api_router()
 
 
-@router.post("/orders/{order_id}/refunds", status_code=201, response_model=RefundPublic)
+@router.post(
+    "/orders/{order_id}/refunds",
+    status_code=201,
+    response_model=RefundPublic,
+    openapi_extra=REQUIRES_IDEMPOTENCY_KEY,
+)
 async def create_refund(
     order_id: UUID,
     body: RefundCreate,
