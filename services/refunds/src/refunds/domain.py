@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
-from ticketing_shared.errors import Conflict, Unprocessable
 from ticketing_shared.money import allocate
+
+from .errors import (
+    DuplicateSeat,
+    InvalidAmount,
+    NoItems,
+    OrderNotRefundable,
+    OverRefund,
+    SeatAlreadyRefunded,
+    UnknownSeat,
+)
 
 
 class RefundStatus(StrEnum):
@@ -55,30 +64,6 @@ class RefundReason(StrEnum):
     ADMIN = "admin"
     USER = "user"
     OTHER = "other"
-
-
-class OrderNotRefundable(Conflict):
-    code, title = "order_not_refundable", "This order cannot be refunded"
-
-
-class OrderNotPaid(OrderNotRefundable):
-    """The order is not paid (as far as refunds has heard): maybe not yet."""
-
-
-class OverRefund(Conflict):
-    code, title = "over_refund", "The refund exceeds what is left to refund"
-
-
-class SeatAlreadyRefunded(Conflict):
-    code, title = "seat_already_refunded", "A seat is already part of another refund"
-
-
-class UnknownSeat(Unprocessable):
-    code, title = "unknown_seat", "A seat does not belong to this order"
-
-
-class RefundNotCancelable(Conflict):
-    code, title = "refund_not_cancelable", "This refund can no longer be canceled"
 
 
 @dataclass(frozen=True)
@@ -122,9 +107,9 @@ def plan_refund(
     else:
         wanted = list(seat_ids)
         if not wanted:
-            raise Unprocessable("items must name at least one seat", code="no_items")
+            raise NoItems("items must name at least one seat")
         if len(set(wanted)) != len(wanted):
-            raise Unprocessable("a seat is listed twice", code="duplicate_seat")
+            raise DuplicateSeat("a seat is listed twice")
         unknown = [s for s in wanted if s not in shares]
         if unknown:
             raise UnknownSeat(f"seat {unknown[0]} does not belong to this order")
@@ -135,7 +120,7 @@ def plan_refund(
         if amount is None:
             amount = sum(share for _, share in items)
     if amount <= 0:
-        raise Unprocessable("the refund amount must be greater than 0", code="invalid_amount")
+        raise InvalidAmount("the refund amount must be greater than 0")
     if amount > money.remaining:
         raise OverRefund(
             f"{amount} exceeds the {money.remaining} left to refund "

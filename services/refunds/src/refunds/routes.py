@@ -16,7 +16,7 @@ from ticketing_shared.web import REQUIRES_IDEMPOTENCY_KEY, FastJSONResponse, api
 
 from . import service
 from .dependencies import AppSettings, Caller, Pool
-from .domain import OrderNotPaid
+from .errors import OrderNotPaid
 from .schemas import EventRefundPage, RefundCreate, RefundDetail, RefundPublic
 from .settings import Settings
 

@@ -32,19 +32,18 @@ from ticketing_shared.contracts import (
     RegistrationCancellationRequested,
     SeatReturnRequested,
 )
-from ticketing_shared.errors import DomainError, Forbidden, NotFound
+from ticketing_shared.errors import NotFound
 
 from . import repository as repo
 from .domain import (
     CANCELABLE,
     OrderMoney,
-    OrderNotPaid,
-    RefundNotCancelable,
     RefundReason,
     RefundStatus,
     can_move,
     plan_refund,
 )
+from .errors import OrderNotPaid, OrderUnknown, RefundNotCancelable, StaffOnly
 from .schemas import RefundPublic
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def _order_for_staff(principal: Principal, order: asyncpg.Record | None) -> asyn
     if order is None:
         raise NotFound("order not found")
     if not principal.is_staff_of(order["tenant_id"]):
-        raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+        raise StaffOnly("refunds need the tenant's owner or admin role")
     return order
 
 
@@ -248,7 +247,7 @@ async def event_refunds(
         if tenant is None:
             raise NotFound("no order of this event is known")
         if not principal.is_staff_of(tenant):
-            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+            raise StaffOnly("refunds need the tenant's owner or admin role")
         rows = await repo.list_event_refunds(
             conn,
             event_id,
@@ -271,7 +270,7 @@ async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) 
         if refund is None:
             raise NotFound("refund not found")
         if not principal.is_staff_of(refund["tenant_id"]):
-            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+            raise StaffOnly("refunds need the tenant's owner or admin role")
         body = await _public(conn, refund)
         body["audit"] = [dict(a) for a in await repo.audit_trail(conn, refund_id)]
         return body
@@ -288,7 +287,7 @@ async def cancel_refund(
         if refund is None:
             raise NotFound("refund not found")
         if not principal.is_staff_of(refund["tenant_id"]):
-            raise Forbidden("refunds need the tenant's owner or admin role", code="forbidden")
+            raise StaffOnly("refunds need the tenant's owner or admin role")
         status = RefundStatus(refund["status"])
         if status not in CANCELABLE:
             raise RefundNotCancelable(f"a {status.value} refund can no longer be canceled")
@@ -323,12 +322,6 @@ async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]
             for data in orders
         ],
     )
-
-
-class OrderUnknown(DomainError):
-    """An event about an order this service has not heard of yet: retried, then dead-lettered."""
-
-    status, code, title = 409, "order_unknown", "Order not in the read model yet"
 
 
 async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid) -> None:
