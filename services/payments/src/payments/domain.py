@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from uuid import UUID
 
-from ticketing_shared.errors import Conflict, Unprocessable
+from .errors import IllegalPaymentTransition
 
 
 class PaymentStatus(StrEnum):
@@ -46,22 +46,10 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 
 
-class IllegalPaymentTransition(Conflict):
-    code, title = "illegal_transition", "Illegal payment state transition"
-
-
 def transition(current: PaymentStatus, target: PaymentStatus) -> PaymentStatus:
     if target not in TRANSITIONS[current]:
         raise IllegalPaymentTransition(f"payment cannot go from {current} to {target}")
     return target
-
-
-class OrderNotPayable(Conflict):
-    code, title = "order_not_payable", "This order cannot be paid"
-
-
-class OpenIdRequired(Unprocessable):
-    code, title = "openid_required", "A WeChat openid is required to pay inside WeChat"
 
 
 def wechat_method(user_agent: str | None) -> PaymentMethod:

@@ -25,18 +25,17 @@ from ticketing_shared.contracts import PaymentSucceeded
 from . import repository as repo
 from .domain import (
     MOLLIE_REFUND_STATUS,
-    OrderNotPayable,
     PaymentMethod,
     PaymentStatus,
     fee,
     refund_failure_message,
     transition,
 )
+from .errors import OrderNotPayable, ProviderUnavailable
 from .providers.mollie import MollieClient, MollieError, from_value
 from .service import (
     NOTIFICATIONS,
     SOURCE,
-    ProviderUnavailable,
     apply_refund_status,
     check_provider,
     payment_public,

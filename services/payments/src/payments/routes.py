@@ -12,7 +12,7 @@ import asyncpg
 from fastapi import Header, Request, Response
 
 from ticketing_shared import catchup, db
-from ticketing_shared.errors import PROBLEM_JSON, BadRequest, NotFound
+from ticketing_shared.errors import PROBLEM_JSON, NotFound
 from ticketing_shared.web import FastJSONResponse, api_router
 
 from . import mollie_flow, service, webhook_gate
@@ -25,6 +25,7 @@ from .dependencies import (
     ProviderSet,
     WeChat,
 )
+from .errors import MalformedWebhook
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
@@ -146,9 +147,7 @@ def _mollie_id(body: bytes) -> str:
     ids = form.get("id", [])
     if len(ids) != 1 or not PAYMENT_ID.fullmatch(ids[0]):
         log.warning("payments.webhook_rejected", extra={"provider": "mollie", "reason": "no id"})
-        raise BadRequest(
-            "the body must be form-encoded id=tr_… (one payment id)", code="malformed_webhook"
-        )
+        raise MalformedWebhook("the body must be form-encoded id=tr_… (one payment id)")
     return ids[0]
 
 

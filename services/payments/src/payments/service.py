@@ -24,14 +24,12 @@ from ticketing_shared.contracts import (
     RefundCancelRequested,
     RefundRequested,
 )
-from ticketing_shared.errors import Conflict, DomainError, NotFound, Unprocessable
+from ticketing_shared.errors import NotFound
 
 from . import repository as repo
 from .domain import (
     REFUND_OPEN,
     WECHAT_REFUND_STATUS,
-    OpenIdRequired,
-    OrderNotPayable,
     PaymentMethod,
     PaymentStatus,
     fee,
@@ -40,6 +38,13 @@ from .domain import (
     refund_failure_message,
     transition,
     wechat_method,
+)
+from .errors import (
+    OpenIdRequired,
+    OrderNotPayable,
+    PaymentMethodConflict,
+    ProviderNotSupported,
+    ProviderUnavailable,
 )
 from .providers.wechatpay import Notification, WeChatPayClient, WeChatPayError
 
@@ -54,10 +59,6 @@ AMOUNT_MISMATCH = Counter(
 NOTIFICATIONS = Counter(
     "payments_notifications_total", "Verified provider notifications", ["provider", "outcome"]
 )
-
-
-class ProviderUnavailable(DomainError):
-    status, code, title = 502, "provider_unavailable", "The payment provider could not be reached"
 
 
 def _new_id() -> UUID:
@@ -125,9 +126,8 @@ def check_provider(
         raise NotFound("order not found")
     expected = provider_for_currency(order["currency"])
     if provider != expected:
-        raise Unprocessable(
-            f"this order is priced in {order['currency'].strip()}, which is paid with {expected}",
-            code="provider_not_supported",
+        raise ProviderNotSupported(
+            f"this order is priced in {order['currency'].strip()}, which is paid with {expected}"
         )
     if order["status"] != "PENDING" or order["expires_at"] <= datetime.now(UTC):
         raise OrderNotPayable(f"the order is {order['status'].lower()} and cannot be paid")
@@ -167,9 +167,8 @@ async def checkout(
     if payment["status"] != PaymentStatus.CREATED:
         raise OrderNotPayable(f"this order's payment is already {payment['status'].lower()}")
     if payment["payment_method"] != method.value:
-        raise Conflict(
-            f"this order is being paid with {payment['payment_method']}; continue there",
-            code="payment_method_conflict",
+        raise PaymentMethodConflict(
+            f"this order is being paid with {payment['payment_method']}; continue there"
         )
     if (method is PaymentMethod.NATIVE and payment["code_url"]) or (
         method is PaymentMethod.JSAPI and payment["prepay_id"]
