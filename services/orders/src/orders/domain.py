@@ -32,8 +32,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ticketing_shared.errors import Conflict, Unprocessable
 from ticketing_shared.money import allocate
+
+from .errors import (
+    IllegalTransition,
+    InvalidPolicy,
+    QuantityNotAllowed,
+    UnpaidLimitBelowLargestTier,
+)
 
 
 class OrderStatus(StrEnum):
@@ -99,16 +105,6 @@ REFUNDABLE_ORDER_STATUSES = frozenset({O.PAID, O.PARTIALLY_REFUNDED})
 ACTIVE_REGISTRATION_STATUSES = frozenset({R.PENDING_PAYMENT, R.PENDING, R.APPROVED})
 
 
-class IllegalTransition(Conflict):
-    code, title = "illegal_transition", "Illegal state transition"
-
-    def __init__(self, entity: str, current: str, target: str) -> None:
-        super().__init__(
-            f"{entity} cannot go from {current} to {target}", current=current, target=target
-        )
-        self.entity, self.current, self.target = entity, current, target
-
-
 def _transition(
     entity: str, table: dict[Any, frozenset[Any]], current: StrEnum, target: StrEnum
 ) -> StrEnum:
@@ -134,19 +130,6 @@ def invite_transition(current: InviteStatus, target: InviteStatus) -> InviteStat
     return InviteStatus(_transition("invite", INVITE_TRANSITIONS, current, target))
 
 
-# ------------------------------------------------------------------------------------------ errors
-class QuantityNotAllowed(Unprocessable):
-    code, title = "quantity_not_allowed", "No price for this quantity"
-
-
-class InventoryExhausted(Conflict):
-    code, title = "inventory_exhausted", "Not enough seats left"
-
-
-class UnpaidLimitReached(Conflict):
-    code, title = "unpaid_limit_reached", "Too many unpaid seats"
-
-
 # How many seats of a ticket type one buyer may hold unpaid, unless the ticket type says more.
 DEFAULT_UNPAID_LIMIT = 10
 
@@ -157,25 +140,12 @@ def unpaid_limit(requested: int | None, tier_quantities: list[int], *, current: 
     largest = max(tier_quantities, default=1)
     if requested is not None:
         if requested < largest:
-            raise Unprocessable(
+            raise UnpaidLimitBelowLargestTier(
                 f"max_unpaid_per_buyer must be at least {largest}, the largest tier's quantity:"
-                " one order of it must be possible",
-                code="unpaid_limit_below_largest_tier",
+                " one order of it must be possible"
             )
         return requested
     return max(current if current is not None else DEFAULT_UNPAID_LIMIT, largest)
-
-
-class RefundRequired(Conflict):
-    code, title = "refund_required", "A paid seat is released only by a refund"
-
-
-class CancellationWindowClosed(Conflict):
-    code, title = "cancellation_window_closed", "The cancellation window has closed"
-
-
-class CancellationNotAllowed(Conflict):
-    code, title = "cancellation_not_allowed", "Cancellation is not allowed"
 
 
 # ------------------------------------------------------------------------------------------ prices
@@ -205,9 +175,9 @@ class CancellationPolicy:
 
     def __post_init__(self) -> None:
         if self.cutoff_days < 0:
-            raise Unprocessable("cutoff_days must be >= 0", code="invalid_policy")
+            raise InvalidPolicy("cutoff_days must be >= 0")
         if not 0 <= self.cutoff_hours <= 23:
-            raise Unprocessable("cutoff_hours must be between 0 and 23", code="invalid_policy")
+            raise InvalidPolicy("cutoff_hours must be between 0 and 23")
 
     @property
     def cutoff(self) -> timedelta:
@@ -258,19 +228,6 @@ def effective_policy(
 class CancelDecision:
     allowed: bool
     reason: str | None  # cancellation_not_allowed | cancellation_window_closed | … when not allowed
-
-    def raise_if_denied(self) -> None:
-        if self.reason == "cancellation_window_closed":
-            raise CancellationWindowClosed("the cancellation deadline for this event has passed")
-        if self.reason == "cancellation_not_allowed":
-            raise CancellationNotAllowed(
-                "the organizer's policy does not allow cancelling this registration"
-            )
-        if not self.allowed:
-            raise Conflict(
-                f"this registration cannot be cancelled ({self.reason})",
-                code=self.reason or "conflict",
-            )
 
 
 def cancel_decision(

@@ -14,7 +14,7 @@ import asyncpg
 from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
 
-from .domain import UnpaidLimitReached
+from .errors import UnpaidLimitReached
 
 # an audit row's columns, in the order of the tuples audit_many() and friends take
 _AUDIT_COLUMNS = (

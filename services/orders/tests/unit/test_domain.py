@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 
 from orders.domain import (
     CancellationPolicy,
-    IllegalTransition,
     OrderStatus,
-    QuantityNotAllowed,
     RegistrationStatus,
     cancel_decision,
     effective_policy,
@@ -21,6 +19,7 @@ from orders.domain import (
     seat_refund,
     tier_price,
 )
+from orders.errors import IllegalTransition, QuantityNotAllowed
 from ticketing_shared.errors import Unprocessable
 from ticketing_shared.money import allocate
 

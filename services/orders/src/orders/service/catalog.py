@@ -10,10 +10,11 @@ import asyncpg
 from ticketing_shared import outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import EventRescheduled
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
 from ..domain import unpaid_limit
+from ..errors import MaxQuantityBelowTaken
 from ..schemas import (
     CancellationPoliciesIn,
     EventCreate,
@@ -286,9 +287,8 @@ async def update_ticket_type(
         return tt
     updated = await repo.update_ticket_type(conn, ticket_type_id, fields)
     if updated is None:
-        raise Conflict(
-            f"max_quantity cannot go below the {tt['current_quantity']} seats already taken",
-            code="max_quantity_below_taken",
+        raise MaxQuantityBelowTaken(
+            f"max_quantity cannot go below the {tt['current_quantity']} seats already taken"
         )
     await repo.audit(
         conn,

@@ -9,17 +9,25 @@ import asyncpg
 
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import InviteRedeemed
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import DomainError, NotFound
 from ticketing_shared.invite_links import InviteLinks, digest, legacy_shape
 
 from .. import repository as repo
+from ..errors import (
+    AlreadyRegistered,
+    InviteAlreadyRedeemed,
+    InviteBeingReturned,
+    InviteNotOpen,
+    InviteVoid,
+    OwnInvite,
+)
 from . import views
 from .common import actor, emit, new_id, now
 
-_NOT_OPEN = {
-    "LOCKED": ("invite_not_open", "this invite opens when its order is paid"),
-    "REDEEMED": ("invite_already_redeemed", "this invite has already been used"),
-    "VOID": ("invite_void", "this invite is no longer valid"),
+_NOT_OPEN: dict[str, tuple[type[DomainError], str]] = {
+    "LOCKED": (InviteNotOpen, "this invite opens when its order is paid"),
+    "REDEEMED": (InviteAlreadyRedeemed, "this invite has already been used"),
+    "VOID": (InviteVoid, "this invite is no longer valid"),
 }
 
 
@@ -49,19 +57,16 @@ async def redeem(
     if invite is None:
         raise NotFound("invite not found")
     if invite["status"] != "OPEN":
-        code, message = _NOT_OPEN[invite["status"]]
-        raise Conflict(message, code=code)
+        problem, message = _NOT_OPEN[invite["status"]]
+        raise problem(message)
     if invite["return_requested_at"] is not None:
-        raise Conflict("the buyer is giving this seat back", code="invite_being_returned")
+        raise InviteBeingReturned("the buyer is giving this seat back")
     order = await repo.get_order(conn, invite["order_id"])
     assert order is not None
     if order["buyer_id"] == principal.sub:
-        raise Conflict(
-            "invites are for guests: the buyer already holds a seat of this order",
-            code="own_invite",
-        )
+        raise OwnInvite("invites are for guests: the buyer already holds a seat of this order")
     if await repo.user_has_registration_on_order(conn, order["id"], principal.sub):
-        raise Conflict("you already hold a seat of this order", code="already_registered")
+        raise AlreadyRegistered("you already hold a seat of this order")
     event = await repo.get_event(conn, order["event_id"])
     assert event is not None
     buyer_reg = await conn.fetchrow(
@@ -96,7 +101,7 @@ async def redeem(
     if not await repo.redeem_invite(
         conn, invite["id"], user_id=principal.sub, registration_id=registration_id
     ):
-        raise Conflict("this invite has already been used", code="invite_already_redeemed")
+        raise InviteAlreadyRedeemed("this invite has already been used")
     who = actor(principal)
     await repo.audit_many(
         conn,

@@ -19,11 +19,12 @@ from ticketing_shared.contracts import (
     RefundStatusChanged,
     RegistrationCancelled,
 )
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import NotFound
 from ticketing_shared.outbox import outbox_values
 
 from .. import repository as repo
 from ..domain import OrderStatus, RegistrationStatus, order_transition
+from ..errors import OrderChanged, OrderNotPending
 from .common import SOURCE, actor, emit, now
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def _release_order(
         extra={"cancelled_at": now(), "cancellation_reason": reason},
     )
     if updated is None:  # the caller holds the row lock, so this is a bug, not a race
-        raise Conflict("order changed concurrently", code="order_changed")
+        raise OrderChanged("order changed concurrently")
     voided, regs, invites, _, _ = await repo.void_order_seats(
         conn, order["id"], order["ticket_type_id"], seat_ids=None, reason=reason
     )
@@ -118,9 +119,8 @@ async def cancel_pending_order(
     if order is None or order["buyer_id"] != principal.sub:
         raise NotFound("order not found")
     if order["status"] != "PENDING":
-        raise Conflict(
-            f"only a PENDING order can be cancelled by its buyer (this one is {order['status']})",
-            code="order_not_pending",
+        raise OrderNotPending(
+            f"only a PENDING order can be cancelled by its buyer (this one is {order['status']})"
         )
     await _release_order(conn, order, who=actor(principal), reason="user", action="order.cancelled")
     await emit(

@@ -24,23 +24,16 @@ import asyncpg
 from ticketing_shared import idempotency, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
-from ticketing_shared.errors import Conflict, DomainError, NotFound
+from ticketing_shared.errors import DomainError, NotFound
 from ticketing_shared.idempotency import IdempotentRequest
 from ticketing_shared.invite_links import InviteLinks, digest
 
 from .. import repository as repo
-from ..domain import InventoryExhausted, QuantityNotAllowed, effective_policy, is_free, tier_price
+from ..domain import effective_policy, is_free, tier_price
+from ..errors import AlreadyRegistered, CatalogChanged, InventoryExhausted, QuantityNotAllowed
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
 from .common import SOURCE, actor, new_id, now
-
-
-class AlreadyRegistered(Conflict):
-    code, title = "already_registered", "Already registered"
-
-
-class CatalogChanged(Conflict):
-    code, title = "catalog_changed", "The ticket type is being changed: try again"
 
 
 class PurchaseCatalog:

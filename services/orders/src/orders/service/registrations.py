@@ -14,16 +14,21 @@ from ticketing_shared.contracts import (
     RegistrationCancelled,
     RegistrationRejected,
 )
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
 from ..domain import (
     ACTIVE_REGISTRATION_STATUSES,
-    CancellationNotAllowed,
-    CancellationWindowClosed,
-    RefundRequired,
     RegistrationStatus,
     registration_transition,
+)
+from ..errors import (
+    CancellationNotAllowed,
+    CancellationWindowClosed,
+    OrderNotPaid,
+    RefundRequired,
+    RegistrationChanged,
+    not_now,
 )
 from ..schemas import StaffAction
 from . import views
@@ -76,7 +81,7 @@ async def approve(
         )
         is None
     ):
-        raise Conflict("registration changed concurrently", code="registration_changed")
+        raise RegistrationChanged("registration changed concurrently")
     await repo.audit(
         conn,
         tenant_id=reg["tenant_id"],
@@ -109,7 +114,7 @@ async def reject(
         )
         is None
     ):
-        raise Conflict("registration changed concurrently", code="registration_changed")
+        raise RegistrationChanged("registration changed concurrently")
     if reg["order_id"] is None:
         await repo.release_inventory(conn, reg["ticket_type_id"], 1)
     await repo.audit(
@@ -141,9 +146,8 @@ async def cancel(
             raise RefundRequired(
                 "this registration is paid: issue a refund for its seat; the seat is released when it settles"
             )
-        raise Conflict(
-            "this registration belongs to an unpaid order: the buyer cancels it, or it expires",
-            code="order_not_paid",
+        raise OrderNotPaid(
+            "this registration belongs to an unpaid order: the buyer cancels it, or it expires"
         )
     reason = body.reason or staff_reason(principal, reg["tenant_id"])
     await _cancel_free(conn, reg, who=actor(principal), reason=reason, note=body.note)
@@ -166,7 +170,7 @@ async def _cancel_free(
         },
     )
     if updated is None:
-        raise Conflict("registration changed concurrently", code="registration_changed")
+        raise RegistrationChanged("registration changed concurrently")
     await repo.release_inventory(conn, reg["ticket_type_id"], 1)
     await repo.audit(
         conn,
@@ -194,9 +198,7 @@ async def _cancel_by_registrant(
             raise CancellationNotAllowed(
                 "the organizer's policy does not allow cancelling this registration"
             )
-        raise Conflict(
-            f"this registration cannot be cancelled now ({reason})", code=reason or "conflict"
-        )
+        raise not_now(reason, f"this registration cannot be cancelled now ({reason})")
     if reg["order_id"] is None:
         await _cancel_free(conn, reg, who=actor(principal), reason="user", note=None)
         return 200, await views.get_registration(conn, principal, reg["id"])

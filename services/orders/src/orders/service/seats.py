@@ -12,17 +12,16 @@ import asyncpg
 
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import SeatReturnRequested
-from ticketing_shared.errors import Conflict, NotFound
+from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
 from ..domain import (
     REFUNDABLE_ORDER_STATUSES,
-    CancellationNotAllowed,
     CancellationPolicy,
-    CancellationWindowClosed,
     cancel_decision,
     seat_refund,
 )
+from ..errors import CancellationNotAllowed, CancellationWindowClosed, not_now
 from .common import actor, emit, now
 
 
@@ -87,7 +86,7 @@ async def return_seat(
             raise CancellationWindowClosed("the cancellation deadline for this event has passed")
         if reason == "cancellation_not_allowed":
             raise CancellationNotAllowed("the organizer's policy does not allow giving seats back")
-        raise Conflict(_WHY[reason or ""], code=reason or "conflict")
+        raise not_now(reason, _WHY.get(reason or "", _WHY[""]))
     assert invite is not None and amount is not None
     who = actor(principal)
     if amount == 0:  # nothing to give back: the seat goes now
