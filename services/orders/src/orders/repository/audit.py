@@ -1,0 +1,66 @@
+"""The audit trail: appended in the transaction of each change. ``$n`` parameters only; every statement runs in a transaction
+scoped to a tenant (row-level security)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+# an audit row's columns, in the order of the tuples audit_many() and friends take
+AUDIT_COLUMNS = (
+    "tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details"
+)
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    order_id: UUID | None,
+    entity: str,
+    entity_id: UUID | str,
+    actor: str,
+    action: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        f"""
+        INSERT INTO audit_log ({AUDIT_COLUMNS})
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """,
+        tenant_id,
+        order_id,
+        entity,
+        str(entity_id),
+        actor,
+        action,
+        from_status,
+        to_status,
+        details or {},
+    )
+
+
+async def audit_many(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of (tenant_id, order_id, entity, entity_id, actor, action, from, to, details)."""
+    if rows:
+        await conn.executemany(
+            f"""
+            INSERT INTO audit_log ({AUDIT_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """,
+            rows,
+        )
+
+
+async def order_audit(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:
+    found: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM audit_log WHERE order_id = $1 ORDER BY id", order_id
+    )
+    return found
