@@ -156,10 +156,15 @@ async def test_registrations_are_paged_filtered_searched_counted_and_exported(
 
 async def test_a_buyer_pages_through_every_order(shop: RefundShop) -> None:
     async with shop.client("lists-collector") as buyer:
-        made = [(await shop.order(buyer, 1))["id"] for _ in range(5)]
+        made = [(await shop.order(buyer, 3 if i == 0 else 1))["id"] for i in range(5)]
         pages = await _pages(buyer, "/v1/me/orders", limit=2)
         assert [len(p["items"]) for p in pages] == [2, 2, 1]
-        assert [o["id"] for p in pages for o in p["items"]] == made[::-1]  # newest first
+        listed = [o for p in pages for o in p["items"]]
+        assert [o["id"] for o in listed] == made[::-1]  # newest first
+        # each order with its own seats, registration and invites
+        assert [len(o["seats"]) for o in listed] == [1, 1, 1, 1, 3]
+        assert [len(o["invites"]) for o in listed] == [0, 0, 0, 0, 2]
+        assert all(len(o["registrations"]) == 1 for o in listed)
 
 
 async def test_the_events_catalog_history_and_refunds(shop: RefundShop) -> None:

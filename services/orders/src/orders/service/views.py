@@ -242,17 +242,16 @@ async def my_orders(
         conn, principal.sub, event_id, limit=limit, before=paging.decode(cursor)
     )
     orders, next_cursor = paging.page(rows, limit)
-    items = []
-    for o in orders:
-        details = await repo.order_details(conn, o["id"])
-        items.append(
-            order_public(
-                o,
-                seats=details["seats"],
-                registrations=details["registrations"],
-                invites=details["invites"],
-            )
+    details = await repo.orders_details(conn, [o["id"] for o in orders])
+    items = [
+        order_public(
+            o,
+            seats=details[o["id"]]["seats"],
+            registrations=details[o["id"]]["registrations"],
+            invites=details[o["id"]]["invites"],
         )
+        for o in orders
+    ]
     return {"items": items, "next_cursor": next_cursor}
 
 
