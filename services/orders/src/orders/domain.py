@@ -105,6 +105,18 @@ REFUNDABLE_ORDER_STATUSES = frozenset({O.PAID, O.PARTIALLY_REFUNDED})
 ACTIVE_REGISTRATION_STATUSES = frozenset({R.PENDING_PAYMENT, R.PENDING, R.APPROVED})
 
 
+def paid_seat_blocked(order_status: str) -> tuple[str, bool] | None:
+    """Why no seat of an order in ``order_status`` may be cancelled (or given back) now, and
+    whether its refund quote still means something; None when the order allows it."""
+    if order_status == O.PENDING:
+        return "order_not_paid", False
+    if order_status == O.REFUND_PENDING:
+        return "refund_in_progress", True
+    if order_status not in REFUNDABLE_ORDER_STATUSES:
+        return "order_not_refundable", False
+    return None
+
+
 def _transition(
     entity: str, table: dict[Any, frozenset[Any]], current: StrEnum, target: StrEnum
 ) -> StrEnum:

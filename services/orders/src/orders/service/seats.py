@@ -16,9 +16,9 @@ from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
 from ..domain import (
-    REFUNDABLE_ORDER_STATUSES,
     CancellationPolicy,
     cancel_decision,
+    paid_seat_blocked,
     seat_refund,
 )
 from ..errors import CancellationNotAllowed, CancellationWindowClosed, not_now
@@ -44,12 +44,10 @@ def return_outlook(
         return False, "seat_not_active", None
     if invite["status"] == "REDEEMED":
         return False, "invite_redeemed", amount
-    if order["status"] == "PENDING":
-        return False, "order_not_paid", None
-    if order["status"] == "REFUND_PENDING":
-        return False, "refund_in_progress", amount
-    if order["status"] not in REFUNDABLE_ORDER_STATUSES:
-        return False, "order_not_refundable", None
+    blocked = paid_seat_blocked(order["status"])
+    if blocked is not None:
+        reason, quoted = blocked
+        return False, reason, amount if quoted else None
     if invite["return_requested_at"] is not None:
         return False, "return_requested", amount
     decision = cancel_decision(

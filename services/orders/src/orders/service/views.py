@@ -20,6 +20,7 @@ from ..domain import (
     REFUNDABLE_ORDER_STATUSES,
     CancellationPolicy,
     cancel_decision,
+    paid_seat_blocked,
     seat_refund,
 )
 from . import seats
@@ -142,12 +143,10 @@ def cancel_outlook(reg: Mapping[str, Any], at: datetime) -> tuple[bool, str | No
     if reg["status"] not in ACTIVE_REGISTRATION_STATUSES:
         return False, "registration_not_active", None
     if paid:
-        if reg["order_status"] == "PENDING":
-            return False, "order_not_paid", None
-        if reg["order_status"] == "REFUND_PENDING":
-            return False, "refund_in_progress", refund
-        if reg["order_status"] not in REFUNDABLE_ORDER_STATUSES:
-            return False, "order_not_refundable", None
+        blocked = paid_seat_blocked(reg["order_status"])
+        if blocked is not None:
+            reason, quoted = blocked
+            return False, reason, refund if quoted else None
         if reg["cancellation_requested_at"] is not None:
             return False, "cancellation_requested", refund
     decision = cancel_decision(policy, event_starts_at=reg["event_starts_at"], now=at)
