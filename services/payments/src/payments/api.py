@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from ticketing_shared.web import State, create_base_app
 
-from .providers import Providers
+from .flows import Flows
 from .routes import router
 from .settings import Settings
 from .webhook_gate import WebhookGate
@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         )
         state.extra["provider_http"] = provider_http
-        state.extra["providers"] = Providers.from_settings(settings, provider_http)
+        state.extra["flows"] = Flows.from_settings(settings, provider_http)
         state.extra["mollie_webhook_gate"] = WebhookGate(
             min_interval_s=settings.mollie_webhook_min_interval_ms / 1000,
             max_ids=settings.mollie_webhook_max_ids,

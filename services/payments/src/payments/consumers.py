@@ -16,7 +16,7 @@ from ticketing_shared.contracts import (
 )
 from ticketing_shared.envelope import CloudEvent
 
-from . import service
+from . import refunds, service
 from .settings import Settings
 
 
@@ -58,13 +58,13 @@ def build_consumer(settings: Settings) -> EventConsumer:
         conn: asyncpg.Connection, data: RefundRequested, event: CloudEvent
     ) -> None:
         """Execute a refund at the provider (after the commit, retried with the same number)."""
-        await service.on_refund_requested(conn, data)
+        await refunds.on_refund_requested(conn, data)
 
     @consumer.on(RefundCancelRequested)
     async def on_refund_cancel_requested(
         conn: asyncpg.Connection, data: RefundCancelRequested, event: CloudEvent
     ) -> None:
         """Withdraw a refund not sent to the provider yet."""
-        await service.on_refund_cancel_requested(conn, data)
+        await refunds.on_refund_cancel_requested(conn, data)
 
     return consumer

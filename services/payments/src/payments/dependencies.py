@@ -10,8 +10,7 @@ from fastapi import Depends, Request
 from ticketing_shared.auth import CurrentPrincipal
 from ticketing_shared.web import State
 
-from .providers import Providers
-from .providers.wechatpay import WeChatPayClient
+from .flows import Flows
 from .settings import Settings
 from .webhook_gate import WebhookGate
 
@@ -33,14 +32,9 @@ async def get_all_tenants_pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-async def get_providers(request: Request) -> Providers:
-    providers: Providers = _state(request).extra["providers"]
-    return providers
-
-
-async def get_wechat(request: Request) -> WeChatPayClient:
-    providers: Providers = _state(request).extra["providers"]
-    return providers.wechat
+async def get_flows(request: Request) -> Flows:
+    flows: Flows = _state(request).extra["flows"]
+    return flows
 
 
 async def get_mollie_webhook_gate(request: Request) -> WebhookGate:
@@ -56,8 +50,7 @@ async def get_settings(request: Request) -> Settings:
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 AllTenantsPool = Annotated[asyncpg.Pool, Depends(get_all_tenants_pool)]
-WeChat = Annotated[WeChatPayClient, Depends(get_wechat)]
-ProviderSet = Annotated[Providers, Depends(get_providers)]
+PaymentFlows = Annotated[Flows, Depends(get_flows)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 MollieWebhookGate = Annotated[WebhookGate, Depends(get_mollie_webhook_gate)]
 Caller = CurrentPrincipal

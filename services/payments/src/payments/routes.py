@@ -15,15 +15,14 @@ from ticketing_shared import catchup, db
 from ticketing_shared.errors import PROBLEM_JSON, NotFound
 from ticketing_shared.web import FastJSONResponse, api_router
 
-from . import mollie_flow, service, webhook_gate
+from . import service, webhook_gate
 from .dependencies import (
     AllTenantsPool,
     AppSettings,
     Caller,
     MollieWebhookGate,
+    PaymentFlows,
     Pool,
-    ProviderSet,
-    WeChat,
 )
 from .errors import MalformedWebhook
 from .providers.mollie import PAYMENT_ID, MollieError
@@ -43,7 +42,7 @@ async def create_payment(
     body: CheckoutCreate,
     principal: Caller,
     pool: Pool,
-    providers: ProviderSet,
+    flows: PaymentFlows,
     settings: AppSettings,
     user_agent: Annotated[str | None, Header()] = None,
 ) -> Any:
@@ -52,15 +51,8 @@ async def create_payment(
     purchase it waits (briefly) for payments to learn the order."""
 
     async def start() -> Any:
-        if body.provider == "mollie":
-            return await mollie_flow.checkout(pool, principal, order_id, mollie=providers.mollie)
-        return await service.checkout(
-            pool,
-            principal,
-            order_id,
-            openid=body.openid,
-            user_agent=user_agent,
-            wechat=providers.wechat,
+        return await flows.of(body.provider).checkout(
+            pool, principal, order_id, openid=body.openid, user_agent=user_agent
         )
 
     return await _once_learned(pool, order_id, settings, start)
@@ -68,13 +60,13 @@ async def create_payment(
 
 @router.get("/orders/{order_id}/payments", response_model=list[PaymentPublic])
 async def list_payments(
-    order_id: UUID, principal: Caller, pool: Pool, wechat: WeChat, settings: AppSettings
+    order_id: UUID, principal: Caller, pool: Pool, flows: PaymentFlows, settings: AppSettings
 ) -> Any:
     """The payment attempts of an order."""
 
     async def read() -> Any:
         async with db.transaction(pool) as conn:
-            return await service.list_payments(conn, principal, order_id, wechat)
+            return await service.list_payments(conn, principal, order_id, flows.wechatpay.client)
 
     return await _once_learned(pool, order_id, settings, read)
 
@@ -105,33 +97,20 @@ async def _once_learned(
     },
 )
 async def wechatpay_webhook(
-    request: Request, pool: AllTenantsPool, wechat: WeChat, settings: AppSettings
+    request: Request, pool: AllTenantsPool, flows: PaymentFlows
 ) -> Response:
     """WeChat Pay notifications: verified over the raw body, decrypted, applied once."""
     body = await request.body()
     try:
-        note = wechat.parse_notification(dict(request.headers), body)
+        note = flows.wechatpay.client.parse_notification(dict(request.headers), body)
     except SignatureError as exc:
         log.warning(
             "payments.webhook_rejected", extra={"provider": "wechatpay", "reason": exc.message}
         )
         return FastJSONResponse({"code": "FAIL", "message": "签名验证失败"}, status_code=401)
-    if note.event_type == "TRANSACTION.SUCCESS":
-        # no explicit transaction: one read, then one guarded statement (see apply_wechat_payment)
-        async with pool.acquire() as conn:
-            await service.apply_wechat_payment(
-                conn,
-                note,
-                mchid=wechat.config.mchid,
-                appid=wechat.config.appid,
-                fee_bps=settings.wechat_fee_bps,
-                app_fee_bps=settings.app_fee_bps,
-            )
-    elif note.event_type.startswith("REFUND."):
-        async with pool.acquire() as conn:  # no explicit transaction either (apply_wechat_refund)
-            await service.apply_wechat_refund(conn, note, mchid=wechat.config.mchid)
-    else:
-        log.info("payments.webhook_ignored", extra={"event_type": note.event_type})
+    # no explicit transaction: one read, then one guarded statement (see on_notification)
+    async with pool.acquire() as conn:
+        await flows.wechatpay.on_notification(conn, note)
     return Response(status_code=204)
 
 
@@ -181,8 +160,7 @@ def _mollie_id(body: bytes) -> str:
 async def mollie_webhook(
     request: Request,
     pool: AllTenantsPool,
-    providers: ProviderSet,
-    settings: AppSettings,
+    flows: PaymentFlows,
     gate: MollieWebhookGate,
 ) -> Response:
     """Mollie's classic webhook: ``id=tr_…`` and nothing else. The payment (and its refunds) is
@@ -191,15 +169,8 @@ async def mollie_webhook(
     and Mollie calls again."""
     mollie_id = _mollie_id(await request.body())
     try:
-        await webhook_gate.receive(  # one fetch per id at a time, spaced: see webhook_gate
-            gate,
-            pool,
-            providers.mollie,
-            mollie_id,
-            fee_bps=settings.mollie_fee_bps,
-            fee_fixed=settings.mollie_fee_fixed,
-            app_fee_bps=settings.app_fee_bps,
-        )
+        # one fetch per id at a time, spaced: see webhook_gate
+        await webhook_gate.receive(gate, pool, flows.mollie, mollie_id)
     except MollieError as exc:
         if exc.retryable:
             log.warning(

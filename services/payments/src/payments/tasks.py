@@ -11,52 +11,36 @@ import asyncpg
 
 from ticketing_shared import db
 
-from . import mollie_flow, pacing, service
+from . import pacing
 from . import repository as repo
-from .providers import ProviderError, Providers
+from .flows import Flow, Flows, UnknownTask
+from .providers import ProviderError
 
 log = logging.getLogger(__name__)
 #: the longest pause between two attempts of a task
 TASK_BACKOFF_CAP_S = 300.0
 
 
-TaskHandler = Callable[[asyncpg.Connection, asyncpg.Record, Providers, bool], Awaitable[None]]
+TaskHandler = Callable[[Flow, asyncpg.Connection, asyncpg.Record, bool], Awaitable[None]]
 
-#: what each (provider, kind) of task does; the argument ``give_up`` says it is the last attempt
-HANDLERS: dict[tuple[str, str], TaskHandler] = {
-    ("wechatpay", "close"): lambda conn, task, p, give_up: service.close_wechat(
-        conn, task, p.wechat
-    ),
-    ("wechatpay", "refund"): lambda conn, task, p, give_up: service.refund_wechat(
-        conn, task, p.wechat, give_up=give_up
-    ),
-    ("mollie", "close"): lambda conn, task, p, give_up: mollie_flow.close(conn, task, p.mollie),
-    ("mollie", "refund"): lambda conn, task, p, give_up: mollie_flow.refund(
-        conn, task, p.mollie, give_up=give_up
-    ),
-    ("mollie", "cancel_refund"): lambda conn, task, p, give_up: mollie_flow.cancel_refund(
-        conn, task, p.mollie
-    ),
+#: what each kind of task does, with the flow of its provider; ``give_up``: the last attempt
+HANDLERS: dict[str, TaskHandler] = {
+    "close": lambda flow, conn, task, give_up: flow.close(conn, task),
+    "refund": lambda flow, conn, task, give_up: flow.refund(conn, task, give_up=give_up),
+    "cancel_refund": lambda flow, conn, task, give_up: flow.cancel_refund(conn, task),
 }
 
 
-class UnknownTask(LookupError):
-    """A task no handler knows (a release that wrote kinds this one does not): it fails, loudly,
-    rather than being marked done with nothing done."""
-
-
 async def _execute(
-    conn: asyncpg.Connection, task: asyncpg.Record, providers: Providers, *, give_up: bool
+    conn: asyncpg.Connection, task: asyncpg.Record, flows: Flows, *, give_up: bool
 ) -> None:
-    handler = HANDLERS.get((task["provider"], task["kind"]))
+    handler = HANDLERS.get(task["kind"])
     if handler is None:
-        raise UnknownTask(f"no handler for {task['provider']} {task['kind']} tasks")
-    await handler(conn, task, providers, give_up)
+        raise UnknownTask(f"no handler for {task['kind']} tasks")
+    await handler(flows.of(task["provider"]), conn, task, give_up)
 
 
-async def run_due_tasks(
-    pool: asyncpg.Pool, providers: Providers, *, limit: int, max_attempts: int
-) -> int:
+async def run_due_tasks(pool: asyncpg.Pool, flows: Flows, *, limit: int, max_attempts: int) -> int:
     """Execute due provider tasks; failures are retried with jittered backoff (no earlier than
     the provider's ``Retry-After``), then given up.
 
@@ -67,7 +51,7 @@ async def run_due_tasks(
         for task in tasks:
             attempts = task["attempts"] + 1
             try:
-                await _execute(conn, task, providers, give_up=attempts >= max_attempts)
+                await _execute(conn, task, flows, give_up=attempts >= max_attempts)
                 await repo.finish_task(conn, task["id"], status="DONE")
             except UnknownTask as exc:
                 log.error(

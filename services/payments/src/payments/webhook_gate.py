@@ -31,12 +31,15 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 from prometheus_client import Counter
 
-from . import mollie_flow
-from .providers.mollie import MollieClient, MollieError
+from .providers.mollie import MollieError
+
+if TYPE_CHECKING:
+    from .flows import MollieFlow
 
 log = logging.getLogger(__name__)
 WEBHOOKS = Counter(
@@ -140,27 +143,15 @@ class WebhookGate:
 async def receive(
     gate: WebhookGate,
     pool: asyncpg.Pool,
-    mollie: MollieClient,
+    mollie: MollieFlow,
     mollie_id: str,
-    *,
-    fee_bps: int,
-    fee_fixed: int,
-    app_fee_bps: int,
 ) -> str:
     """Mollie's webhook for ``mollie_id``, through ``gate``: the outcome of the fetch that serves
     it (``unknown_payment`` without any fetch for an id none of our attempts has). Raises a
     retryable :class:`MollieError` when Mollie could not be asked."""
-    if mollie_id not in gate and not await mollie_flow.known(pool, mollie_id):
+    if mollie_id not in gate and not await mollie.known(pool, mollie_id):
         return "unknown_payment"
-    fetch = functools.partial(
-        mollie_flow.on_webhook,
-        pool,
-        mollie,
-        mollie_id,
-        fee_bps=fee_bps,
-        fee_fixed=fee_fixed,
-        app_fee_bps=app_fee_bps,
-    )
+    fetch = functools.partial(mollie.on_webhook, pool, mollie_id)
     try:
         return await gate.run(mollie_id, fetch)
     except GateFull:

@@ -20,9 +20,9 @@ from ticketing_shared.retention import Rule
 from ticketing_shared.worker import WorkerContext
 from ticketing_shared.worker import create_worker as create_base_worker
 
-from . import mollie_flow, pacing, tasks
+from . import pacing, tasks
 from .consumers import build_consumer
-from .providers import Providers
+from .flows import Flows
 from .settings import Settings
 
 #: the events whose handlers queue provider tasks (close, refund, cancel_refund)
@@ -48,11 +48,11 @@ def create_worker(settings: Settings | None = None) -> Starlette:
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         ) as http:
-            providers = Providers.from_settings(settings, http)
+            flows = Flows.from_settings(settings, http)
             while not ctx.stopping.is_set():
                 done = await tasks.run_due_tasks(
                     ctx.all_tenants_pool,
-                    providers,
+                    flows,
                     limit=10,
                     max_attempts=settings.task_max_attempts,
                 )
@@ -69,17 +69,13 @@ def create_worker(settings: Settings | None = None) -> Starlette:
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout_s, connect=3.0)
         ) as http:
-            mollie = Providers.from_settings(settings, http).mollie
+            mollie = Flows.from_settings(settings, http).mollie
             # jittered, so several workers (replicas) do not ask Mollie in step
             while not await ctx.sleep(pacing.equal_jitter(settings.reconcile_interval_s)):
-                await mollie_flow.reconcile(
+                await mollie.reconcile(
                     ctx.all_tenants_pool,
-                    mollie,
                     after_s=settings.mollie_reconcile_after_s,
                     every_s=settings.mollie_reconcile_every_s,
-                    fee_bps=settings.mollie_fee_bps,
-                    fee_fixed=settings.mollie_fee_fixed,
-                    app_fee_bps=settings.app_fee_bps,
                 )
 
     return create_base_worker(

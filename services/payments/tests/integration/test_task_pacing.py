@@ -16,8 +16,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from payments import mollie_flow, tasks
-from payments.providers import Providers
+from payments import tasks
+from payments.flows import Flows, MollieFlow, WeChatPayFlow
 from payments.providers.mollie import MollieClient
 from ticketing_shared import db
 from ticketing_shared.testing.plugin import Infra
@@ -37,6 +37,12 @@ class Bench:
         control: httpx.AsyncClient,
     ) -> None:
         self.pool, self.peek, self.mollie, self.control = pool, peek, mollie, control
+        fees = {"fee_bps": 0, "app_fee_bps": 0}
+        self.flows = Flows(
+            # no WeChat Pay here: what its flow is asked below needs no call to it
+            wechatpay=WeChatPayFlow(cast(Any, None), **fees),
+            mollie=MollieFlow(mollie, fee_fixed=0, **fees),
+        )
 
     async def close_task(self) -> tuple[uuid.UUID, str]:
         """An open Mollie payment of an order, and the task that cancels it at Mollie: the task's
@@ -88,8 +94,7 @@ class Bench:
         return int(listed.json()["count"])
 
     async def run(self) -> None:
-        providers = Providers(wechat=cast(Any, None), mollie=self.mollie)
-        await tasks.run_due_tasks(self.pool, providers, limit=50, max_attempts=10)
+        await tasks.run_due_tasks(self.pool, self.flows, limit=50, max_attempts=10)
 
     async def waits(self, closing: list[tuple[uuid.UUID, str]]) -> list[float]:
         """Per task, the seconds from its failure (the sandbox's arrival time of its last cancel
@@ -150,9 +155,7 @@ async def test_reconciliation_stops_asking_while_mollie_rate_limits(bench: Bench
         await bench.close_task()  # open attempts, due for a look (after_s=0 below)
     before = await bench.calls("get_payment")
     await bench.fault("get_payment", status=429, retry_after=120)
-    asked = await mollie_flow.reconcile(
-        bench.pool, bench.mollie, after_s=0, every_s=0, fee_bps=0, fee_fixed=0, app_fee_bps=0
-    )
+    asked = await bench.flows.mollie.reconcile(bench.pool, after_s=0, every_s=0)
     assert asked >= 3
     # the first answer said the key is rate limited: the others are left for their next turn
     assert await bench.calls("get_payment") - before == 1
@@ -161,18 +164,27 @@ async def test_reconciliation_stops_asking_while_mollie_rate_limits(bench: Bench
 async def test_a_task_no_handler_knows_fails_loudly_instead_of_passing_for_done(
     bench: Bench,
 ) -> None:
-    task_id = uuid.uuid4()
-    await bench.peek.execute(
-        """
-        INSERT INTO provider_tasks (id, kind, provider, reference, payload, tenant_id)
-        VALUES ($1, 'cancel_refund', 'wechatpay', 'x', '{}', 't-pacing')
-        """,
-        task_id,
-    )
+    # what a flow cannot do (WeChat Pay has no way to withdraw a refund: no such task is ever
+    # written), a provider we do not have (a release that wrote what this one does not know):
+    # each fails, with the reason, rather than being marked done
+    unknown = {
+        uuid.uuid4(): ("cancel_refund", "wechatpay", "WeChat Pay cannot withdraw a refund"),
+        uuid.uuid4(): ("refund", "paypal", "no flow for the provider 'paypal'"),
+    }
+    for task_id, (kind, provider, _) in unknown.items():
+        await bench.peek.execute(
+            """
+            INSERT INTO provider_tasks (id, kind, provider, reference, payload, tenant_id)
+            VALUES ($1, $2, $3, 'x', '{}', 't-pacing')
+            """,
+            task_id,
+            kind,
+            provider,
+        )
     await bench.run()
-    row = await bench.peek.fetchrow(
-        "SELECT status, last_error FROM provider_tasks WHERE id = $1", task_id
-    )
-    # WeChat Pay cannot withdraw a refund: no such task is ever written, and one that is, fails
-    assert row["status"] == "FAILED"
-    assert "no handler for wechatpay cancel_refund" in row["last_error"]
+    for task_id, (_, _, reason) in unknown.items():
+        row = await bench.peek.fetchrow(
+            "SELECT status, last_error FROM provider_tasks WHERE id = $1", task_id
+        )
+        assert row["status"] == "FAILED"
+        assert reason in row["last_error"]
