@@ -1,3 +1,3 @@
-"""Root conftest: the real-infrastructure fixtures of ticketing_shared.testing."""
+"""Root conftest: the real-infrastructure fixtures of ticketing_local.testing."""
 
-pytest_plugins = ["ticketing_shared.testing.plugin"]
+pytest_plugins = ["ticketing_local.testing.plugin"]

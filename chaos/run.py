@@ -43,8 +43,8 @@ import asyncpg
 import httpx
 
 from orders.repository import inventory_report
+from ticketing_local.embedded import EmbeddedPostgres, free_port
 from ticketing_shared.auth import mint_token
-from ticketing_shared.embedded import EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("orders", "payments", "refunds", "notifications")

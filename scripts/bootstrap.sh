@@ -28,4 +28,19 @@ fi
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     apt_install nginx
 fi
-uv sync --frozen --quiet
+# The newest CPython the project supports that this machine has: uv finds interpreters on PATH,
+# and pyenv's installed versions are not there (their shims answer only for the global one).
+newest_python() {
+    local v c
+    for v in 3.13 3.12 3.11; do
+        for c in "$(command -v "python$v" 2>/dev/null || true)" \
+            "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v"; do
+            if [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys' >/dev/null 2>&1; then
+                echo "$c"
+                return
+            fi
+        done
+    done
+}
+python=$(newest_python)
+uv sync --frozen --quiet ${python:+--python "$python"}

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from ticketing_local.embedded import free_port, wait_port
 from ticketing_local.stack import render_gateway
+from ticketing_local.testing import wait_until
 from ticketing_shared.auth import mint_token
-from ticketing_shared.embedded import free_port, wait_port
-from ticketing_shared.testing import wait_until
 
 PORT_NAMES = (
     "GATEWAY_PORT",

@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from ticketing_local.testing import wait_until
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db, idempotency, kafka, outbox
 from ticketing_shared.contracts import ORDERS_EVENTS, OrderExpired
 from ticketing_shared.envelope import decode
 from ticketing_shared.errors import IdempotencyKeyReused
-from ticketing_shared.testing import wait_until
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

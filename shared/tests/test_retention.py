@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.retention import Rule, prune, standard_rules
 from ticketing_shared.settings import ServiceSettings
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

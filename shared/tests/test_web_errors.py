@@ -13,10 +13,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from ticketing_local.embedded import free_port
+from ticketing_local.testing import wait_until
 from ticketing_shared import db
-from ticketing_shared.embedded import free_port
 from ticketing_shared.errors import install_handlers
-from ticketing_shared.testing import wait_until
 from ticketing_shared.web import _Observe
 
 # what asyncpg and our pool raise, as they raise it (messages included: see db.unavailable)

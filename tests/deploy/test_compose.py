@@ -25,10 +25,10 @@ import pytest
 import yaml
 
 from ticketing_local.compose_secrets import ensure_compose_secrets
+from ticketing_local.embedded import EmbeddedPostgres, free_port
 from ticketing_shared import db, kafka
 from ticketing_shared.cli import run_cli
 from ticketing_shared.contracts import ALL_TOPICS, dlq_topic
-from ticketing_shared.embedded import EmbeddedPostgres, free_port
 
 from .access import SERVICES, expected
 

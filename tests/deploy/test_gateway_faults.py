@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_gateway
-from ticketing_shared.embedded import free_port
+from ticketing_local.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

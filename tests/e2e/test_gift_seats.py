@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ticketing_shared.testing import wait_until
+from ticketing_local.testing import wait_until
 
 from .conftest import RefundShop, Stack
 

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ticketing_shared.testing import wait_until
+from ticketing_local.testing import wait_until
 
 from .conftest import RefundShop, Stack
 

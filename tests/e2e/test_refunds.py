@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ticketing_shared.testing import wait_until
+from ticketing_local.testing import wait_until
 
 from .conftest import RefundShop, Stack
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.wechat import signed_notification, wx_keys
-from ticketing_shared.testing import wait_until
+from ticketing_local.testing import wait_until
 
 from .conftest import Shop, Stack
 

@@ -18,11 +18,11 @@ import asyncpg
 import httpx
 import pytest_asyncio
 
+from ticketing_local.embedded import EmbeddedBroker, free_port
+from ticketing_local.testing import ServiceProcess
+from ticketing_local.testing.plugin import Infra, MailSink
 from ticketing_shared import db, outbox
 from ticketing_shared.contracts import EventData, OrderPaid
-from ticketing_shared.embedded import EmbeddedBroker, free_port
-from ticketing_shared.testing import ServiceProcess
-from ticketing_shared.testing.plugin import Infra, MailSink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,13 +186,15 @@ class TcpProxy:
         self._writers -= {writer, up_writer}
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        # connections first: since Python 3.12 wait_closed() waits for every one to end
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for w in list(self._writers):
             w.transport.abort()
         self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
 
     async def restore(self) -> None:
         await self.start()

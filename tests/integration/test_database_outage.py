@@ -21,12 +21,12 @@ import pytest_asyncio
 
 from tests.integration.conftest import service_migrations
 from tests.wechat import signed_notification
+from ticketing_local.embedded import EmbeddedPostgres, free_port
 from ticketing_local.keys import ensure_keys
+from ticketing_local.testing import ServiceProcess, wait_until
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.auth import mint_token
-from ticketing_shared.embedded import EmbeddedPostgres, free_port
-from ticketing_shared.testing import ServiceProcess, wait_until
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

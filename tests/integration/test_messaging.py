@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ticketing_local.testing import wait_until
 from ticketing_shared.contracts import OrderExpired, dlq_topic
-from ticketing_shared.testing import wait_until
 
 from .conftest import Messaging, TcpProxy
 

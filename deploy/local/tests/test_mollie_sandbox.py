@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ticketing_local.embedded import free_port
 from ticketing_local.keys import ensure_keys, ensure_mollie_keys
 from ticketing_local.sandbox.mollie import (
     RETRY_SCHEDULE_S,
@@ -54,7 +55,6 @@ from ticketing_local.sandbox.mollie import (
     serve,
 )
 from ticketing_local.serving import ListeningServer, in_process
-from ticketing_shared.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from wechatpayv3 import WeChatPay, WeChatPayType
 
+from ticketing_local.embedded import free_port
 from ticketing_local.keys import ensure_wechat_keys
 from ticketing_local.sandbox.wechat import (
     RETRY_SCHEDULE_S,
@@ -48,7 +49,6 @@ from ticketing_local.sandbox.wechat import (
     serve,
 )
 from ticketing_local.serving import ListeningServer, in_process
-from ticketing_shared.embedded import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

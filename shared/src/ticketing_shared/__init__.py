@@ -17,8 +17,6 @@ Modules (nothing here imports a service):
 - ``web``          FastAPI app factory with health, readiness and Prometheus metrics
 - ``worker``       worker process factory: FastStream consumers, relay, schedulers, health
 - ``cli``          the per-service command line (api, worker, migrate, outbox replay)
-- ``embedded``     start a private PostgreSQL cluster and the Tansu broker (local stack, tests)
-- ``testing``      pytest fixtures on the embedded infrastructure
 """
 
 __version__ = "0.1.0"

@@ -1,1 +1,7 @@
-"""The embedded local stack: process runner, dev keys and tokens, SMTP sink."""
+"""The embedded local stack and the test machinery; never in the production image.
+
+- ``embedded``   a private PostgreSQL cluster and the Tansu broker (the local stack, tests)
+- ``testing``    pytest fixtures on that infrastructure (or containers, where Docker exists)
+- ``sandbox``    the WeChat Pay and Mollie sandboxes; ``mailsink`` the SMTP sink
+- the process runner, dev keys and tokens, and compose's secrets
+"""

@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from ticketing_local.embedded import EmbeddedBroker, EmbeddedPostgres, port_open
 from ticketing_shared import db
 from ticketing_shared.auth import TENANT_ID_PATTERN, mint_token
-from ticketing_shared.embedded import EmbeddedBroker, EmbeddedPostgres, port_open
 
 from . import supervisor
 from .keys import ensure_keys

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import asyncpg
 
+from ticketing_local.embedded import port_open
 from ticketing_shared import outbox
-from ticketing_shared.embedded import port_open
 
 from .stack import PATHS, SERVICES, Component, service_env
 

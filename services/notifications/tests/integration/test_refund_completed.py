@@ -13,11 +13,11 @@ import pytest_asyncio
 
 from notifications.consumers import build_consumer
 from notifications.settings import Settings
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.consumer import EventConsumer, Record
 from ticketing_shared.contracts import REFUNDS_EVENTS, RefundCompleted
 from ticketing_shared.envelope import CloudEvent
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

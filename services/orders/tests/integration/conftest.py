@@ -16,12 +16,12 @@ import httpx
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from ticketing_local.embedded import free_port
+from ticketing_local.testing import ServiceProcess, publish_event, wait_until
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.auth import Principal, mint_token
 from ticketing_shared.contracts import EventData
-from ticketing_shared.embedded import free_port
-from ticketing_shared.testing import ServiceProcess, publish_event, wait_until
-from ticketing_shared.testing.plugin import Infra
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 

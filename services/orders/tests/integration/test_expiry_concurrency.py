@@ -12,10 +12,10 @@ import pytest
 from orders import repository as repo
 from orders.schemas import RegistrationCreate
 from orders.service import lifecycle, purchase
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.invite_links import InviteLinks
-from ticketing_shared.testing.plugin import Infra
 
 from .conftest import seed_ticket_type
 

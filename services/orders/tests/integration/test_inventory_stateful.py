@@ -22,12 +22,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from orders import repository as repo
 from orders.schemas import EventCreate, RegistrationCreate, StaffAction, TicketTypeCreate
 from orders.service import catalog, invites, lifecycle, purchase, registrations
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted
 from ticketing_shared.errors import DomainError
 from ticketing_shared.invite_links import InviteLinks
-from ticketing_shared.testing.plugin import Infra
 
 LINKS = InviteLinks(secrets.token_bytes(32))  # a key made at run time
 

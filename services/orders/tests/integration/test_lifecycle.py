@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ticketing_local.testing import wait_until
 from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted
-from ticketing_shared.testing import wait_until
 
 from .conftest import OrdersService
 

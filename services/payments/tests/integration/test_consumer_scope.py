@@ -12,11 +12,11 @@ import pytest
 
 from payments.consumers import build_consumer
 from payments.settings import Settings
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.consumer import Record
 from ticketing_shared.contracts import ORDERS_EVENTS, EventData, OrderPaid
 from ticketing_shared.envelope import CloudEvent
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"

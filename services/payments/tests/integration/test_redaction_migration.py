@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"

@@ -9,9 +9,9 @@ import pytest
 
 from payments.settings import Settings
 from payments.worker import retention_rules
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.retention import prune
-from ticketing_shared.testing.plugin import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"

@@ -19,8 +19,8 @@ import pytest_asyncio
 from payments import tasks
 from payments.flows import Flows, MollieFlow, WeChatPayFlow
 from payments.providers.mollie import MollieClient
+from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
-from ticketing_shared.testing.plugin import Infra
 
 from .sandboxes import mollie_sandbox
 

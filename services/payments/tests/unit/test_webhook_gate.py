@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from payments.webhook_gate import GateFull, WebhookGate
-from ticketing_shared.testing import wait_until
+from ticketing_local.testing import wait_until
 
 
 class Provider:

@@ -13,13 +13,13 @@ import asyncpg
 import httpx
 import pytest
 
+from ticketing_local.testing import wait_until
 from ticketing_shared.contracts import (
     OrderPaymentRejected,
     PaymentRefundUpdated,
     RegistrationCancellationRequested,
 )
 from ticketing_shared.money import allocate
-from ticketing_shared.testing import wait_until
 
 from .conftest import PaidOrder, RefundsService
 

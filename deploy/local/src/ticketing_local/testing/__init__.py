@@ -1,6 +1,6 @@
 """pytest fixtures on real infrastructure: embedded PostgreSQL + Tansu, or testcontainers.
 
-Load with ``pytest_plugins = ["ticketing_shared.testing.plugin"]`` in the root conftest.
+Load with ``pytest_plugins = ["ticketing_local.testing.plugin"]`` in the root conftest.
 """
 
 from .helpers import ServiceProcess, publish_event, wait_until

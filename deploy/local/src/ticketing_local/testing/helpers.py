@@ -16,8 +16,8 @@ from uuid import UUID, uuid4
 
 import httpx
 
-from ..contracts import EventData
-from ..envelope import CloudEvent
+from ticketing_shared.contracts import EventData
+from ticketing_shared.envelope import CloudEvent
 
 T = TypeVar("T")
 

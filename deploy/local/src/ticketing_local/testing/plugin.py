@@ -23,7 +23,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .. import db
+from ticketing_shared import db
+
 from ..embedded import EmbeddedBroker, EmbeddedPostgres, free_port, wait_for_broker, wait_port
 from .helpers import ServiceProcess
 

@@ -25,7 +25,7 @@ def broker_binary() -> str:
 
 async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     """Wait until the broker answers a metadata request (not just a TCP accept)."""
-    from ..kafka import admin_client, plaintext_options
+    from ticketing_shared.kafka import admin_client, plaintext_options
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
