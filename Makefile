@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:/usr/sbin:$(PATH)
 UV := uv run --frozen --quiet
 
-.PHONY: up down status test fuzz chaos token lint bootstrap
+.PHONY: up down status test fuzz chaos token lint bootstrap openapi
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -41,3 +41,8 @@ token: bootstrap
 
 lint: bootstrap
 	@$(UV) ruff check . && $(UV) ruff format --check . && $(UV) mypy && $(UV) lint-imports
+
+## Regenerate the gateway's merged OpenAPI document (deploy/gateway/docs/openapi.json) from the
+## services' code; a test fails while the committed one is stale.
+openapi: bootstrap
+	@$(UV) python -m ticketing_local.openapi

@@ -13,7 +13,15 @@ from ticketing_local.stack import GATEWAY_LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = set(re.findall(r"\$\{([A-Z_]+)\}", (REPO / "deploy/gateway/nginx.conf").read_text()))
-ADDRESSES = {"ORDERS_API", "PAYMENTS_API", "REFUNDS_API", "NOTIFICATIONS_API", "GATEWAY_PORT"}
+# where things are (the APIs, the gateway's port, its documentation's folder), not limits
+ADDRESSES = {
+    "ORDERS_API",
+    "PAYMENTS_API",
+    "REFUNDS_API",
+    "NOTIFICATIONS_API",
+    "GATEWAY_PORT",
+    "GATEWAY_DOCS",
+}
 
 
 def _filtered(pattern: str) -> set[str]:

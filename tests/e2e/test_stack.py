@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Awaitable
 from typing import Any
@@ -12,9 +13,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ticketing_local import openapi
+from ticketing_local.testing import wait_until
 from ticketing_shared.auth import DEV_AUDIENCE, DEV_ISSUER
 from ticketing_shared.contracts.topics import ALL_TOPICS
-from ticketing_shared.testing import wait_until
 
 from .conftest import RefundShop, Stack
 
@@ -42,29 +44,58 @@ async def test_gateway_routes_each_path_to_its_service(
 ) -> None:
     """Which API answered is told by the request counters each one exports (the answers
     themselves do not name their service)."""
-
-    async def counts(c: httpx.AsyncClient) -> dict[str, float]:
-        out = {}
-        for svc in ("orders", "payments", "refunds", "notifications"):
-            text = (
-                await c.get(f"http://127.0.0.1:{stack.port(f'{svc.upper()}_API_PORT')}/metrics")
-            ).text
-            out[svc] = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("http_requests_total{") and 'route="/metrics"' not in line
-            )
-        return out
-
     async with httpx.AsyncClient(timeout=5) as c:
-        before = await counts(c)
-        resp = await c.get(stack.gateway + path)
-        after = await counts(c)
-    assert {svc for svc in after if after[svc] > before[svc]} == {service}
+        resp, answered = await _answered_by(stack, c, "GET", path)
+    assert answered == {service}
     assert resp.headers["content-type"].startswith("application/problem+json")
     assert "x-service" not in resp.headers
     assert resp.headers["cache-control"] == "no-store"
     assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+async def _answered_by(
+    stack: Stack, c: httpx.AsyncClient, method: str, path: str
+) -> tuple[httpx.Response, set[str]]:
+    """``method path`` through the gateway, and the services whose request counters moved."""
+
+    async def counts() -> dict[str, float]:
+        out = {}
+        for svc in ("orders", "payments", "refunds", "notifications"):
+            api = f"http://127.0.0.1:{stack.port(f'{svc.upper()}_API_PORT')}"
+            out[svc] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in (await c.get(f"{api}/metrics")).text.splitlines()
+                if line.startswith("http_requests_total{") and 'route="/metrics"' not in line
+            )
+        return out
+
+    before = await counts()
+    resp = await c.request(method, stack.gateway + path)
+    after = await counts()
+    return resp, {svc for svc in after if after[svc] > before[svc]}
+
+
+async def test_the_gateway_serves_the_api_document_and_routes_every_operation_in_it(
+    stack: Stack,
+) -> None:
+    """/openapi.json is the merged document of every API, /docs its Swagger UI; each operation
+    it lists reaches the service it names (an anonymous call: answered, refused, by that
+    service, never by the gateway's own 404)."""
+    async with httpx.AsyncClient(timeout=5) as c:
+        served = await c.get(stack.gateway + "/openapi.json")
+        page = await c.get(stack.gateway + "/docs")
+        assert served.status_code == 200, served.text
+        assert served.headers["content-type"].startswith("application/json")
+        assert served.content == openapi.MERGED.read_bytes()
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'url: "/openapi.json"' in page.text and "swagger-ui" in page.text
+        for path, operations in served.json()["paths"].items():
+            concrete = re.sub(r"\{[^}]+\}", "0193a3c2-7d4e-7b1a-9f2e-3c4d5e6f7a8b", path)
+            for method, operation in operations.items():
+                resp, answered = await _answered_by(stack, c, method.upper(), concrete)
+                assert answered == {operation["x-service"]}, (method, path, resp.status_code)
+                assert resp.status_code < 500, (method, path, resp.text)
 
 
 async def test_every_service_role_is_healthy_and_exposes_metrics(stack: Stack) -> None:

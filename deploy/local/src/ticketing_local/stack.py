@@ -250,6 +250,7 @@ def render_gateway(into: Path | None = None, **overrides: str) -> Path:
         # loopback only: the local stack is not meant to be reached from other machines
         "GATEWAY_PORT": f"127.0.0.1:{port('GATEWAY_PORT')}",
         **{f"{s.upper()}_API": f"127.0.0.1:{port(f'{s.upper()}_API_PORT')}" for s in SERVICES},
+        "GATEWAY_DOCS": str(REPO / "deploy" / "gateway" / "docs"),
         **{name: os.environ.get(name, default) for name, default in GATEWAY_LIMITS.items()},
         **overrides,
     }

@@ -37,7 +37,18 @@ class CancellationPolicyIn(Strict):
 class CancellationPoliciesIn(Strict):
     """Up to four variants; a missing variant means cancellation is not allowed."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "paid-regular": {"allow_cancellation": True, "cutoff_days": 2},
+                    "free-regular": {"allow_cancellation": True, "cutoff_hours": 1},
+                }
+            ]
+        },
+    )
 
     paid_regular: CancellationPolicyIn | None = Field(None, alias="paid-regular")
     paid_organizer: CancellationPolicyIn | None = Field(None, alias="paid-organizer")
@@ -75,6 +86,26 @@ def _check_tiers(tiers: list[PriceTier]) -> list[PriceTier]:
 
 
 class TicketTypeCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Standing",
+                    "max_quantity": 500,
+                    "price_tiers": [
+                        {"quantity": 1, "total_amount": 5000},
+                        {"quantity": 2, "total_amount": 9000},
+                    ],
+                },
+                {
+                    "name": "Guest list",
+                    "max_quantity": 20,
+                    "price_tiers": [{"quantity": 1, "total_amount": 0}],
+                },
+            ]
+        }
+    )
+
     name: Line = Field(min_length=1, max_length=200)
     max_quantity: StrictInt = Field(ge=0, le=1_000_000)
     price_tiers: list[PriceTier] = Field(max_length=MAX_PRICE_TIERS)
@@ -89,6 +120,8 @@ class TicketTypeCreate(Strict):
 
 
 class TicketTypeUpdate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"max_quantity": 600}]})
+
     name: Line | None = Field(None, min_length=1, max_length=200)
     max_quantity: StrictInt | None = Field(None, ge=0, le=1_000_000)
     max_unpaid_per_buyer: StrictInt | None = Field(None, ge=1, le=10_000)
@@ -118,6 +151,18 @@ class TicketTypePublic(BaseModel):
 
 
 class EventCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Spring concert",
+                    "starts_at": "2027-04-18T19:30:00+02:00",
+                    "currency": "EUR",
+                }
+            ]
+        }
+    )
+
     title: Line = Field(min_length=1, max_length=300)
     starts_at: EventTime
     require_approval: StrictBool = False
@@ -125,6 +170,10 @@ class EventCreate(Strict):
 
 
 class EventUpdate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"starts_at": "2027-04-18T20:00:00+02:00"}]}
+    )
+
     title: Line | None = Field(None, min_length=1, max_length=300)
     starts_at: EventTime | None = None
     require_approval: StrictBool | None = None
@@ -143,6 +192,24 @@ class EventPublic(BaseModel):
 
 
 class TemplateCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Monthly meetup",
+                    "currency": "CNY",
+                    "ticket_types": [
+                        {
+                            "name": "Seat",
+                            "max_quantity": 80,
+                            "price_tiers": [{"quantity": 1, "total_amount": 3000}],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     title: Line = Field(min_length=1, max_length=300)
     require_approval: StrictBool = False
     currency: Currency
@@ -161,6 +228,10 @@ class TemplatePublic(BaseModel):
 class EventFromTemplate(Strict):
     """Create an event from a template; any field of the template may be overridden."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"starts_at": "2027-05-06T19:00:00+08:00"}]}
+    )
+
     starts_at: EventTime
     title: Line | None = Field(None, min_length=1, max_length=300)
     require_approval: StrictBool | None = None
@@ -169,6 +240,12 @@ class EventFromTemplate(Strict):
 
 
 class RegistrationCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ticket_type_id": "0193a3c2-7d4e-7b1a-9f2e-3c4d5e6f7a8b", "quantity": 2}]
+        }
+    )
+
     ticket_type_id: UUID
     quantity: StrictInt = Field(1, ge=1, le=1000)
 
@@ -303,6 +380,12 @@ class InvitePublic(BaseModel):
 
 
 class StaffAction(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"reason": "organizer"}, {"reason": "other", "note": "Duplicate sign-up"}]
+        }
+    )
+
     reason: str | None = Field(None, pattern=r"^(admin|organizer|other)$")
     note: FreeText | None = Field(None, max_length=1000)
 

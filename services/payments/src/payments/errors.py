@@ -33,3 +33,9 @@ class MalformedWebhook(BadRequest):
 
 class ProviderUnavailable(DomainError):
     status, code, title = 502, "provider_unavailable", "The payment provider could not be reached"
+
+
+class ProviderNotAsked(DomainError):
+    """A webhook whose news could not be fetched: the provider calls again later."""
+
+    status, code, title = 503, "provider_not_asked", "The provider could not be asked; call again"

@@ -24,7 +24,7 @@ from .dependencies import (
     PaymentFlows,
     Pool,
 )
-from .errors import MalformedWebhook
+from .errors import MalformedWebhook, ProviderNotAsked
 from .providers.mollie import PAYMENT_ID, MollieError
 from .providers.wechatpay import SignatureError
 from .schemas import CheckoutCreate, PaymentPublic, WechatFailure
@@ -140,7 +140,10 @@ def _mollie_id(body: bytes) -> str:
             "description": "Not Mollie's webhook: no payment id, or a malformed one",
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         },
-        503: {"description": "Mollie could not be asked: Mollie calls again later"},
+        503: {
+            "description": "Mollie could not be asked: Mollie calls again later",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -176,6 +179,6 @@ async def mollie_webhook(
             log.warning(
                 "payments.mollie_unreachable", extra={"mollie_id": mollie_id, "code": exc.code}
             )
-            return Response(status_code=503)
+            raise ProviderNotAsked(f"Mollie: {exc.message}") from exc
         log.error("payments.mollie_fetch_refused", extra={"mollie_id": mollie_id, "code": exc.code})
     return Response(status_code=200)

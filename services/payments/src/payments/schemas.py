@@ -6,12 +6,22 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ticketing_shared.inputs import StrictInput
 
 
 class CheckoutCreate(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"provider": "mollie"},
+                {"provider": "wechatpay"},
+                {"provider": "wechatpay", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+            ]
+        }
+    )
+
     provider: Literal["wechatpay", "mollie"]
     # what WeChat issues: letters, digits, '-' and '_'
     openid: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,128}$")

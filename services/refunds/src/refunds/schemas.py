@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ticketing_shared.inputs import FreeText, Line, PositiveAmount, StrictInput
 
@@ -18,6 +18,19 @@ class RefundItemIn(StrictInput):
 class RefundCreate(StrictInput):
     """``{amount?, items?, reason, note?, internal_note?}``: neither amount nor items refunds
     everything that remains; ``items`` void those seats; ``amount`` alone refunds money only."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"reason": "organizer", "note": "Concert cancelled"},
+                {
+                    "reason": "organizer",
+                    "items": [{"seat_id": "0193a3c2-7d4e-7b1a-9f2e-3c4d5e6f7a8b"}],
+                },
+                {"reason": "admin", "amount": 1500, "note": "Goodwill refund"},
+            ]
+        }
+    )
 
     amount: PositiveAmount | None = None
     items: list[RefundItemIn] | None = Field(None, min_length=1, max_length=500)
