@@ -113,7 +113,6 @@ def _sasl_ssl(tmp_path: Path, pki: dict[str, Path], **extra: Any) -> ServiceSett
 def test_plaintext_is_the_dev_default_and_passes_no_credentials() -> None:
     options = kafka.client_options(ServiceSettings(kafka_bootstrap_servers="127.0.0.1:19092"))
     assert options == {"bootstrap_servers": "127.0.0.1:19092", "security_protocol": "PLAINTEXT"}
-    assert kafka.faststream_security(options) is None
 
 
 def test_sasl_ssl_from_the_environment(
@@ -200,42 +199,6 @@ def test_the_password_stays_out_of_the_settings_repr() -> None:
         kafka_sasl_password="do-not-log-me",
     )
     assert "do-not-log-me" not in repr(settings)
-
-
-@pytest.mark.parametrize(
-    ("protocol", "mechanism", "expected"),
-    [
-        ("SASL_SSL", "SCRAM-SHA-512", ("SASL_SSL", "SCRAM-SHA-512")),
-        ("SASL_PLAINTEXT", "SCRAM-SHA-256", ("SASL_PLAINTEXT", "SCRAM-SHA-256")),
-        ("SASL_PLAINTEXT", "PLAIN", ("SASL_PLAINTEXT", "PLAIN")),
-        ("SSL", "SCRAM-SHA-512", ("SSL", None)),
-    ],
-)
-def test_faststream_gets_the_same_security(
-    protocol: str, mechanism: str, expected: tuple[str, str | None], pki: dict[str, Path]
-) -> None:
-    """FastStream builds the consumers from a security object: the same values must come out."""
-    from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
-
-    sasl = protocol.startswith("SASL")
-    options = kafka.client_options(
-        ServiceSettings(
-            kafka_security_protocol=protocol,
-            kafka_sasl_mechanism=mechanism,
-            kafka_sasl_username="u" if sasl else None,
-            kafka_sasl_password="p" if sasl else None,
-            kafka_ssl_cafile=pki["ca"] if "SSL" in protocol else None,
-        )
-    )
-    security = kafka.faststream_security(options)
-    assert security is not None
-    assert security.use_ssl == ("SSL" in protocol)
-    assert security.ssl_context is options.get("ssl_context")
-    kinds = {SASLScram512: "SCRAM-SHA-512", SASLScram256: "SCRAM-SHA-256", SASLPlaintext: "PLAIN"}
-    assert (protocol, kinds.get(type(security))) == expected
-    if sasl:
-        assert isinstance(security, SASLScram512 | SASLScram256 | SASLPlaintext)
-        assert (security.username, security.password) == ("u", "p")
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,7 +450,7 @@ async def test_the_worker_builds_its_consumer_and_dlq_producer_from_the_options(
     with pytest.raises(_Started):
         async with app.router.lifespan_context(app):
             pass
-    # topics ensured (admin), the DLQ producer, then the FastStream subscriber's consumer
+    # topics ensured (admin), the DLQ producer, then the subscription's consumer
     _assert_secured(built, "AIOKafkaAdminClient", "AIOKafkaProducer", "AIOKafkaConsumer")
 
 
@@ -534,8 +497,7 @@ def test_outbox_replay_ensures_topics_with_the_options(
 
 
 # The behavioural tests above cover today's clients; this one keeps a new one from bypassing
-# kafka.client_options: outside kafka.py no code constructs an aiokafka client, and the
-# FastStream broker is given the security settings.
+# kafka.client_options: outside kafka.py no code constructs an aiokafka client.
 _CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
 
 
@@ -565,8 +527,6 @@ def test_no_code_builds_a_kafka_client_around_client_options() -> None:
             name = _called_name(node)
             if name in _CLIENTS and rel != "shared/src/ticketing_shared/kafka.py":
                 offences.append(f"{rel}:{node.lineno} builds {name} directly")
-            if name == "KafkaBroker" and not any(k.arg == "security" for k in node.keywords):
-                offences.append(f"{rel}:{node.lineno} builds a KafkaBroker without security=")
             # unauthenticated options are for the embedded broker and the tests only
             if name == "plaintext_options" and "/embedded/" not in rel and "/testing/" not in rel:
                 offences.append(f"{rel}:{node.lineno} uses plaintext_options")

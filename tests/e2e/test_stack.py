@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ticketing_local import openapi
 from ticketing_local.testing import wait_until
 from ticketing_shared.auth import DEV_AUDIENCE, DEV_ISSUER
+from ticketing_shared.contracts.base import EVENT_TYPES
 from ticketing_shared.contracts.topics import ALL_TOPICS
 
 from .conftest import RefundShop, Stack
@@ -107,10 +108,30 @@ async def test_every_service_role_is_healthy_and_exposes_metrics(stack: Stack) -
                 assert ready.status_code == 200, (svc, role, ready.text)
                 assert ready.json()["checks"] == {"database": True, "broker": True}
                 assert (await c.get(f"{base}/metrics")).status_code == 200
-        spec = (
-            await c.get(f"http://127.0.0.1:{stack.port('NOTIFICATIONS_WORKER_PORT')}/asyncapi.json")
-        ).json()
-        assert "orders.events" in str(spec["channels"])
+        # each worker's AsyncAPI document: what it publishes and consumes, with the payload
+        # schema of each event's contract
+        for svc in ("orders", "payments", "refunds", "notifications"):
+            api = f"http://127.0.0.1:{stack.port(f'{svc.upper()}_WORKER_PORT')}"
+            spec = (await c.get(f"{api}/asyncapi.json")).json()
+            assert spec["asyncapi"] == "3.0.0"
+            actions: dict[str, set[str]] = {"send": set(), "receive": set()}
+            for operation in spec["operations"].values():
+                for ref in operation["messages"]:
+                    name = ref["$ref"].rsplit("/", 1)[1]
+                    message = spec["components"]["messages"][name]
+                    model = EVENT_TYPES[message["name"]]
+                    payload = spec["components"]["schemas"][name]
+                    assert (
+                        payload["properties"]
+                        == model.model_json_schema(ref_template="#/components/schemas/{model}")[
+                            "properties"
+                        ]
+                    )
+                    actions[operation["action"]].add(message["name"])
+            own = {t for t, m in EVENT_TYPES.items() if m.topic == f"{svc}.events"}
+            assert actions["send"] == own, svc
+            assert actions["receive"], svc
+        assert "order.paid" in actions["receive"]  # notifications mails the buyer's tickets
 
 
 async def test_make_token_mints_a_token_the_services_accept(stack: Stack) -> None:

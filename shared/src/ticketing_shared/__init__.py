@@ -15,7 +15,9 @@ Modules (nothing here imports a service):
 - ``idempotency``  ``Idempotency-Key`` replay for creating POSTs
 - ``logs``         JSON logging with a correlation id carried as W3C ``traceparent``
 - ``web``          FastAPI app factory with health, readiness and Prometheus metrics
-- ``worker``       worker process factory: FastStream consumers, relay, schedulers, health
+- ``worker``       worker process factory: Kafka consumers, relay, schedulers, health
+- ``subscription`` one Kafka consumer per service consumer: fetch, apply, rewind
+- ``asyncapi``     a worker's AsyncAPI 3.0 document, made from the contracts
 - ``cli``          the per-service command line (api, worker, migrate, outbox replay)
 """
 

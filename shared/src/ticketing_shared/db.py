@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -112,8 +112,13 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
     def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
         super().__init__(*args, max_size=max_size, **kwargs)
         self._turns = asyncio.Semaphore(max_size)
+        self._held: set[Any] = set()  # the connections handed out after a turn
 
-    async def _acquire(self, timeout: float | None) -> Any:
+    def acquire(self, *, timeout: float | None = None) -> FairAcquire:
+        """A connection, in turn (``await`` it, or ``async with`` it)."""
+        return FairAcquire(self, timeout)
+
+    async def acquire_in_turn(self, timeout: float | None) -> Any:
         if timeout is None:
             await self._turns.acquire()
         else:
@@ -124,23 +129,46 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
                 raise DatabaseUnavailable(f"no database connection free in {timeout} s") from exc
             timeout = max(0.0, timeout - (time.monotonic() - started))
         try:
-            return await super()._acquire(timeout)
+            connection = await super().acquire(timeout=timeout)
         except OSError as exc:  # TimeoutError included: connecting, or waiting, took too long
             self._turns.release()
             raise DatabaseUnavailable(f"cannot connect to the database: {exc!r}") from exc
         except BaseException:
             self._turns.release()
             raise
+        self._held.add(connection)
+        return connection
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
-        held = getattr(connection, "_con", None) is not None and (
-            getattr(getattr(connection, "_holder", None), "_pool", None) is self
-        )
+        held = connection in self._held
+        self._held.discard(connection)
         try:
             await super().release(connection, timeout=timeout)
         finally:
             if held:
                 self._turns.release()
+
+
+class FairAcquire:
+    """What :meth:`FairPool.acquire` returns: awaitable, or an async context manager that
+    releases the connection at its end (as asyncpg's own)."""
+
+    __slots__ = ("connection", "pool", "timeout")
+
+    def __init__(self, pool: FairPool, timeout: float | None) -> None:
+        self.pool, self.timeout = pool, timeout
+        self.connection: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.pool.acquire_in_turn(self.timeout).__await__()
+
+    async def __aenter__(self) -> Any:
+        self.connection = await self.pool.acquire_in_turn(self.timeout)
+        return self.connection
+
+    async def __aexit__(self, *exc: object) -> None:
+        connection, self.connection = self.connection, None
+        await self.pool.release(connection)
 
 
 async def create_pool(

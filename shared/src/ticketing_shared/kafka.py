@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -23,8 +23,6 @@ from aiokafka.helpers import create_ssl_context
 from .contracts.topics import ALL_TOPICS, dlq_topic
 
 if TYPE_CHECKING:
-    from faststream.security import BaseSecurity
-
     from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -67,24 +65,16 @@ def plaintext_options(bootstrap: str) -> dict[str, Any]:
     return {"bootstrap_servers": bootstrap, "security_protocol": "PLAINTEXT"}
 
 
-def faststream_security(options: ClientOptions) -> BaseSecurity | None:
-    """The same options in FastStream's terms, for its ``KafkaBroker`` (which builds the
-    consumers from a security object, not from aiokafka's keyword arguments)."""
-    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-
-    protocol = options.get("security_protocol", "PLAINTEXT")
-    if protocol == "PLAINTEXT":
-        return None
-    ssl_context = options.get("ssl_context")
-    use_ssl = protocol in ("SSL", "SASL_SSL")
-    if protocol == "SSL":
-        return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
-    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    return sasl[options["sasl_mechanism"]](
-        options["sasl_plain_username"],
-        options["sasl_plain_password"],
-        ssl_context=ssl_context,
-        use_ssl=use_ssl,
+def consumer(
+    options: ClientOptions, *, group_id: str, client_id: str, **tuning: Any
+) -> AIOKafkaConsumer:
+    """A consumer of ``group_id`` that commits only when told (after the transaction)."""
+    return AIOKafkaConsumer(
+        **options,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        **tuning,
     )
 
 

@@ -1,14 +1,12 @@
-"""Worker process factory: FastStream consumers, the outbox relay, schedulers and health.
+"""Worker process factory: Kafka consumers, the outbox relay, schedulers and health.
 
-A worker is a Starlette app (run by uvicorn) whose lifespan starts the FastStream Kafka broker
-with one subscriber per consumer (all its topics), the outbox relay and the service's schedulers. It
-serves ``/healthz``, ``/readyz``, ``/metrics`` and the AsyncAPI document at ``/asyncapi.json``.
+A worker is a Starlette app (run by uvicorn) whose lifespan starts one Kafka subscription per
+consumer (all its topics: ``ticketing_shared.subscription``), the outbox relay and the
+service's schedulers. It serves ``/healthz``, ``/readyz``, ``/metrics`` and its AsyncAPI 3.0
+document, made from the contracts, at ``/asyncapi.json``.
 
-Subscribers use ``auto_offset_reset=earliest`` (a new group, or one whose offsets a restarted
-memory-only broker lost, reads from the start: the inbox absorbs the repeats). A batch's offsets
-become committable once its transaction committed, and an ``OffsetCommitter`` commits them in
-the background (not in the consume loop); a batch the database could not take (infrastructure)
-is rewound and read again.
+A batch's offsets become committable once its transaction committed, and an
+``OffsetCommitter`` commits them in the background (not in the consume loop).
 """
 
 from __future__ import annotations
@@ -17,32 +15,27 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import chain
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.subscriber.usecase import BatchSubscriber
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import db, kafka
-from .consumer import EventConsumer, InfrastructureUnavailable, Record
+from . import asyncapi, db, kafka
+from .consumer import EventConsumer
 from .logs import configure_logging
 from .outbox import OutboxRelay
 from .retention import Rule, prune, standard_rules
 from .settings import ServiceSettings
+from .subscription import Subscription
 from .web import broker_reachable, database_ready
 
 log = logging.getLogger(__name__)
@@ -102,8 +95,7 @@ class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, name: str, interval: float) -> None:
         self.name = name
         self.interval = interval
-        self.consumer: AIOKafkaConsumer | None = None
-        self.subscriber: Any = None  # FastStream's, whose ``consumer`` is set once it started
+        self.consumer: AIOKafkaConsumer | None = None  # set when its subscription starts
         self.pending: dict[TopicPartition, int] = {}  # offset after the last applied record
         self.expected: dict[TopicPartition, int] = {}  # where the next record should come from
 
@@ -114,7 +106,7 @@ class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
             self.pending[tp] = self.expected[tp] = r.offset + 1
 
     def _client(self) -> AIOKafkaConsumer | None:
-        return getattr(self.subscriber, "consumer", None) or self.consumer
+        return self.consumer
 
     async def check_positions(self) -> None:
         """Move positions beyond the log's end back to its start; report client resets."""
@@ -217,92 +209,6 @@ class OffsetCommitter(ConsumerRebalanceListener):  # type: ignore[misc]
             self.expected.pop(tp, None)
 
 
-def _subscribe(
-    broker: KafkaBroker, consumer: EventConsumer, settings: ServiceSettings
-) -> OffsetCommitter:
-    """ONE Kafka consumer (group = the consumer's inbox name) for all of the consumer's topics:
-    one fetch covers every assigned partition, so an idle worker polls the broker once per fetch
-    wait rather than once per topic."""
-    committer = OffsetCommitter(consumer.name, settings.consumer_commit_interval_ms / 1000)
-
-    async def handle(msg: KafkaMessage) -> None:
-        # records of one partition come in order; the batch is applied in one transaction (one
-        # by one if any record fails); its offsets are committed after it, in the background
-        raw = msg.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
-        try:
-            await consumer.handle_batch(
-                [
-                    Record(
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        key=r.key,
-                        value=r.value,
-                        headers=list(r.headers or ()),
-                    )
-                    for r in records
-                ]
-            )
-        except InfrastructureUnavailable:
-            await msg.nack()  # rewinds each partition to the batch's first record: read again
-            return
-        committer.applied(msg.consumer, records)
-
-    handle.__name__ = f"on_{consumer.name}_events"
-    subscriber = broker.subscriber(
-        *consumer.topics,
-        group_id=consumer.name,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        listener=committer,
-        batch=True,
-        max_records=settings.consumer_batch_max,
-        batch_timeout_ms=settings.consumer_batch_wait_ms,
-        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        title=f"{consumer.name}:{','.join(consumer.topics)}",
-        description=f"{consumer.name} consumes {', '.join(sorted(consumer.routes))}",
-        decoder=_raw_records,
-    )
-    subscriber(handle)
-    committer.subscriber = subscriber
-    if type(subscriber) is BatchSubscriber:
-        subscriber.__class__ = _PromptBatchSubscriber
-    return committer
-
-
-async def _raw_records(msg: KafkaMessage) -> Any:
-    """The handler gets the message itself (aiokafka's records, and the consumer to rewind): the
-    consumer wrapper decodes them. (An async decoder: FastStream runs a sync one in a thread,
-    and its default one parses JSON.)"""
-    return msg
-
-
-class _PromptBatchSubscriber(BatchSubscriber):
-    """FastStream's batch subscriber, minus its pause after an empty poll.
-
-    FastStream sleeps ``batch_timeout_ms`` after every poll that found nothing, so a record
-    arriving during that pause waits for it: up to 20 ms more per hop (measured). Here the poll
-    itself is the wait: ``getmany`` returns as soon as records arrive, and only a poll that came
-    back empty early (no assignment yet) pauses for the rest of its timeout."""
-
-    __slots__ = ()
-
-    async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord, ...]:
-        started = time.monotonic()
-        messages = await consumer.getmany(
-            timeout_ms=self.batch_timeout_ms, max_records=self.max_records
-        )
-        if messages:
-            return tuple(chain.from_iterable(messages.values()))
-        rest = self.batch_timeout_ms / 1000 - (time.monotonic() - started)
-        if rest > 0:
-            await asyncio.sleep(rest)
-        return ()
-
-
 def create_worker(
     settings: ServiceSettings,
     *,
@@ -317,22 +223,13 @@ def create_worker(
     inbox and the idempotency keys every service has."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level)
     kafka_options = kafka.client_options(settings)
-    broker = KafkaBroker(
-        kafka_options["bootstrap_servers"],
-        security=kafka.faststream_security(kafka_options),
-        # it only consumes: no producer or admin client of its own (the DLQ producer below and
-        # the relay's are ours; the topics are ensured before it starts)
-        consumer_only=True,
-        client_id=f"{settings.service_name}-worker",
-        logger=logging.getLogger("faststream"),
-        # its "Received"/"Processed" line per batch, at DEBUG: no context, and a formatted write
-        # per fetch under load (the consumer wrapper logs what matters)
-        log_level=logging.DEBUG,
-        # the handler takes the raw records: no dependency injection, whose context lookup
-        # FastStream runs in a worker thread for every batch
-        apply_types=False,
-    )
-    committers = [_subscribe(broker, consumer, settings) for consumer in consumers]
+    committers = [
+        OffsetCommitter(c.name, settings.consumer_commit_interval_ms / 1000) for c in consumers
+    ]
+    subscriptions = [
+        Subscription(c, committer, settings, kafka_options)
+        for c, committer in zip(consumers, committers, strict=True)
+    ]
 
     state: dict[str, Any] = {}
     rules = [*standard_rules(settings), *retention]
@@ -397,7 +294,8 @@ def create_worker(
                 await dlq_producer.start()
                 for consumer in consumers:
                     consumer.bind(pool, dlq_producer)
-                await broker.start()
+                for subscription in subscriptions:
+                    await subscription.start()
                 for committer in committers:
                     tasks.append(
                         asyncio.create_task(committer.run(ctx.stopping), name="offset-committer")
@@ -411,9 +309,12 @@ def create_worker(
             if relay_obj is not None:
                 relay_obj.stop()
             if consumers:
+                for subscription in subscriptions:
+                    await subscription.stop_fetching()
                 for committer in committers:
                     await committer.flush()
-                await broker.stop()
+                for subscription in subscriptions:
+                    await subscription.stop()
                 await dlq_producer.stop()
             for task in tasks:
                 task.cancel()
@@ -444,26 +345,24 @@ def create_worker(
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    async def asyncapi(_: Request) -> Response:
-        return Response(asyncapi_json(broker, settings.service_name), media_type="application/json")
+    spec = json.dumps(
+        asyncapi.document(
+            settings.service_name, consumers, bootstrap=settings.kafka_bootstrap_servers
+        )
+    )
+
+    async def asyncapi_document(_: Request) -> Response:
+        return Response(spec, media_type="application/json")
 
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Route("/asyncapi.json", asyncapi),
+        Route("/asyncapi.json", asyncapi_document),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.broker = broker
     app.state.worker_state = state
     return app
-
-
-def asyncapi_json(broker: KafkaBroker, service: str) -> str:
-    from faststream.specification import AsyncAPI
-
-    spec = AsyncAPI(broker, title=f"{service} worker", version="1.0.0", schema_version="3.0.0")
-    return json.dumps(spec.to_specification().to_jsonable())
 
 
 async def _wait_for_topics(settings: ServiceSettings, kafka_options: kafka.ClientOptions) -> None:
