@@ -12,7 +12,7 @@ from ticketing_shared.consumer import EventConsumer
 from ticketing_shared.contracts import PaymentSucceeded, RefundCompleted, RefundStatusChanged
 from ticketing_shared.envelope import CloudEvent
 
-from .service import lifecycle
+from .service import payment_outcome, refund_outcome
 from .settings import Settings
 
 
@@ -29,7 +29,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """PENDING → PAID; a late payment revives the order or asks for a refund."""
         await db.set_tenant(conn, data.tenant_id)
-        await lifecycle.apply_payment(conn, data)
+        await payment_outcome.apply_payment(conn, data)
 
     @consumer.on(RefundCompleted)
     async def on_refund_completed(
@@ -37,7 +37,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """A settled refund voids its seats, cancels their registrations and releases them."""
         await db.set_tenant(conn, data.tenant_id)
-        await lifecycle.apply_refund(conn, data)
+        await refund_outcome.apply_refund(conn, data)
 
     @consumer.on(RefundStatusChanged)
     async def on_refund_status_changed(
@@ -45,6 +45,6 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """A refund in flight shows the order REFUND_PENDING; a failed or canceled one ends that."""
         await db.set_tenant(conn, data.tenant_id)
-        await lifecycle.apply_refund_status(conn, data)
+        await refund_outcome.apply_refund_status(conn, data)
 
     return consumer

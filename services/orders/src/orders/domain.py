@@ -102,6 +102,9 @@ INVITE_TRANSITIONS: dict[InviteStatus, frozenset[InviteStatus]] = {
 
 ACTIVE_ORDER_STATUSES = frozenset({O.PENDING, O.PAID, O.REFUND_PENDING, O.PARTIALLY_REFUNDED})
 REFUNDABLE_ORDER_STATUSES = frozenset({O.PAID, O.PARTIALLY_REFUNDED})
+#: an order whose refunds' news (settled, fell through) still applies: paid, with money or
+#: seats left to give back, a refund possibly under way
+REFUND_NEWS_APPLIES = frozenset({O.PAID, O.REFUND_PENDING, O.PARTIALLY_REFUNDED})
 ACTIVE_REGISTRATION_STATUSES = frozenset({R.PENDING_PAYMENT, R.PENDING, R.APPROVED})
 
 

@@ -21,7 +21,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from orders import repository as repo
 from orders.schemas import EventCreate, RegistrationCreate, StaffAction, TicketTypeCreate
-from orders.service import catalog, invites, lifecycle, purchase, registrations
+from orders.service import (
+    catalog,
+    invites,
+    lifecycle,
+    payment_outcome,
+    purchase,
+    refund_outcome,
+    registrations,
+)
 from ticketing_local.testing.plugin import Infra
 from ticketing_shared import db
 from ticketing_shared.auth import Principal
@@ -153,7 +161,7 @@ class InventoryMachine(RuleBasedStateMachine):
             currency="EUR",
             paid_at=datetime.now(UTC),
         )
-        self._run(self._tx(lifecycle.apply_payment, payment))
+        self._run(self._tx(payment_outcome.apply_payment, payment))
 
     async def _amount(self, order_id: str) -> int:
         return int(
@@ -228,7 +236,7 @@ class InventoryMachine(RuleBasedStateMachine):
             refunded_at=datetime.now(UTC),
         )
         for _ in range(2 if twice else 1):
-            self._run(self._tx(lifecycle.apply_refund, refund))
+            self._run(self._tx(refund_outcome.apply_refund, refund))
 
     # ------------------------------------------------------------------------------ invariant
     @invariant()

@@ -19,7 +19,7 @@ from ticketing_shared.contracts import (
 )
 from ticketing_shared.envelope import CloudEvent
 
-from . import service
+from . import news
 from .settings import Settings
 
 
@@ -36,13 +36,13 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """Remember each order's amount, seats and buyer (one statement)."""
         await db.set_tenant(conn, {data.tenant_id for data, _ in items})
-        await service.on_orders_created(conn, [data for data, _ in items])
+        await news.on_orders_created(conn, [data for data, _ in items])
 
     @consumer.on(OrderPaid)
     async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid, event: CloudEvent) -> None:
         """The order is paid: it can be refunded."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_order_paid(conn, data)
+        await news.on_order_paid(conn, data)
 
     @consumer.on(OrderCancelled)
     async def on_order_cancelled(
@@ -50,7 +50,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """An unpaid order was cancelled."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_order_ended(conn, data.order_id)
+        await news.on_order_ended(conn, data.order_id)
 
     @consumer.on(OrderExpired)
     async def on_order_expired(
@@ -58,7 +58,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """An unpaid order expired."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_order_ended(conn, data.order_id)
+        await news.on_order_ended(conn, data.order_id)
 
     @consumer.on(RegistrationCancellationRequested)
     async def on_cancellation_requested(
@@ -66,7 +66,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """A buyer cancelled a paid seat within the policy: refund the policy amount."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_cancellation_requested(conn, data)
+        await news.on_cancellation_requested(conn, data)
 
     @consumer.on(SeatReturnRequested)
     async def on_seat_return_requested(
@@ -74,7 +74,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """A buyer gives back a gift seat nobody redeemed: refund the policy amount."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_seat_return_requested(conn, data)
+        await news.on_seat_return_requested(conn, data)
 
     @consumer.on(OrderPaymentRejected)
     async def on_payment_rejected(
@@ -82,7 +82,7 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """Money the order cannot keep goes back in full."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_payment_rejected(conn, data)
+        await news.on_payment_rejected(conn, data)
 
     @consumer.on(PaymentRefundUpdated)
     async def on_provider_update(
@@ -90,6 +90,6 @@ def build_consumer(settings: Settings) -> EventConsumer:
     ) -> None:
         """The provider accepted, queued, settled, refused or canceled a refund."""
         await db.set_tenant(conn, data.tenant_id)
-        await service.on_provider_update(conn, data)
+        await news.on_provider_update(conn, data)
 
     return consumer

@@ -1,5 +1,5 @@
-"""Use cases of the refunds service: organizer refunds, buyer cancellations, late payments, and
-the provider's answers turned into refund states and ``refund.*`` events.
+"""What people ask of the refunds service: organizers' refunds, their lists, withdrawing one.
+What refunds learns from the other services is in :mod:`refunds.news`.
 
 Every use case runs in one transaction scoped to a tenant (row-level security): the API's to the
 caller's tenants, a consumer's to the tenant of the event it applies. A refund request locks its
@@ -20,17 +20,8 @@ import asyncpg
 from ticketing_shared import catchup, db, idempotency, outbox, paging
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import (
-    OrderCreated,
-    OrderPaid,
-    OrderPaymentRejected,
-    PaymentRefundUpdated,
     RefundCancelRequested,
-    RefundCompleted,
-    RefundFailed,
     RefundRequested,
-    RefundStatusChanged,
-    RegistrationCancellationRequested,
-    SeatReturnRequested,
 )
 from ticketing_shared.errors import NotFound
 
@@ -38,12 +29,10 @@ from . import repository as repo
 from .domain import (
     CANCELABLE,
     OrderMoney,
-    RefundReason,
     RefundStatus,
-    can_move,
     plan_refund,
 )
-from .errors import OrderNotPaid, OrderUnknown, RefundNotCancelable, StaffOnly
+from .errors import OrderNotPaid, RefundNotCancelable, StaffOnly
 from .schemas import RefundPublic
 
 log = logging.getLogger(__name__)
@@ -58,7 +47,7 @@ def _order_for_staff(principal: Principal, order: asyncpg.Record | None) -> asyn
     return order
 
 
-async def _money(conn: asyncpg.Connection, order: asyncpg.Record) -> OrderMoney:
+async def order_money(conn: asyncpg.Connection, order: asyncpg.Record) -> OrderMoney:
     pending_total, seats = await repo.order_money(conn, order["order_id"])
     return OrderMoney(
         paid_amount=order["paid_amount"],
@@ -68,7 +57,7 @@ async def _money(conn: asyncpg.Connection, order: asyncpg.Record) -> OrderMoney:
     )
 
 
-async def _create(
+async def create(
     conn: asyncpg.Connection,
     order: asyncpg.Record,
     *,
@@ -140,7 +129,6 @@ async def _create(
     return refund
 
 
-# ------------------------------------------------------------------------------------------ API
 async def request_refund(
     pool: asyncpg.Pool,
     principal: Principal,
@@ -170,8 +158,8 @@ async def request_refund(
                 "only a paid order can be refunded"
                 + (" (this one is not paid yet)" if order["status"] == "PENDING" else "")
             )
-        plan = plan_refund(await _money(conn, order), amount=amount, seat_ids=seat_ids)
-        refund = await _create(
+        plan = plan_refund(await order_money(conn, order), amount=amount, seat_ids=seat_ids)
+        refund = await create(
             conn,
             order,
             amount=plan.amount,
@@ -306,202 +294,13 @@ async def cancel_refund(
             )
             await outbox.emit(
                 conn,
-                RefundCancelRequested(**_event_fields(refund)),
+                RefundCancelRequested(**event_fields(refund)),
                 subject=refund["order_id"],
                 source=SOURCE,
             )
         return await _public(conn, refund)
 
 
-# ------------------------------------------------------------------------------------ consumers
-async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]) -> None:
-    await repo.insert_orders(
-        conn,
-        [
-            {**data.model_dump(mode="json"), "seat_ids": [str(s.seat_id) for s in data.seats]}
-            for data in orders
-        ],
-    )
-
-
-async def on_order_paid(conn: asyncpg.Connection, data: OrderPaid) -> None:
-    if await repo.get_order(conn, data.order_id) is None:
-        raise OrderUnknown(f"order.paid before order.created for {data.order_id}")
-    await repo.mark_order_paid(
-        conn,
-        data.order_id,
-        amount=data.total_amount,
-        transaction_id=data.transaction_id,
-        paid_at=data.paid_at,
-    )
-
-
-async def on_order_ended(conn: asyncpg.Connection, order_id: UUID) -> None:
-    await repo.mark_order_cancelled(conn, order_id)
-
-
-async def on_cancellation_requested(
-    conn: asyncpg.Connection, data: RegistrationCancellationRequested
-) -> str:
-    """A buyer cancelled a paid seat within the policy: refund the policy amount, void the seat."""
-    assert data.order_id is not None
-    return await _seat_refund(
-        conn,
-        data.order_id,
-        data.seat_id,
-        data.amount,
-        actor=data.user_id,
-        internal_note=f"buyer cancellation of registration {data.registration_id}",
-    )
-
-
-async def on_seat_return_requested(conn: asyncpg.Connection, data: SeatReturnRequested) -> str:
-    """A buyer gives back a gift seat nobody redeemed: refund the policy amount, void the seat."""
-    return await _seat_refund(
-        conn,
-        data.order_id,
-        data.seat_id,
-        data.amount,
-        actor=data.buyer_id,
-        internal_note=f"buyer returned the gift seat of invite {data.invite_id}",
-    )
-
-
-async def _seat_refund(
-    conn: asyncpg.Connection,
-    order_id: UUID,
-    seat_id: UUID,
-    amount: int,
-    *,
-    actor: str,
-    internal_note: str,
-) -> str:
-    order = await repo.get_order(conn, order_id, for_update=True)
-    if order is None:
-        raise OrderUnknown(f"cancellation for unknown order {order_id}")
-    if order["status"] != "PAID":
-        log.warning("refunds.cancellation_for_unpaid_order", extra={"order_id": str(order_id)})
-        return "ignored_not_paid"
-    money = await _money(conn, order)
-    if seat_id in money.seats_taken:
-        return "ignored_seat_already_refunded"  # asked twice: the first request stands
-    amount = min(amount, money.remaining)
-    if amount <= 0:
-        log.warning(
-            "refunds.cancellation_without_money",
-            extra={"order_id": str(order_id), "amount": amount},
-        )
-        return "ignored_nothing_to_refund"
-    await _create(
-        conn,
-        order,
-        amount=amount,
-        items=[(seat_id, amount)],
-        reason=RefundReason.USER.value,
-        note=None,
-        internal_note=internal_note,
-        actor=actor,
-    )
-    return "created"
-
-
-async def on_payment_rejected(conn: asyncpg.Connection, data: OrderPaymentRejected) -> str:
-    """Money the order could not keep goes back in full, once per payment."""
-    order = await repo.get_order(conn, data.order_id, for_update=True)
-    if order is None:
-        raise OrderUnknown(f"rejected payment for unknown order {data.order_id}")
-    refund = await _create(
-        conn,
-        order,
-        amount=data.amount,
-        items=[],
-        reason=RefundReason.OTHER.value,
-        note=data.note or data.reason.replace("_", " "),
-        internal_note=f"{data.reason}: transaction {data.transaction_id}",
-        actor="system",
-        kind="rejected_payment",
-        payment_id=data.payment_id,
-    )
-    return "created" if refund is not None else "duplicate"
-
-
-async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdated) -> str:
-    """The provider's answer moves the refund along its states; anything else is ignored (a
-    redelivery, or news older than what is known)."""
-    refund = await repo.lock_for_provider_update(conn, data.refund_id)
-    if refund is None:
-        raise NotFound(f"provider update for unknown refund {data.refund_id}")
-    current, target = RefundStatus(refund["status"]), RefundStatus(data.status)
-    fields: dict[str, Any] = {"provider": data.provider}
-    if data.provider_refund_id:
-        fields["provider_refund_id"] = data.provider_refund_id
-    if current == target or not can_move(current, target):
-        if current == target and fields.keys() - {"provider"}:
-            await repo.update_refund(conn, refund["id"], fields)
-        return "ignored"
-    fields["status"] = target.value
-    if target is RefundStatus.FAILED:
-        fields["failure_code"] = data.failure_code or "failed"
-        fields["failure_message"] = data.failure_message or "the provider could not refund"
-    if target is RefundStatus.REFUNDED:
-        fields["refunded_at"] = data.at
-    event: RefundCompleted | RefundStatusChanged
-    if target is RefundStatus.REFUNDED:
-        total = refund["refunded_by_others"] + (
-            refund["amount"] if refund["kind"] == "order" else 0
-        )
-        event = RefundCompleted(
-            **_event_fields(refund),
-            voided_seat_ids=list(refund["seat_ids"]),
-            fully_refunded=refund["kind"] == "order" and total >= refund["paid_amount"],
-            refunded_total=total,
-            refunded_at=data.at,
-            buyer_email=refund["buyer_email"],
-            buyer_locale=refund["buyer_locale"],
-            event_title=refund["event_title"],
-        )
-    else:
-        event = RefundStatusChanged(
-            **_event_fields(refund),
-            status=target.value,
-            previous_status=current.value,
-            failure_code=fields.get("failure_code", refund["failure_code"]),
-            failure_message=fields.get("failure_message", refund["failure_message"]),
-            seat_ids=list(refund["seat_ids"]),
-            buyer_email=refund["buyer_email"],
-            buyer_locale=refund["buyer_locale"],
-            event_title=refund["event_title"],
-        )
-    # the move, its audit and its announcement: one statement, under the lock taken above
-    await repo.record_provider_update(
-        conn,
-        refund["id"],
-        fields,
-        actor=f"provider:{data.provider}",
-        action=f"refund.{target.value}",
-        from_status=current.value,
-        to_status=target.value,
-        outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
-    )
-    if target is RefundStatus.FAILED:  # and, for the buyer's e-mail, a failure on its own
-        await outbox.emit(
-            conn,
-            RefundFailed(
-                **_event_fields(refund),
-                failure_code=fields["failure_code"],
-                failure_message=fields["failure_message"],
-                seat_ids=list(refund["seat_ids"]),
-                buyer_email=refund["buyer_email"],
-                buyer_locale=refund["buyer_locale"],
-                event_title=refund["event_title"],
-            ),
-            subject=refund["order_id"],
-            source=SOURCE,
-        )
-    return target.value
-
-
-# -------------------------------------------------------------------------------------- shapes
 def needs_action(refund: Mapping[str, Any]) -> bool:
     """Money we must give back and could not: a payment the order never kept (late, duplicate)
     whose refund failed. Nothing retries it (one refund per such payment), so the organizer must
@@ -511,7 +310,7 @@ def needs_action(refund: Mapping[str, Any]) -> bool:
     )
 
 
-def _event_fields(refund: asyncpg.Record) -> dict[str, Any]:
+def event_fields(refund: asyncpg.Record) -> dict[str, Any]:
     return {
         "refund_id": refund["id"],
         "order_id": refund["order_id"],

@@ -50,3 +50,38 @@ def staff_reason(principal: Principal, tenant_id: str) -> str:
     if principal.platform_admin or principal.role_in(tenant_id) == "admin":
         return "admin"
     return "organizer"
+
+
+async def event_title(conn: asyncpg.Connection, event_id: UUID) -> str:
+    return str(await conn.fetchval("SELECT title FROM events WHERE id = $1", event_id) or "")
+
+
+def cancellation_audit(
+    tenant: str,
+    order_id: UUID,
+    who: str,
+    reason: str,
+    regs: list[UUID],
+    invites: list[UUID],
+) -> list[tuple[object, ...]]:
+    """Audit rows for registrations cancelled and invites voided together with their order's seats."""
+    return [
+        *[
+            (
+                tenant,
+                order_id,
+                "registration",
+                str(r),
+                who,
+                "registration.cancelled",
+                None,
+                "CANCELLED",
+                {"reason": reason},
+            )
+            for r in regs
+        ],
+        *[
+            (tenant, order_id, "invite", str(i), who, "invite.voided", None, "VOID", {})
+            for i in invites
+        ],
+    ]
