@@ -17,6 +17,7 @@ from ticketing_shared.idempotency import IdempotentRequest
 from ticketing_shared.invite_links import InviteLinks
 from ticketing_shared.web import State
 
+from . import repository as repo
 from .settings import Settings
 
 # an invite is found by its id (a token of ours) or by its token's digest (a token from before)
@@ -82,9 +83,10 @@ async def _scope(
     if tenants is not None:
         await db.set_tenant(conn, tenants)
     elif of is not None:
-        await conn.fetchval("SELECT scope_to($1, $2)", of[0], str(of[1]))
+        await repo.scope_to(conn, of[0], str(of[1]))
     else:
-        await conn.fetchval("SELECT scope_to_user($1)", user)
+        assert user is not None
+        await repo.scope_to_user(conn, user)
 
 
 def _state(request: Request) -> State:

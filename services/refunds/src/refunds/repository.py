@@ -296,3 +296,15 @@ async def audit_trail(conn: asyncpg.Connection, refund_id: UUID) -> list[asyncpg
         refund_id,
     )
     return found
+
+
+async def scope_to_order(conn: asyncpg.Connection, order_id: UUID) -> None:
+    """Narrow the transaction's tenant scope to the tenant of one order (row-level security)."""
+    await conn.fetchval("SELECT scope_to_order($1)", order_id)
+
+
+async def order_is_paid(conn: asyncpg.Connection, order_id: UUID) -> bool:
+    """Whether refunds has heard the order paid."""
+    return bool(
+        await conn.fetchval("SELECT status = 'PAID' FROM orders_view WHERE order_id = $1", order_id)
+    )

@@ -184,12 +184,8 @@ async def order_paid(pool: asyncpg.Pool, order_id: UUID, *, within: float) -> bo
 
     async def paid(conn: asyncpg.Connection) -> bool:
         async with conn.transaction():
-            await conn.fetchval("SELECT scope_to_order($1)", order_id)
-            return bool(
-                await conn.fetchval(
-                    "SELECT status = 'PAID' FROM orders_view WHERE order_id = $1", order_id
-                )
-            )
+            await repo.scope_to_order(conn, order_id)
+            return await repo.order_is_paid(conn, order_id)
 
     return await catchup.wait_until(pool, paid, timeout=within)
 
@@ -201,7 +197,7 @@ async def list_refunds(
     not see the organizer's internal note). A member of the tenant is refused; anyone else
     finds no such order."""
     async with db.transaction(pool) as conn:
-        await conn.fetchval("SELECT scope_to_order($1)", order_id)
+        await repo.scope_to_order(conn, order_id)
         order = await repo.get_order(conn, order_id)
         if order is None:
             raise NotFound("order not found")

@@ -238,3 +238,19 @@ async def take_inventory(conn: asyncpg.Connection, ticket_type_id: UUID, quantit
             quantity,
         )
     )
+
+
+async def event_title(conn: asyncpg.Connection, event_id: UUID) -> str:
+    """An event's title ("" for none)."""
+    return str(await conn.fetchval("SELECT title FROM events WHERE id = $1", event_id) or "")
+
+
+async def scope_to(conn: asyncpg.Connection, kind: str, resource_id: str) -> None:
+    """Narrow the transaction's tenant scope to the tenant of one resource (row-level
+    security), found by the database function of the same name."""
+    await conn.fetchval("SELECT scope_to($1, $2)", kind, resource_id)
+
+
+async def scope_to_user(conn: asyncpg.Connection, user: str) -> None:
+    """Narrow the transaction's tenant scope to the tenants of one user's own rows."""
+    await conn.fetchval("SELECT scope_to_user($1)", user)

@@ -106,3 +106,24 @@ async def user_has_registration_on_order(
             user_id,
         )
     )
+
+
+async def buyer_policy(
+    conn: asyncpg.Connection, order_id: UUID, buyer_id: str
+) -> asyncpg.Record | None:
+    """The cancellation policy (and its source) of the buyer's own registration on an order."""
+    return await conn.fetchrow(
+        "SELECT cancellation_policy, policy_source FROM registrations "
+        "WHERE order_id = $1 AND user_id = $2 ORDER BY created_at LIMIT 1",
+        order_id,
+        buyer_id,
+    )
+
+
+async def mark_cancellation_requested(conn: asyncpg.Connection, registration_id: UUID) -> None:
+    """A paid registration's cancellation was asked for: held until its refund settles."""
+    await conn.execute(
+        "UPDATE registrations SET cancellation_requested_at = now(), updated_at = now() "
+        "WHERE id = $1",
+        registration_id,
+    )

@@ -212,3 +212,28 @@ async def redeem_invite(
             registration_id,
         )
     )
+
+
+async def order_seat(
+    conn: asyncpg.Connection, order_id: UUID, seat_id: UUID
+) -> asyncpg.Record | None:
+    """One seat of an order."""
+    return await conn.fetchrow(
+        "SELECT id, status, position FROM seats WHERE id = $1 AND order_id = $2", seat_id, order_id
+    )
+
+
+async def lock_seat_invite(conn: asyncpg.Connection, seat_id: UUID) -> asyncpg.Record | None:
+    """The invite of a seat, locked until the end of the transaction."""
+    return await conn.fetchrow(
+        "SELECT id, status, return_requested_at FROM invites WHERE seat_id = $1 FOR UPDATE",
+        seat_id,
+    )
+
+
+async def mark_return_requested(conn: asyncpg.Connection, invite_id: UUID) -> None:
+    """A gift seat's return was asked for: its invite is held until the refund settles."""
+    await conn.execute(
+        "UPDATE invites SET return_requested_at = now(), updated_at = now() WHERE id = $1",
+        invite_id,
+    )

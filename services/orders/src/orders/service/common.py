@@ -13,6 +13,8 @@ from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import EventData
 from ticketing_shared.errors import NotFound
 
+from .. import repository as repo
+
 SOURCE = "orders"
 
 
@@ -53,7 +55,7 @@ def staff_reason(principal: Principal, tenant_id: str) -> str:
 
 
 async def event_title(conn: asyncpg.Connection, event_id: UUID) -> str:
-    return str(await conn.fetchval("SELECT title FROM events WHERE id = $1", event_id) or "")
+    return await repo.event_title(conn, event_id)
 
 
 def cancellation_audit(

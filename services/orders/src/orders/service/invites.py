@@ -69,12 +69,7 @@ async def redeem(
         raise AlreadyRegistered("you already hold a seat of this order")
     event = await repo.get_event(conn, order["event_id"])
     assert event is not None
-    buyer_reg = await conn.fetchrow(
-        "SELECT cancellation_policy, policy_source FROM registrations WHERE order_id = $1 AND user_id = $2 "
-        "ORDER BY created_at LIMIT 1",
-        order["id"],
-        order["buyer_id"],
-    )
+    buyer_reg = await repo.buyer_policy(conn, order["id"], order["buyer_id"])
     assert buyer_reg is not None
     registration_id = new_id()
     status = "PENDING" if event["require_approval"] else "APPROVED"

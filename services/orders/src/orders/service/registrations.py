@@ -222,10 +222,7 @@ async def _cancel_by_registrant(
         await emit(conn, RegistrationCancelled(**_event_data(reg), reason="user"), reg["order_id"])
         return 200, await views.get_registration(conn, principal, reg["id"])
     # paid: the seat stays until the refund settles; ask the refunds service for the policy amount
-    await conn.execute(
-        "UPDATE registrations SET cancellation_requested_at = now(), updated_at = now() WHERE id = $1",
-        reg["id"],
-    )
+    await repo.mark_cancellation_requested(conn, reg["id"])
     await repo.audit(
         conn,
         tenant_id=reg["tenant_id"],

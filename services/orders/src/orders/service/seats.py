@@ -66,15 +66,10 @@ async def return_seat(
     order = await repo.get_order(conn, order_id, for_update=True)
     if order is None or order["buyer_id"] != principal.sub:
         raise NotFound("order not found")
-    seat = await conn.fetchrow(
-        "SELECT id, status, position FROM seats WHERE id = $1 AND order_id = $2", seat_id, order_id
-    )
+    seat = await repo.order_seat(conn, order_id, seat_id)
     if seat is None:
         raise NotFound("seat not found")
-    invite = await conn.fetchrow(
-        "SELECT id, status, return_requested_at FROM invites WHERE seat_id = $1 FOR UPDATE",
-        seat_id,
-    )
+    invite = await repo.lock_seat_invite(conn, seat_id)
     terms = await repo.buyer_terms(conn, order)
     can, reason, amount = return_outlook(
         order, seat, invite, terms["cancellation_policy"], terms["starts_at"]
@@ -108,10 +103,7 @@ async def return_seat(
             ],
         )
         return 200
-    await conn.execute(
-        "UPDATE invites SET return_requested_at = now(), updated_at = now() WHERE id = $1",
-        invite["id"],
-    )
+    await repo.mark_return_requested(conn, invite["id"])
     await repo.audit_many(
         conn,
         [
