@@ -13,24 +13,12 @@ from typing import Any
 
 from .consumer import EventConsumer
 from .contracts.base import EVENT_TYPES, EventData
+from .envelope import HEADER_NAMES
 
 HEADERS = {
     "type": "object",
     "description": "CloudEvents 1.0 attributes, binary mode",
-    "properties": {
-        name: {"type": "string"}
-        for name in (
-            "ce_id",
-            "ce_type",
-            "ce_source",
-            "ce_specversion",
-            "ce_time",
-            "ce_subject",
-            "ce_dataschema",
-            "content-type",
-            "traceparent",
-        )
-    },
+    "properties": {name: {"type": "string"} for name in HEADER_NAMES},
     "required": ["ce_id", "ce_type", "ce_source", "ce_specversion"],
 }
 

@@ -16,6 +16,18 @@ from uuid import UUID
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
+#: the headers that carry the CloudEvents attributes (any other header is passed on as is)
+HEADER_NAMES = (
+    "ce_id",
+    "ce_type",
+    "ce_source",
+    "ce_specversion",
+    "ce_time",
+    "ce_subject",
+    "ce_dataschema",
+    "content-type",
+    "traceparent",
+)
 
 Headers = list[tuple[str, bytes]]
 
@@ -91,17 +103,7 @@ def decode(headers: Headers | None, value: bytes | None) -> CloudEvent:
         raise EnvelopeError(f"value is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EnvelopeError("value is not a JSON object")
-    known = {
-        "ce_id",
-        "ce_type",
-        "ce_source",
-        "ce_specversion",
-        "ce_time",
-        "ce_subject",
-        "ce_dataschema",
-        "content-type",
-        "traceparent",
-    }
+    known = set(HEADER_NAMES)
     return CloudEvent(
         id=event_id,
         type=h["ce_type"],
