@@ -28,6 +28,7 @@ HEADER_NAMES = (
     "content-type",
     "traceparent",
 )
+_KNOWN = frozenset(HEADER_NAMES)
 
 Headers = list[tuple[str, bytes]]
 
@@ -103,7 +104,6 @@ def decode(headers: Headers | None, value: bytes | None) -> CloudEvent:
         raise EnvelopeError(f"value is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EnvelopeError("value is not a JSON object")
-    known = set(HEADER_NAMES)
     return CloudEvent(
         id=event_id,
         type=h["ce_type"],
@@ -113,5 +113,5 @@ def decode(headers: Headers | None, value: bytes | None) -> CloudEvent:
         data=data,
         dataschema=h.get("ce_dataschema", ""),
         traceparent=h.get("traceparent"),
-        extra_headers={k: v for k, v in h.items() if k not in known},
+        extra_headers={k: v for k, v in h.items() if k not in _KNOWN},
     )
