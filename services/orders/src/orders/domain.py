@@ -27,10 +27,12 @@ Invite::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 from ticketing_shared.money import allocate
 
@@ -278,3 +280,19 @@ def seat_refund(
     if not policy.include_app_fees:
         amount -= allocate(app_fee, seats)[seat_index]
     return max(0, min(amount, total_amount - already_refunded))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of an order's audit trail: who (``actor``) did what (``action``) to which
+    ``entity``, from and to which state, written in the transaction of the change itself."""
+
+    tenant_id: str
+    order_id: UUID | None
+    entity: str
+    entity_id: str
+    actor: str
+    action: str
+    from_status: str | None = None
+    to_status: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)

@@ -8,10 +8,26 @@ from uuid import UUID
 
 import asyncpg
 
-# an audit row's columns, in the order of the tuples audit_many() and friends take
-AUDIT_COLUMNS = (
-    "tenant_id, order_id, entity, entity_id, actor, action, from_status, to_status, details"
+from ..domain import AuditEntry
+
+# an audit row's columns: AuditEntry's fields, in the statements' order
+AUDIT_FIELDS = (
+    "tenant_id",
+    "order_id",
+    "entity",
+    "entity_id",
+    "actor",
+    "action",
+    "from_status",
+    "to_status",
+    "details",
 )
+AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
+
+
+def audit_values(entry: AuditEntry) -> tuple[Any, ...]:
+    """An entry's values in ``AUDIT_COLUMNS`` order (the only place that order is spelled)."""
+    return tuple(getattr(entry, name) for name in AUDIT_FIELDS)
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -47,8 +63,9 @@ async def audit(
     )
 
 
-async def audit_many(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Rows of (tenant_id, order_id, entity, entity_id, actor, action, from, to, details)."""
+async def audit_many(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
+    """Append ``entries`` to the audit trail, in one round trip."""
+    rows = [audit_values(e) for e in entries]
     if rows:
         await conn.executemany(
             f"""

@@ -14,7 +14,8 @@ import asyncpg
 from ticketing_shared.db import set_clause
 from ticketing_shared.outbox import OUTBOX_COLUMNS
 
-from .audit import AUDIT_COLUMNS
+from ..domain import AuditEntry
+from .audit import AUDIT_COLUMNS, audit_values
 
 # ---------------------------------------------------------------------------------------- orders
 
@@ -130,14 +131,14 @@ async def set_order_status_audited(
     expected: str,
     status: str,
     extra: dict[str, Any] | None = None,
-    audit: list[tuple[Any, ...]],
+    audit: list[AuditEntry],
     outbox_row: tuple[Any, ...],
 ) -> bool:
     """``set_order_status()``, its audit rows (as for ``audit_many()``) and the event announcing it
     (``outbox_values()``), in ONE statement: one round trip, not three. Nothing is written unless
     the order was still in ``expected``; False then."""
     assignments, values = set_clause(extra or {}, first=23)
-    cols = list(zip(*audit, strict=True)) if audit else [()] * 9
+    cols = list(zip(*map(audit_values, audit), strict=True)) if audit else [()] * 9
     return bool(
         await conn.fetchval(
             f"""

@@ -14,6 +14,7 @@ from ticketing_shared.contracts import EventData
 from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
+from ..domain import AuditEntry
 
 SOURCE = "orders"
 
@@ -65,25 +66,33 @@ def cancellation_audit(
     reason: str,
     regs: list[UUID],
     invites: list[UUID],
-) -> list[tuple[object, ...]]:
+) -> list[AuditEntry]:
     """Audit rows for registrations cancelled and invites voided together with their order's seats."""
     return [
         *[
-            (
-                tenant,
-                order_id,
-                "registration",
-                str(r),
-                who,
-                "registration.cancelled",
-                None,
-                "CANCELLED",
-                {"reason": reason},
+            AuditEntry(
+                tenant_id=tenant,
+                order_id=order_id,
+                entity="registration",
+                entity_id=str(r),
+                actor=who,
+                action="registration.cancelled",
+                to_status="CANCELLED",
+                details={"reason": reason},
             )
             for r in regs
         ],
         *[
-            (tenant, order_id, "invite", str(i), who, "invite.voided", None, "VOID", {})
+            AuditEntry(
+                tenant_id=tenant,
+                order_id=order_id,
+                entity="invite",
+                entity_id=str(i),
+                actor=who,
+                action="invite.voided",
+                to_status="VOID",
+                details={},
+            )
             for i in invites
         ],
     ]

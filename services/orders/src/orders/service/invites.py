@@ -13,6 +13,7 @@ from ticketing_shared.errors import DomainError, NotFound
 from ticketing_shared.invite_links import InviteLinks, digest, legacy_shape
 
 from .. import repository as repo
+from ..domain import AuditEntry
 from ..errors import (
     AlreadyRegistered,
     InviteAlreadyRedeemed,
@@ -101,27 +102,26 @@ async def redeem(
     await repo.audit_many(
         conn,
         [
-            (
-                order["tenant_id"],
-                order["id"],
-                "invite",
-                str(invite["id"]),
-                who,
-                "invite.redeemed",
-                "OPEN",
-                "REDEEMED",
-                {"registration_id": str(registration_id)},
+            AuditEntry(
+                tenant_id=order["tenant_id"],
+                order_id=order["id"],
+                entity="invite",
+                entity_id=str(invite["id"]),
+                actor=who,
+                action="invite.redeemed",
+                from_status="OPEN",
+                to_status="REDEEMED",
+                details={"registration_id": str(registration_id)},
             ),
-            (
-                order["tenant_id"],
-                order["id"],
-                "registration",
-                str(registration_id),
-                who,
-                "registration.created",
-                None,
-                status,
-                {"seat_id": str(invite["seat_id"]), "via": "invite"},
+            AuditEntry(
+                tenant_id=order["tenant_id"],
+                order_id=order["id"],
+                entity="registration",
+                entity_id=str(registration_id),
+                actor=who,
+                action="registration.created",
+                to_status=status,
+                details={"seat_id": str(invite["seat_id"]), "via": "invite"},
             ),
         ],
     )

@@ -15,7 +15,7 @@ from ticketing_shared.contracts import (
 from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
-from ..domain import OrderStatus, order_transition
+from ..domain import AuditEntry, OrderStatus, order_transition
 from ..errors import OrderChanged, OrderNotPending
 from .common import actor, cancellation_audit, emit, event_title, now
 
@@ -43,16 +43,16 @@ async def _release_order(
     await repo.audit_many(
         conn,
         [
-            (
-                tenant,
-                order["id"],
-                "order",
-                str(order["id"]),
-                who,
-                action,
-                "PENDING",
-                "CANCELLED",
-                {"reason": reason, "released": len(voided)},
+            AuditEntry(
+                tenant_id=tenant,
+                order_id=order["id"],
+                entity="order",
+                entity_id=str(order["id"]),
+                actor=who,
+                action=action,
+                from_status="PENDING",
+                to_status="CANCELLED",
+                details={"reason": reason, "released": len(voided)},
             ),
             *cancellation_audit(tenant, order["id"], who, reason, regs, invites),
         ],

@@ -14,7 +14,7 @@ from ticketing_shared.contracts import (
 from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
-from ..domain import OrderStatus, RegistrationStatus, order_transition
+from ..domain import AuditEntry, OrderStatus, RegistrationStatus, order_transition
 from .common import emit, event_title
 
 log = logging.getLogger(__name__)
@@ -101,16 +101,16 @@ async def _mark_paid(
     await repo.audit_many(
         conn,
         [
-            (
-                tenant,
-                order["id"],
-                "order",
-                str(order["id"]),
-                who,
-                "order.late_payment_revived" if revived else "order.paid",
-                order["status"],
-                "PAID",
-                {
+            AuditEntry(
+                tenant_id=tenant,
+                order_id=order["id"],
+                entity="order",
+                entity_id=str(order["id"]),
+                actor=who,
+                action="order.late_payment_revived" if revived else "order.paid",
+                from_status=order["status"],
+                to_status="PAID",
+                details={
                     "transaction_id": payment.transaction_id,
                     "amount": payment.amount,
                     "provider": payment.provider,
@@ -121,32 +121,30 @@ async def _mark_paid(
             ),
             *(
                 [
-                    (
-                        tenant,
-                        order["id"],
-                        "registration",
-                        str(reg["id"]),
-                        who,
-                        "registration.paid",
-                        None,
-                        reg_status.value,
-                        {},
+                    AuditEntry(
+                        tenant_id=tenant,
+                        order_id=order["id"],
+                        entity="registration",
+                        entity_id=str(reg["id"]),
+                        actor=who,
+                        action="registration.paid",
+                        to_status=reg_status.value,
+                        details={},
                     )
                 ]
                 if reg
                 else []
             ),
             *[
-                (
-                    tenant,
-                    order["id"],
-                    "invite",
-                    str(i["id"]),
-                    who,
-                    "invite.opened",
-                    None,
-                    "OPEN",
-                    {},
+                AuditEntry(
+                    tenant_id=tenant,
+                    order_id=order["id"],
+                    entity="invite",
+                    entity_id=str(i["id"]),
+                    actor=who,
+                    action="invite.opened",
+                    to_status="OPEN",
+                    details={},
                 )
                 for i in opened
             ],

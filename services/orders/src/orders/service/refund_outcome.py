@@ -17,7 +17,7 @@ from ticketing_shared.errors import NotFound
 from ticketing_shared.outbox import outbox_values
 
 from .. import repository as repo
-from ..domain import REFUND_NEWS_APPLIES, OrderStatus, order_transition
+from ..domain import REFUND_NEWS_APPLIES, AuditEntry, OrderStatus, order_transition
 from .common import SOURCE, cancellation_audit, emit, event_title
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,28 @@ async def _cancellations_fell_through(
     }
     who = f"refund:{refund.refund_id}"
     rows = [
-        (order["tenant_id"], order["id"], "registration", str(reg_id), who,
-         "registration.cancellation_failed", None, None, details)
+        AuditEntry(
+            tenant_id=order["tenant_id"],
+            order_id=order["id"],
+            entity="registration",
+            entity_id=str(reg_id),
+            actor=who,
+            action="registration.cancellation_failed",
+            details=details,
+        )
         for reg_id in cleared
     ] + [
-        (order["tenant_id"], order["id"], "invite", str(invite_id), who,
-         "seat.return_failed", None, None, details)
+        AuditEntry(
+            tenant_id=order["tenant_id"],
+            order_id=order["id"],
+            entity="invite",
+            entity_id=str(invite_id),
+            actor=who,
+            action="seat.return_failed",
+            details=details,
+        )
         for invite_id in held
-    ]  # fmt: skip
+    ]
     await repo.audit_many(conn, rows)
 
 
@@ -118,16 +132,16 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
     await repo.audit_many(
         conn,
         [
-            (
-                order["tenant_id"],
-                order["id"],
-                "order",
-                str(order["id"]),
-                f"refund:{refund.refund_id}",
-                f"order.refund_{refund.status}",
-                status.value,
-                target.value,
-                {
+            AuditEntry(
+                tenant_id=order["tenant_id"],
+                order_id=order["id"],
+                entity="order",
+                entity_id=str(order["id"]),
+                actor=f"refund:{refund.refund_id}",
+                action=f"order.refund_{refund.status}",
+                from_status=status.value,
+                to_status=target.value,
+                details={
                     "refund_id": str(refund.refund_id),
                     "amount": refund.amount,
                     "failure_code": refund.failure_code,
@@ -162,16 +176,16 @@ async def _more_money_back(
         extra={"refunded_amount": refunded_amount},
         outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
         audit=[
-            (
-                order["tenant_id"],
-                order["id"],
-                "order",
-                str(order["id"]),
-                f"refund:{refund.refund_id}",
-                "order.refund_settled",
-                OrderStatus.REFUNDED.value,
-                OrderStatus.REFUNDED.value,
-                {
+            AuditEntry(
+                tenant_id=order["tenant_id"],
+                order_id=order["id"],
+                entity="order",
+                entity_id=str(order["id"]),
+                actor=f"refund:{refund.refund_id}",
+                action="order.refund_settled",
+                from_status=OrderStatus.REFUNDED.value,
+                to_status=OrderStatus.REFUNDED.value,
+                details={
                     "refund_id": str(refund.refund_id),
                     "amount": refund.amount,
                     "refunded_amount": refunded_amount,
@@ -264,16 +278,16 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         extra={"refunded_amount": refunded_amount},
         outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
         audit=[
-            (
-                tenant,
-                order["id"],
-                "order",
-                str(order["id"]),
-                who,
-                "order.refund_settled",
-                status.value,
-                target.value,
-                {
+            AuditEntry(
+                tenant_id=tenant,
+                order_id=order["id"],
+                entity="order",
+                entity_id=str(order["id"]),
+                actor=who,
+                action="order.refund_settled",
+                from_status=status.value,
+                to_status=target.value,
+                details={
                     "refund_id": str(refund.refund_id),
                     "amount": refund.amount,
                     "refunded_amount": refunded_amount,

@@ -16,6 +16,7 @@ from ticketing_shared.errors import NotFound
 
 from .. import repository as repo
 from ..domain import (
+    AuditEntry,
     CancellationPolicy,
     cancel_decision,
     paid_seat_blocked,
@@ -89,16 +90,20 @@ async def return_seat(
         await repo.audit_many(
             conn,
             [
-                (
-                    order["tenant_id"],
-                    order_id,
-                    "seat",
-                    str(seat_id),
-                    who,
-                    "seat.returned",
-                    "ACTIVE",
-                    "VOID",
-                    {"refund_amount": 0, "invite_id": str(invite["id"]), "released": len(voided)},
+                AuditEntry(
+                    tenant_id=order["tenant_id"],
+                    order_id=order_id,
+                    entity="seat",
+                    entity_id=str(seat_id),
+                    actor=who,
+                    action="seat.returned",
+                    from_status="ACTIVE",
+                    to_status="VOID",
+                    details={
+                        "refund_amount": 0,
+                        "invite_id": str(invite["id"]),
+                        "released": len(voided),
+                    },
                 )
             ],
         )
@@ -107,16 +112,16 @@ async def return_seat(
     await repo.audit_many(
         conn,
         [
-            (
-                order["tenant_id"],
-                order_id,
-                "seat",
-                str(seat_id),
-                who,
-                "seat.return_requested",
-                "ACTIVE",
-                "ACTIVE",
-                {"refund_amount": amount, "invite_id": str(invite["id"])},
+            AuditEntry(
+                tenant_id=order["tenant_id"],
+                order_id=order_id,
+                entity="seat",
+                entity_id=str(seat_id),
+                actor=who,
+                action="seat.return_requested",
+                from_status="ACTIVE",
+                to_status="ACTIVE",
+                details={"refund_amount": amount, "invite_id": str(invite["id"])},
             )
         ],
     )
