@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from ticketing_local.testing import json_refs
 from ticketing_shared import asyncapi
 from ticketing_shared.consumer import EventConsumer
 from ticketing_shared.contracts import OrderPaid, PaymentSucceeded, RefundCompleted
@@ -35,16 +36,6 @@ def _resolve(doc: dict[str, Any], ref: str) -> Any:
     return node
 
 
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [v for k, v in node.items() if k == "$ref"] + [
-            r for v in node.values() for r in _refs(v)
-        ]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
-
-
 def test_it_lists_what_the_service_sends_and_receives_with_their_payload_schemas() -> None:
     doc = asyncapi.document("orders", [_consumer()], bootstrap="kafka:9092")
     assert doc["asyncapi"] == "3.0.0"
@@ -67,5 +58,5 @@ def test_it_lists_what_the_service_sends_and_receives_with_their_payload_schemas
 
 def test_every_reference_resolves() -> None:
     doc = asyncapi.document("orders", [_consumer()], bootstrap="kafka:9092")
-    for ref in _refs(doc):
+    for ref in json_refs(doc):
         assert _resolve(doc, ref) is not None, ref

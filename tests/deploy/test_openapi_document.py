@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ticketing_local import openapi
+from ticketing_local.testing import json_refs
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -68,10 +69,10 @@ def test_every_json_body_has_examples_and_every_reference_resolves(
     for method, path, operation in _operations(document):
         body = operation.get("requestBody", {}).get("content", {}).get("application/json")
         if body is not None:  # an optional body is anyOf [the model, null]
-            (ref,) = _refs(body["schema"])
+            (ref,) = json_refs(body["schema"])
             name = ref.rsplit("/", 1)[1]
             assert schemas[name].get("examples"), f"{method.upper()} {path}: {name}"
-    for ref in set(_refs(document)):
+    for ref in set(json_refs(document)):
         assert ref.rsplit("/", 1)[1] in schemas, ref
 
 
@@ -79,13 +80,3 @@ def test_a_required_idempotency_key_is_documented_as_required(document: dict[str
     refund = document["paths"]["/v1/orders/{order_id}/refunds"]["post"]
     (key,) = [p for p in refund["parameters"] if p["name"] == "Idempotency-Key"]
     assert key["required"] is True
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [v for k, v in node.items() if k == "$ref"] + [
-            r for v in node.values() for r in _refs(v)
-        ]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []

@@ -3,6 +3,6 @@
 Load with ``pytest_plugins = ["ticketing_local.testing.plugin"]`` in the root conftest.
 """
 
-from .helpers import ServiceProcess, publish_event, wait_until
+from .helpers import ServiceProcess, json_refs, publish_event, wait_until
 
-__all__ = ["ServiceProcess", "publish_event", "wait_until"]
+__all__ = ["ServiceProcess", "json_refs", "publish_event", "wait_until"]

@@ -134,3 +134,14 @@ async def publish_event(
     )
     await producer.send_and_wait(event.topic, value=ev.value(), key=ev.key(), headers=ev.headers())
     return ev.id
+
+
+def json_refs(node: Any) -> list[str]:
+    """Every ``$ref`` in a JSON document (an OpenAPI or AsyncAPI one), depth first."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [
+            r for v in node.values() for r in json_refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in json_refs(v)]
+    return []
