@@ -296,3 +296,28 @@ class AuditEntry:
     from_status: str | None = None
     to_status: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def about_order(
+        cls,
+        tenant_id: str,
+        order_id: UUID,
+        *,
+        actor: str,
+        action: str,
+        from_status: str | None = None,
+        to_status: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """An entry about the order itself."""
+        return cls(
+            tenant_id,
+            order_id,
+            "order",
+            str(order_id),
+            actor,
+            action,
+            from_status,
+            to_status,
+            details or {},
+        )

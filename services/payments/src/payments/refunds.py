@@ -100,18 +100,14 @@ async def record(
         refund["refund_id"], refund["order_id"], refund["tenant_id"], refund["provider"]
     )
     row = outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE)
-    if notification is not None:
-        return await repo.settle_refund_once(
-            conn,
-            refund_id=refund["refund_id"],
-            expected=expected,
-            fields=change.columns(),
-            outbox_row=row,
-            notification=notification,
-            outcome=outcome,
-        )
     return await repo.move_refund(
-        conn, refund["refund_id"], change.columns(), expected=expected, outbox_row=row
+        conn,
+        refund["refund_id"],
+        change.columns(),
+        expected=expected,
+        outbox_row=row,
+        notification=notification,
+        outcome=outcome,
     )
 
 

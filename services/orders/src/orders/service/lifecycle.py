@@ -43,11 +43,9 @@ async def _release_order(
     await repo.audit_many(
         conn,
         [
-            AuditEntry(
-                tenant_id=tenant,
-                order_id=order["id"],
-                entity="order",
-                entity_id=str(order["id"]),
+            AuditEntry.about_order(
+                tenant,
+                order["id"],
                 actor=who,
                 action=action,
                 from_status="PENDING",

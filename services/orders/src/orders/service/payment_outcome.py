@@ -101,11 +101,9 @@ async def _mark_paid(
     await repo.audit_many(
         conn,
         [
-            AuditEntry(
-                tenant_id=tenant,
-                order_id=order["id"],
-                entity="order",
-                entity_id=str(order["id"]),
+            AuditEntry.about_order(
+                tenant,
+                order["id"],
                 actor=who,
                 action="order.late_payment_revived" if revived else "order.paid",
                 from_status=order["status"],

@@ -132,11 +132,9 @@ async def apply_refund_status(conn: asyncpg.Connection, refund: RefundStatusChan
     await repo.audit_many(
         conn,
         [
-            AuditEntry(
-                tenant_id=order["tenant_id"],
-                order_id=order["id"],
-                entity="order",
-                entity_id=str(order["id"]),
+            AuditEntry.about_order(
+                order["tenant_id"],
+                order["id"],
                 actor=f"refund:{refund.refund_id}",
                 action=f"order.refund_{refund.status}",
                 from_status=status.value,
@@ -176,11 +174,9 @@ async def _more_money_back(
         extra={"refunded_amount": refunded_amount},
         outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
         audit=[
-            AuditEntry(
-                tenant_id=order["tenant_id"],
-                order_id=order["id"],
-                entity="order",
-                entity_id=str(order["id"]),
+            AuditEntry.about_order(
+                order["tenant_id"],
+                order["id"],
                 actor=f"refund:{refund.refund_id}",
                 action="order.refund_settled",
                 from_status=OrderStatus.REFUNDED.value,
@@ -278,11 +274,9 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         extra={"refunded_amount": refunded_amount},
         outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
         audit=[
-            AuditEntry(
-                tenant_id=tenant,
-                order_id=order["id"],
-                entity="order",
-                entity_id=str(order["id"]),
+            AuditEntry.about_order(
+                tenant,
+                order["id"],
                 actor=who,
                 action="order.refund_settled",
                 from_status=status.value,

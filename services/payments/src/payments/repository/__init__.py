@@ -25,7 +25,6 @@ from .refunds import (
     move_refund,
     open_refunds,
     refundable_payment,
-    settle_refund_once,
 )
 from .tasks import (
     add_task,
@@ -58,6 +57,5 @@ __all__ = [
     "refundable_payment",
     "scope_to_order",
     "set_order_status",
-    "settle_refund_once",
     "update_payment",
 ]

@@ -78,6 +78,17 @@ async def get_refund(
     )
 
 
+# a provider's message recorded with the change it brought (the ``n`` part of move_refund's
+# statement); its outcome is 'duplicate' when the refund had moved on already
+_RECORD_NOTIFICATION = """, n AS (
+                INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
+                                                    payload, outcome, tenant_id)
+                SELECT $13, $14, $15, $16, $17,
+                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END, $19
+                ON CONFLICT DO NOTHING
+            )"""
+
+
 async def move_refund(
     conn: asyncpg.Connection,
     refund_id: UUID,
@@ -85,65 +96,16 @@ async def move_refund(
     *,
     expected: list[str],
     outbox_row: tuple[Any, ...],
+    notification: dict[str, Any] | None = None,
+    outcome: str = "",
 ) -> bool:
     """Move a refund on, only from one of the ``expected`` states, and write its
-    ``payment.refund_updated`` outbox row, in ONE statement (False: it was not there)."""
-    assignments, values = set_clause(fields, first=13)
-    return bool(
-        await conn.fetchval(
-            f"""
-            WITH r AS (
-                UPDATE provider_refunds SET {assignments}updated_at = now()
-                WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
-            ), ob AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS})
-                SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
-            )
-            SELECT EXISTS (SELECT 1 FROM r)
-            """,
-            refund_id,
-            expected,
-            *outbox_row,
-            *values,
-        )
-    )
-
-
-async def settle_refund_once(
-    conn: asyncpg.Connection,
-    *,
-    refund_id: UUID,
-    expected: list[str],
-    fields: dict[str, Any],
-    outbox_row: tuple[Any, ...],
-    notification: dict[str, Any],
-    outcome: str,
-) -> bool:
-    """A provider's refund news: the refund moved on (only from an ``expected`` state), its
-    ``payment.refund_updated`` outbox row and the notification record, in ONE statement (False:
-    nothing to apply, and only the notification is recorded)."""
-    assignments, values = set_clause(fields, first=20)
-    return bool(
-        await conn.fetchval(
-            f"""
-            WITH r AS (
-                UPDATE provider_refunds SET {assignments}updated_at = now()
-                WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
-            ), ob AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS})
-                SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
-            ), n AS (
-                INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
-                                                    payload, outcome, tenant_id)
-                SELECT $13, $14, $15, $16, $17,
-                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END, $19
-                ON CONFLICT DO NOTHING
-            )
-            SELECT EXISTS (SELECT 1 FROM r)
-            """,
-            refund_id,
-            expected,
-            *outbox_row,
+    ``payment.refund_updated`` outbox row, in ONE statement; with the provider's
+    ``notification`` that said it, that is recorded in the same statement (and recorded even
+    when there was nothing to apply). False when the refund was not in an ``expected`` state."""
+    recorded: list[Any] = []
+    if notification is not None:
+        recorded = [
             notification["provider"],
             notification["notification_id"],
             notification["event_type"],
@@ -151,6 +113,24 @@ async def settle_refund_once(
             redact(notification["payload"]),
             outcome,
             notification["tenant_id"],
+        ]
+    assignments, values = set_clause(fields, first=13 + len(recorded))
+    return bool(
+        await conn.fetchval(
+            f"""
+            WITH r AS (
+                UPDATE provider_refunds SET {assignments}updated_at = now()
+                WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
+            ), ob AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS})
+                SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
+            ){_RECORD_NOTIFICATION if recorded else ""}
+            SELECT EXISTS (SELECT 1 FROM r)
+            """,
+            refund_id,
+            expected,
+            *outbox_row,
+            *recorded,
             *values,
         )
     )
