@@ -83,47 +83,31 @@ async def return_seat(
         raise not_now(reason, _WHY.get(reason or "", _WHY[""]))
     assert invite is not None and amount is not None
     who = actor(principal)
+
+    def seat_entry(action: str, to_status: str, **details: object) -> AuditEntry:
+        return AuditEntry(
+            tenant_id=order["tenant_id"],
+            order_id=order_id,
+            entity="seat",
+            entity_id=str(seat_id),
+            actor=who,
+            action=action,
+            from_status="ACTIVE",
+            to_status=to_status,
+            details={**details, "invite_id": str(invite["id"])},
+        )
+
     if amount == 0:  # nothing to give back: the seat goes now
         voided, *_ = await repo.void_order_seats(
             conn, order_id, order["ticket_type_id"], seat_ids=[seat_id], reason="user"
         )
         await repo.audit_many(
-            conn,
-            [
-                AuditEntry(
-                    tenant_id=order["tenant_id"],
-                    order_id=order_id,
-                    entity="seat",
-                    entity_id=str(seat_id),
-                    actor=who,
-                    action="seat.returned",
-                    from_status="ACTIVE",
-                    to_status="VOID",
-                    details={
-                        "refund_amount": 0,
-                        "invite_id": str(invite["id"]),
-                        "released": len(voided),
-                    },
-                )
-            ],
+            conn, [seat_entry("seat.returned", "VOID", refund_amount=0, released=len(voided))]
         )
         return 200
     await repo.mark_return_requested(conn, invite["id"])
     await repo.audit_many(
-        conn,
-        [
-            AuditEntry(
-                tenant_id=order["tenant_id"],
-                order_id=order_id,
-                entity="seat",
-                entity_id=str(seat_id),
-                actor=who,
-                action="seat.return_requested",
-                from_status="ACTIVE",
-                to_status="ACTIVE",
-                details={"refund_amount": amount, "invite_id": str(invite["id"])},
-            )
-        ],
+        conn, [seat_entry("seat.return_requested", "ACTIVE", refund_amount=amount)]
     )
     await emit(
         conn,
