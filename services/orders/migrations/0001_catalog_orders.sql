@@ -57,7 +57,7 @@ CREATE TABLE orders (
     -- no foreign key to ticket_types on purpose: every purchase updates that one hot row, and the
     -- KEY SHARE lock a foreign-key check takes on it from each concurrent purchase turns into
     -- MultiXacts the UPDATE must wade through (measured: ~2x slower flash sales). Ticket types
-    -- are never deleted, and orders are only written by purchase_seats() below.
+    -- are never deleted, and orders are only written by purchase_seats() (functions.sql).
     ticket_type_id      uuid        NOT NULL,
     buyer_id            text        NOT NULL,
     buyer_email         text        NOT NULL DEFAULT '',

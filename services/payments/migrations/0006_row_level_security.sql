@@ -1,6 +1,6 @@
 -- Row-level security on every payments table, keyed like every tenant table (the shared
 -- tenant_visible()). Which scope each path runs under:
---   * a buyer's or staff's request on an order: that order's tenant, found by scope_to() below;
+--   * a buyer's or staff's request on an order: that order's tenant, found by scope_to_order() (functions.sql);
 --   * consumers: the tenants of the events they apply (their inbox claim scopes the transaction);
 --   * provider callbacks (WeChat Pay notifications, Mollie webhooks) and the worker's jobs
 --     (provider tasks, reconciliation): all tenants, on connections kept for that
@@ -49,17 +49,3 @@ ALTER TABLE provider_tasks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE provider_tasks FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON provider_tasks
     USING (tenant_visible(tenant_id)) WITH CHECK (tenant_visible(tenant_id));
-
--- Scope the current transaction to the tenant of an order of the read model; returns that
--- tenant (NULL, and a scope that sees nothing, when there is no such order). Only this lookup
--- runs unscoped.
-CREATE FUNCTION scope_to_order(p_order uuid) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    t text;
-BEGIN
-    PERFORM set_config('app.tenant_id', '*', true);
-    SELECT tenant_id INTO t FROM orders_view WHERE order_id = p_order;
-    PERFORM set_config('app.tenant_id', coalesce(t, ''), true);
-    RETURN t;
-END
-$$;

@@ -1,2 +1,2 @@
--- Row-level security reads the transaction's scope once per statement (shared migration 0007).
+-- Row-level security reads the transaction's scope once per statement (tenant_policies_read_scope_once(), the shared functions.sql).
 SELECT tenant_policies_read_scope_once();

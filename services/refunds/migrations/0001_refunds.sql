@@ -1,6 +1,6 @@
 -- Refunds service: read model of orders, refunds and their seats, the audit trail.
 -- Every table here is tenant-scoped and protected by row-level security keyed on app.tenant_id
--- (shared migration 0002): a transaction that did not set it, or set another tenant, sees no row.
+-- (tenant_visible(), the shared functions.sql): a transaction that did not set it, or set another tenant, sees no row.
 
 -- What refunds knows of each order, from orders.events (amounts, seats, buyer, paid or not).
 CREATE TABLE orders_view (

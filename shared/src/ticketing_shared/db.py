@@ -18,6 +18,9 @@ from typing import Any
 
 import asyncpg
 
+from .schema import (
+    FUNCTIONS_FILE as FUNCTIONS_FILE,
+)
 from .schema import (  # the database machinery every service and tool reaches through db
     GRANTS_FILE as GRANTS_FILE,
 )
@@ -54,13 +57,15 @@ from .schema import (
 from .schema import (
     user_of as user_of,
 )
+from .writes import dumps
 
 log = logging.getLogger(__name__)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
+    # parameters may be dataclasses (rows written by name: ticketing_shared.writes)
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _release_without_reset(conn: asyncpg.Connection) -> None:

@@ -66,6 +66,22 @@ def for_request(
 
 
 @dataclass(frozen=True)
+class KeyedResponse:
+    """An Idempotency-Key's row written with the response it answers, by a create that writes
+    everything in one statement (the purchase)."""
+
+    scope: str
+    key: str
+    request_hash: str
+    response_status: int
+    response_body: Any
+
+    @classmethod
+    def answering(cls, request: IdempotentRequest, status: int, body: Any) -> KeyedResponse:
+        return cls(request.scope, request.key, request.fingerprint, status, body)
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     status: int
     body: Any

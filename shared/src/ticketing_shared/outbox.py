@@ -28,18 +28,17 @@ import logging
 import time
 from collections import Counter as _Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
-import uuid_utils
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
 from . import db, kafka
 from .contracts.base import EventData
 from .envelope import CloudEvent
-from .logs import child_traceparent, current_traceparent
+from .writes import OUTBOX, OutboxEvent
+from .writes import new_event_id as new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +56,6 @@ PENDING = Gauge("outbox_pending_rows", "Unpublished outbox rows seen by the acti
 PUBLISH_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts")
 
 
-def new_event_id() -> UUID:
-    return UUID(str(uuid_utils.uuid7()))
-
-
-# Column order of ``outbox_values()``, for statements that write the outbox row themselves
-# (e.g. inside one CTE with the business change).
-OUTBOX_COLUMNS = (
-    "event_id, topic, key, ce_type, ce_source, ce_subject, ce_time, dataschema, traceparent, data"
-)
-
-
-def outbox_values(
-    event: EventData, *, subject: str | UUID, source: str, event_id: UUID | None = None
-) -> tuple[Any, ...]:
-    """The values of one outbox row, in ``OUTBOX_COLUMNS`` order."""
-    return (
-        event_id or new_event_id(),
-        event.topic,
-        str(subject),
-        event.ce_type,
-        source,
-        str(subject),
-        datetime.now(UTC),
-        event.dataschema(),
-        child_traceparent(current_traceparent()),
-        event.model_dump(mode="json"),
-    )
-
-
 async def emit(
     conn: asyncpg.Connection,
     event: EventData,
@@ -95,22 +65,20 @@ async def emit(
     event_id: UUID | None = None,
 ) -> UUID:
     """Write ``event`` to the outbox in the caller's transaction; returns its event id."""
-    values = outbox_values(event, subject=subject, source=source, event_id=event_id)
-    await conn.execute(
-        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        *values,
-    )
-    return UUID(str(values[0]))
+    row = OutboxEvent.of(event, subject=subject, source=source, event_id=event_id)
+    await conn.execute(OUTBOX.insert("$1::jsonb"), [row])
+    return row.event_id
 
 
 async def emit_many(
     conn: asyncpg.Connection, events: list[tuple[EventData, str | UUID]], *, source: str
 ) -> None:
-    """Write many ``(event, subject)`` to the outbox in the caller's transaction, pipelined."""
+    """Write many ``(event, subject)`` to the outbox in the caller's transaction, in one
+    statement."""
     if events:
-        await conn.executemany(
-            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [outbox_values(e, subject=subject, source=source) for e, subject in events],
+        await conn.execute(
+            OUTBOX.insert("$1::jsonb"),
+            [OutboxEvent.of(e, subject=subject, source=source) for e, subject in events],
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
@@ -30,12 +31,24 @@ class Migration:
     version: int
     name: str
     sql: str
-    # applied after every run, not once: a track's GRANTS_FILE, what the runtime role may do
-    repeatable: bool = False
+    # "numbered": applied once; "functions": a track's FUNCTIONS_FILE, re-created on every run
+    # before the track's numbered migrations; "grants": a track's GRANTS_FILE, re-applied after
+    # every run (what the runtime role may do)
+    kind: Literal["numbered", "functions", "grants"] = "numbered"
+
+    @property
+    def repeatable(self) -> bool:
+        return self.kind != "numbered"
 
 
 # The first line of a migration that must run outside a transaction (one statement).
 WITHOUT_TRANSACTION = "-- migrate: without a transaction"
+
+# A migrations folder's functions (and nothing else): the one definition of each, re-created
+# with CREATE OR REPLACE on every run, before the track's pending numbered migrations, so that
+# those may use them (policies, triggers) and no migration ever holds a copy. Bodies are not
+# checked at creation (the tables they read may not exist yet); the tests call every one.
+FUNCTIONS_FILE = "functions.sql"
 
 # A migrations folder's grants to the runtime role (``${runtime}`` stands for it), applied after
 # every migration run, so that privileges always match the tables the migrations left.
@@ -44,10 +57,13 @@ GRANTS_FILE = "grants.sql"
 
 def _load_dir(track: str, files: list[tuple[str, str]]) -> list[Migration]:
     out = []
-    grants = None
+    functions = grants = None
     for fname, text in files:
         if fname == GRANTS_FILE:
-            grants = Migration(track, 0, fname, text, repeatable=True)
+            grants = Migration(track, 0, fname, text, kind="grants")
+            continue
+        if fname == FUNCTIONS_FILE:
+            functions = Migration(track, 0, fname, text, kind="functions")
             continue
         m = _MIGRATION_RE.match(fname)
         if m is None:
@@ -57,7 +73,11 @@ def _load_dir(track: str, files: list[tuple[str, str]]) -> list[Migration]:
     versions = [mig.version for mig in out]
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"duplicate migration numbers in track {track!r}: {versions}")
-    return out + ([grants] if grants is not None else [])
+    return (
+        ([functions] if functions is not None else [])
+        + out
+        + ([grants] if grants is not None else [])
+    )
 
 
 def shared_migrations() -> list[Migration]:
@@ -107,6 +127,11 @@ async def migrate(
                 for r in await conn.fetch("SELECT track, version FROM schema_migrations")
             }
             for mig in migrations:
+                if mig.kind == "functions":
+                    async with conn.transaction():
+                        await conn.execute("SET LOCAL check_function_bodies = off")
+                        await conn.execute(mig.sql)
+                    continue
                 if mig.repeatable or (mig.track, mig.version) in done:
                     continue
                 record = (
@@ -130,7 +155,7 @@ async def migrate(
                 applied.append(f"{mig.track}/{mig.name}")
                 log.info("db.migration_applied", extra={"migration": f"{mig.track}/{mig.name}"})
             if runtime_role is not None:
-                await _grant(conn, runtime_role, [m for m in migrations if m.repeatable])
+                await _grant(conn, runtime_role, [m for m in migrations if m.kind == "grants"])
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     finally:

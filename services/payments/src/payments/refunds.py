@@ -18,6 +18,7 @@ from ticketing_shared.contracts import (
     RefundCancelRequested,
     RefundRequested,
 )
+from ticketing_shared.writes import OutboxEvent
 
 from . import repository as repo
 from .domain import REFUND_OPEN, refund_failure_message
@@ -99,13 +100,12 @@ async def record(
     event = change.event(
         refund["refund_id"], refund["order_id"], refund["tenant_id"], refund["provider"]
     )
-    row = outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE)
     return await repo.move_refund(
         conn,
         refund["refund_id"],
         change.columns(),
         expected=expected,
-        outbox_row=row,
+        event=OutboxEvent.of(event, subject=refund["order_id"], source=SOURCE),
         notification=notification,
         outcome=outcome,
     )

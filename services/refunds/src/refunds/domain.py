@@ -11,9 +11,10 @@ Refund (provider-neutral; the same vocabulary as Mollie's)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from ticketing_shared.money import allocate
@@ -127,3 +128,41 @@ def plan_refund(
             f"(paid {money.paid_amount}, refunded or in progress {money.refunded_or_pending})"
         )
     return RefundPlan(amount, items)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of a refund's audit trail: who (``actor``) did what (``action``), from and to
+    which status, written in the transaction of the change itself."""
+
+    refund_id: UUID
+    order_id: UUID
+    tenant_id: str
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        refund: Mapping[str, Any],
+        *,
+        actor: str,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """An entry about ``refund`` (a refund row)."""
+        return cls(
+            refund["id"],
+            refund["order_id"],
+            refund["tenant_id"],
+            actor,
+            action,
+            from_status,
+            to_status,
+            details or {},
+        )

@@ -21,9 +21,11 @@ from ticketing_shared.contracts import (
     SeatReturnRequested,
 )
 from ticketing_shared.errors import NotFound
+from ticketing_shared.writes import OutboxEvent
 
 from . import repository as repo
 from .domain import (
+    AuditEntry,
     RefundReason,
     RefundStatus,
     can_move,
@@ -33,6 +35,8 @@ from .service import create, event_fields, order_money
 
 log = logging.getLogger(__name__)
 SOURCE = "refunds"
+# what the audit of the provider's news keeps: the refund's fields after the move
+_NEWS_DETAILS = ("provider_refund_id", "amount", "failure_code", "failure_message")
 
 
 async def on_orders_created(conn: asyncpg.Connection, orders: list[OrderCreated]) -> None:
@@ -194,15 +198,20 @@ async def on_provider_update(conn: asyncpg.Connection, data: PaymentRefundUpdate
             event_title=refund["event_title"],
         )
     # the move, its audit and its announcement: one statement, under the lock taken above
+    after = {**refund, **fields}
     await repo.record_provider_update(
         conn,
         refund["id"],
         fields,
-        actor=f"provider:{data.provider}",
-        action=f"refund.{target.value}",
-        from_status=current.value,
-        to_status=target.value,
-        outbox_row=outbox.outbox_values(event, subject=refund["order_id"], source=SOURCE),
+        entry=AuditEntry.of(
+            refund,
+            actor=f"provider:{data.provider}",
+            action=f"refund.{target.value}",
+            from_status=current.value,
+            to_status=target.value,
+            details={k: after[k] for k in _NEWS_DETAILS},
+        ),
+        event=OutboxEvent.of(event, subject=refund["order_id"], source=SOURCE),
     )
     if target is RefundStatus.FAILED:  # and, for the buyer's e-mail, a failure on its own
         await outbox.emit(

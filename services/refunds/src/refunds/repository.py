@@ -9,10 +9,26 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import writes
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_COLUMNS
+from ticketing_shared.writes import OutboxEvent, Table
 
-from .domain import ACTIVE
+from .domain import ACTIVE, AuditEntry
+
+# a refund's audit trail: the columns an AuditEntry fills, by name
+AUDIT = Table(
+    "refund_audit",
+    {
+        "refund_id": "uuid",
+        "order_id": "uuid",
+        "tenant_id": "text",
+        "actor": "text",
+        "action": "text",
+        "from_status": "text",
+        "to_status": "text",
+        "details": "jsonb",
+    },
+)
 
 _ACTIVE = [s.value for s in ACTIVE]
 
@@ -226,68 +242,26 @@ async def record_provider_update(
     refund_id: UUID,
     fields: dict[str, Any],
     *,
-    actor: str,
-    action: str,
-    from_status: str,
-    to_status: str,
-    outbox_row: tuple[Any, ...],
+    entry: AuditEntry,
+    event: OutboxEvent,
 ) -> None:
-    """Update a refund with the provider's news, audit it and announce it (``outbox_values()``),
-    in ONE statement: one round trip, not three."""
-    assignments, values = set_clause(fields, first=16)
-    updated = await conn.fetchval(
-        f"""
-        WITH u AS (
-            UPDATE refunds SET {assignments}updated_at = now() WHERE id = $1 RETURNING *
-        ), a AS (
-            INSERT INTO refund_audit (refund_id, order_id, tenant_id, actor, action, from_status,
-                                      to_status, details)
-            SELECT id, order_id, tenant_id, $2, $3, $4, $5,
-                   jsonb_build_object('provider_refund_id', provider_refund_id, 'amount', amount,
-                                      'failure_code', failure_code,
-                                      'failure_message', failure_message)
-            FROM u
-        ), e AS (
-            INSERT INTO outbox ({OUTBOX_COLUMNS})
-            SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM u
-        )
-        SELECT count(*) FROM u
-        """,
+    """Update a refund with the provider's news, audit it and announce it, in ONE statement
+    (``writes.guarded``): one round trip, not three."""
+    assignments, values = set_clause(fields, first=2)
+    updated = await writes.guarded(
+        conn,
+        f"UPDATE refunds SET {assignments}updated_at = now() WHERE id = $1 RETURNING id",
         refund_id,
-        actor,
-        action,
-        from_status,
-        to_status,
-        *outbox_row,
         *values,
+        audit=AUDIT,
+        entries=[entry],
+        events=[event],
     )
-    assert updated == 1, f"refund {refund_id} vanished under its lock"
+    assert len(updated) == 1, f"refund {refund_id} vanished under its lock"
 
 
-async def audit(
-    conn: asyncpg.Connection,
-    refund: asyncpg.Record,
-    *,
-    actor: str,
-    action: str,
-    from_status: str | None,
-    to_status: str | None,
-    details: dict[str, Any],
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO refund_audit (refund_id, order_id, tenant_id, actor, action, from_status, to_status, details)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        """,
-        refund["id"],
-        refund["order_id"],
-        refund["tenant_id"],
-        actor,
-        action,
-        from_status,
-        to_status,
-        details,
-    )
+async def audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
+    await conn.execute(AUDIT.insert("$1::jsonb"), [entry])
 
 
 async def audit_trail(conn: asyncpg.Connection, refund_id: UUID) -> list[asyncpg.Record]:

@@ -28,6 +28,7 @@ from ticketing_shared.errors import NotFound
 from . import repository as repo
 from .domain import (
     CANCELABLE,
+    AuditEntry,
     OrderMoney,
     RefundStatus,
     plan_refund,
@@ -93,21 +94,23 @@ async def create(
         return None
     await repo.audit(
         conn,
-        refund,
-        actor=actor,
-        action="refund.requested",
-        from_status=None,
-        to_status=RefundStatus.PENDING.value,
-        details={
-            "amount": amount,
-            "currency": refund["currency"].strip(),
-            "reason": reason,
-            "note": note,
-            "internal_note": internal_note,
-            "kind": kind,
-            "payment_id": str(payment_id) if payment_id else None,
-            "items": [{"seat_id": str(s), "amount": a} for s, a in items],
-        },
+        AuditEntry.of(
+            refund,
+            actor=actor,
+            action="refund.requested",
+            from_status=None,
+            to_status=RefundStatus.PENDING.value,
+            details={
+                "amount": amount,
+                "currency": refund["currency"].strip(),
+                "reason": reason,
+                "note": note,
+                "internal_note": internal_note,
+                "kind": kind,
+                "payment_id": str(payment_id) if payment_id else None,
+                "items": [{"seat_id": str(s), "amount": a} for s, a in items],
+            },
+        ),
     )
     await outbox.emit(
         conn,
@@ -281,12 +284,13 @@ async def cancel_refund(
             )
             await repo.audit(
                 conn,
-                refund,
-                actor=principal.sub,
-                action="refund.cancel_requested",
-                from_status=status.value,
-                to_status=status.value,
-                details={},
+                AuditEntry.of(
+                    refund,
+                    actor=principal.sub,
+                    action="refund.cancel_requested",
+                    from_status=status.value,
+                    to_status=status.value,
+                ),
             )
             await outbox.emit(
                 conn,

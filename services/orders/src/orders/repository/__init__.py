@@ -4,7 +4,7 @@ records. The use cases call it as ``repo.<function>``, whichever module a functi
 from __future__ import annotations
 
 from .audit import (
-    AUDIT_COLUMNS,
+    AUDIT,
     audit,
     audit_many,
     order_audit,
@@ -59,7 +59,13 @@ from .purchase import (
     CATALOG_MOVED,
     SOLD_OUT,
     UNPAID_LIMIT,
+    BuyerRegistration,
     CatalogMoved,
+    FreeRegistration,
+    FreeSeat,
+    NewInvite,
+    NewOrder,
+    Purchase,
     create_free_registration,
     create_paid_order,
 )
@@ -90,11 +96,17 @@ from .seats import (
 )
 
 __all__ = [
-    "AUDIT_COLUMNS",
+    "AUDIT",
     "CATALOG_MOVED",
     "SOLD_OUT",
     "UNPAID_LIMIT",
+    "BuyerRegistration",
     "CatalogMoved",
+    "FreeRegistration",
+    "FreeSeat",
+    "NewInvite",
+    "NewOrder",
+    "Purchase",
     "RegistrationFilter",
     "active_seat_count",
     "audit",

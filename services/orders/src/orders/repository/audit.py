@@ -8,27 +8,25 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared.writes import Table
+
 from ..domain import AuditEntry
 
-# an audit row's columns: AuditEntry's fields, in the statements' order
-AUDIT_FIELDS = (
-    "tenant_id",
-    "order_id",
-    "entity",
-    "entity_id",
-    "actor",
-    "action",
-    "from_status",
-    "to_status",
-    "details",
+# the audit trail's table: the columns an AuditEntry fills, by name
+AUDIT = Table(
+    "audit_log",
+    {
+        "tenant_id": "text",
+        "order_id": "uuid",
+        "entity": "text",
+        "entity_id": "text",
+        "actor": "text",
+        "action": "text",
+        "from_status": "text",
+        "to_status": "text",
+        "details": "jsonb",
+    },
 )
-AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
-
-
-def audit_values(entry: AuditEntry) -> tuple[Any, ...]:
-    """An entry's values in ``AUDIT_COLUMNS`` order (the only place that order is spelled)."""
-    return tuple(getattr(entry, name) for name in AUDIT_FIELDS)
-
 
 # ------------------------------------------------------------------------------------------ audit
 
@@ -46,11 +44,7 @@ async def audit(
     to_status: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        f"""
-        INSERT INTO audit_log ({AUDIT_COLUMNS})
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        """,
+    entry = AuditEntry(
         tenant_id,
         order_id,
         entity,
@@ -61,19 +55,13 @@ async def audit(
         to_status,
         details or {},
     )
+    await audit_many(conn, [entry])
 
 
 async def audit_many(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
-    """Append ``entries`` to the audit trail, in one round trip."""
-    rows = [audit_values(e) for e in entries]
-    if rows:
-        await conn.executemany(
-            f"""
-            INSERT INTO audit_log ({AUDIT_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            """,
-            rows,
-        )
+    """Append ``entries`` to the audit trail, in one statement."""
+    if entries:
+        await conn.execute(AUDIT.insert("$1::jsonb"), entries)
 
 
 async def order_audit(conn: asyncpg.Connection, order_id: UUID) -> list[asyncpg.Record]:

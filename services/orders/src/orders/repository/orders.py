@@ -4,18 +4,18 @@ scoped to a tenant (row-level security)."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import writes
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_COLUMNS
+from ticketing_shared.writes import OutboxEvent
 
 from ..domain import AuditEntry
-from .audit import AUDIT_COLUMNS, audit_values
+from .audit import AUDIT
 
 # ---------------------------------------------------------------------------------------- orders
 
@@ -132,44 +132,27 @@ async def set_order_status_audited(
     status: str,
     extra: dict[str, Any] | None = None,
     audit: list[AuditEntry],
-    outbox_row: tuple[Any, ...],
+    event: OutboxEvent,
 ) -> bool:
-    """``set_order_status()``, its audit rows (as for ``audit_many()``) and the event announcing it
-    (``outbox_values()``), in ONE statement: one round trip, not three. Nothing is written unless
-    the order was still in ``expected``; False then."""
-    assignments, values = set_clause(extra or {}, first=23)
-    cols = list(zip(*map(audit_values, audit), strict=True)) if audit else [()] * 9
-    return bool(
-        await conn.fetchval(
-            f"""
-            WITH o AS (
-                UPDATE orders SET {assignments}status = $3, updated_at = now()
-                WHERE id = $1 AND status = $2 RETURNING id
-            ), a AS (
-                INSERT INTO audit_log ({AUDIT_COLUMNS})
-                SELECT t.tenant_id, t.order_id, t.entity, t.entity_id, t.actor, t.action,
-                       t.from_status, t.to_status, t.details::jsonb
-                FROM unnest($4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::text[], $11::text[], $12::text[])
-                     AS t(tenant_id, order_id, entity, entity_id, actor, action, from_status,
-                          to_status, details)
-                WHERE EXISTS (SELECT 1 FROM o)
-            ), e AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS})
-                SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22
-                WHERE EXISTS (SELECT 1 FROM o)
-            )
-            SELECT EXISTS (SELECT 1 FROM o)
-            """,
-            order_id,
-            expected,
-            status,
-            *[list(c) for c in cols[:8]],
-            [json.dumps(d) for d in cols[8]],
-            *outbox_row,
-            *values,
-        )
+    """``set_order_status()``, its audit rows (as for ``audit_many()``) and the event announcing
+    it, in ONE statement (``writes.guarded``). Nothing is written unless the order was still in
+    ``expected``; False then."""
+    assignments, values = set_clause(extra or {}, first=4)
+    changed = await writes.guarded(
+        conn,
+        f"""
+        UPDATE orders SET {assignments}status = $3, updated_at = now()
+        WHERE id = $1 AND status = $2 RETURNING id
+        """,
+        order_id,
+        expected,
+        status,
+        *values,
+        audit=AUDIT,
+        entries=audit,
+        events=[event],
     )
+    return bool(changed)
 
 
 async def due_expired_orders(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:

@@ -21,15 +21,16 @@ from uuid import UUID
 
 import asyncpg
 
-from ticketing_shared import idempotency, outbox
+from ticketing_shared import idempotency
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import OrderCreated, SeatInfo
 from ticketing_shared.errors import DomainError, NotFound
 from ticketing_shared.idempotency import IdempotentRequest
 from ticketing_shared.invite_links import InviteLinks, digest
+from ticketing_shared.writes import OutboxEvent
 
 from .. import repository as repo
-from ..domain import effective_policy, is_free, tier_price
+from ..domain import AuditEntry, effective_policy, is_free, tier_price
 from ..errors import AlreadyRegistered, CatalogChanged, InventoryExhausted, QuantityNotAllowed
 from ..schemas import RegistrationCreate, RegistrationCreated
 from . import views
@@ -40,7 +41,7 @@ class PurchaseCatalog:
     """Each ticket type's purchase context (``repo.purchase_context``), kept in this process.
 
     A purchase priced from a kept copy passes the copy's ``catalog_version`` to its statement,
-    which takes the seats only while that version is current (migration 0005 bumps it on every
+    which takes the seats only while that version is current (the catalog triggers bump it on every
     change of what the copy holds). So a kept copy is never trusted on its own: a purchase it
     priced from an outdated catalog fails whole and is decided again on a fresh read, and so is
     every refusal it led to (its inventory is a hint, as old as the copy). This saves a round
@@ -199,10 +200,10 @@ async def _replay(
     )
 
 
-def _idem_row(
+def _keyed(
     idem: IdempotentRequest | None, status: int, body: dict[str, Any]
-) -> tuple[str, str, str, int, Any] | None:
-    return None if idem is None else (idem.scope, idem.key, idem.fingerprint, status, body)
+) -> idempotency.KeyedResponse | None:
+    return None if idem is None else idempotency.KeyedResponse.answering(idem, status, body)
 
 
 async def _write_once(
@@ -231,22 +232,22 @@ async def _register_free(
 ) -> tuple[int, dict[str, Any], bool]:
     # a second live free registration of the same person is refused by a unique index inside the
     # write (AlreadyRegistered): no read before it, and no race between two double clicks
-    reg = {
-        "id": new_id(),
-        "tenant_id": ctx["tenant_id"],
-        "event_id": ctx["event_id"],
-        "ticket_type_id": ctx["id"],
-        "user_id": principal.sub,
-        "email": principal.email,
-        "name": principal.name,
-        "locale": principal.locale,
-        "status": "PENDING" if ctx["require_approval"] else "APPROVED",
-        "cancellation_policy": policy,
-        "policy_source": source,
-        "created_at": at,
-    }
+    reg = repo.FreeRegistration(
+        id=new_id(),
+        tenant_id=ctx["tenant_id"],
+        event_id=ctx["event_id"],
+        ticket_type_id=ctx["id"],
+        user_id=principal.sub,
+        email=principal.email,
+        name=principal.name,
+        locale=principal.locale,
+        status="PENDING" if ctx["require_approval"] else "APPROVED",
+        cancellation_policy=policy,
+        policy_source=source,
+        created_at=at,
+    )
     view = {
-        **reg,
+        **vars(reg),
         "order_id": None,
         "seat_id": None,
         "cancellation_reason": None,
@@ -257,27 +258,24 @@ async def _register_free(
         "order_currency": ctx["currency"],
     }
     response = _wire({"registration": views.registration_public(view, at=at), "order": None})
-    audit = [
-        (
-            "registration",
-            str(reg["id"]),
-            "registration.created",
-            reg["status"],
-            {"ticket_type_id": str(ctx["id"]), "free": True},
-        )
-    ]
-    taken, stored = await _write_once(
-        conn,
-        idem,
-        lambda: repo.create_free_registration(
-            conn,
-            registration=reg,
-            actor=actor(principal),
-            audit=audit,
-            idempotency=_idem_row(idem, 201, response),
-            catalog_version=ctx["catalog_version"],
-        ),
+    seat = repo.FreeSeat(
+        registration=reg,
+        audit=[
+            AuditEntry(
+                reg.tenant_id,
+                None,
+                "registration",
+                str(reg.id),
+                actor(principal),
+                "registration.created",
+                to_status=reg.status,
+                details={"ticket_type_id": str(ctx["id"]), "free": True},
+            )
+        ],
+        idempotency=_keyed(idem, 201, response),
+        catalog_version=ctx["catalog_version"],
     )
+    taken, stored = await _write_once(conn, idem, lambda: repo.create_free_registration(conn, seat))
     if stored is not None:
         return stored.status, stored.body, True
     if not taken:
@@ -304,36 +302,24 @@ async def _purchase(
     # the database keeps a digest of each token, never the token (invite_links)
     invite_ids = [new_id() for _ in seat_ids[1:]]
     invites = [
-        (iid, seat_id, digest(links.token(iid)))
+        repo.NewInvite(iid, seat_id, digest(links.token(iid)))
         for iid, seat_id in zip(invite_ids, seat_ids[1:], strict=True)
     ]
     currency = ctx["currency"].strip()
-    order = {
-        "id": order_id,
-        "tenant_id": ctx["tenant_id"],
-        "event_id": ctx["event_id"],
-        "ticket_type_id": ctx["id"],
-        "buyer_id": principal.sub,
-        "buyer_email": principal.email,
-        "buyer_locale": principal.locale,
-        "status": "PENDING",
-        "quantity": quantity,
-        "total_amount": total,
-        "refunded_amount": 0,
-        "currency": currency,
-        "expires_at": at + order_ttl,
-        "created_at": at,
-        "paid_at": None,
-        "transaction_id": None,
-        "payment_provider": None,
-        "payment_method": None,
-    }
-    registration = {
-        "id": registration_id,
-        "cancellation_policy": policy,
-        "policy_source": source,
-        "name": principal.name,
-    }
+    order = repo.NewOrder(
+        id=order_id,
+        tenant_id=ctx["tenant_id"],
+        event_id=ctx["event_id"],
+        ticket_type_id=ctx["id"],
+        buyer_id=principal.sub,
+        buyer_email=principal.email,
+        buyer_locale=principal.locale,
+        quantity=quantity,
+        total_amount=total,
+        currency=currency,
+        expires_at=at + order_ttl,
+        created_at=at,
+    )
     reg_view = {
         "id": registration_id,
         "event_id": ctx["event_id"],
@@ -360,7 +346,15 @@ async def _purchase(
         "seat_position": 1,
     }
     order_view = views.order_public(
-        order,
+        {
+            **vars(order),
+            "status": "PENDING",
+            "refunded_amount": 0,
+            "paid_at": None,
+            "transaction_id": None,
+            "payment_provider": None,
+            "payment_method": None,
+        },
         seats=[{"id": s, "status": "ACTIVE", "position": i + 1} for i, s in enumerate(seat_ids)],
         registrations=[
             {
@@ -370,7 +364,7 @@ async def _purchase(
                 "seat_id": seat_ids[0],
             }
         ],
-        invites=[{"status": "LOCKED", "seat_id": s} for _, s, _ in invites],
+        invites=[{"status": "LOCKED", "seat_id": i.seat_id} for i in invites],
     )
     response = _wire(
         {"registration": views.registration_public(reg_view, at=at), "order": order_view}
@@ -386,7 +380,7 @@ async def _purchase(
         quantity=quantity,
         total_amount=total,
         currency=currency,
-        expires_at=order["expires_at"],
+        expires_at=order.expires_at,
         event_title=ctx["event_title"],
         event_starts_at=ctx["starts_at"],
         seats=[
@@ -394,42 +388,56 @@ async def _purchase(
             for i, s in enumerate(seat_ids)
         ],
     )
-    audit: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
-        (
-            "order",
-            str(order_id),
-            "order.created",
-            "PENDING",
-            {"quantity": quantity, "total_amount": total, "currency": currency},
+    who = actor(principal)
+    tenant = ctx["tenant_id"]
+    purchase = repo.Purchase(
+        order=order,
+        seat_ids=seat_ids,
+        registration=repo.BuyerRegistration(
+            id=registration_id,
+            name=principal.name,
+            cancellation_policy=policy,
+            policy_source=source,
         ),
-        (
-            "registration",
-            str(registration_id),
-            "registration.created",
-            "PENDING_PAYMENT",
-            {"seat_id": str(seat_ids[0])},
-        ),
-        *[
-            ("invite", str(iid), "invite.created", "LOCKED", {"seat_id": str(sid)})
-            for iid, sid, _ in invites
+        invites=invites,
+        events=[OutboxEvent.of(created, subject=order_id, source=SOURCE)],
+        audit=[
+            AuditEntry.about_order(
+                tenant,
+                order_id,
+                actor=who,
+                action="order.created",
+                to_status="PENDING",
+                details={"quantity": quantity, "total_amount": total, "currency": currency},
+            ),
+            AuditEntry(
+                tenant,
+                order_id,
+                "registration",
+                str(registration_id),
+                who,
+                "registration.created",
+                to_status="PENDING_PAYMENT",
+                details={"seat_id": str(seat_ids[0])},
+            ),
+            *[
+                AuditEntry(
+                    tenant,
+                    order_id,
+                    "invite",
+                    str(i.id),
+                    who,
+                    "invite.created",
+                    to_status="LOCKED",
+                    details={"seat_id": str(i.seat_id)},
+                )
+                for i in invites
+            ],
         ],
-    ]
-    taken, stored = await _write_once(
-        conn,
-        idem,
-        lambda: repo.create_paid_order(
-            conn,
-            order=order,
-            seat_ids=seat_ids,
-            registration=registration,
-            invites=invites,
-            outbox_row=outbox.outbox_values(created, subject=order_id, source=SOURCE),
-            actor=actor(principal),
-            audit=audit,
-            idempotency=_idem_row(idem, 201, response),
-            catalog_version=ctx["catalog_version"],
-        ),
+        idempotency=_keyed(idem, 201, response),
+        catalog_version=ctx["catalog_version"],
     )
+    taken, stored = await _write_once(conn, idem, lambda: repo.create_paid_order(conn, purchase))
     if stored is not None:
         return stored.status, stored.body, True
     if not taken:

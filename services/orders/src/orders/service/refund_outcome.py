@@ -14,7 +14,7 @@ from ticketing_shared.contracts import (
     RegistrationCancelled,
 )
 from ticketing_shared.errors import NotFound
-from ticketing_shared.outbox import outbox_values
+from ticketing_shared.writes import OutboxEvent
 
 from .. import repository as repo
 from ..domain import REFUND_NEWS_APPLIES, AuditEntry, OrderStatus, order_transition
@@ -172,7 +172,7 @@ async def _more_money_back(
         expected=OrderStatus.REFUNDED.value,
         status=OrderStatus.REFUNDED.value,
         extra={"refunded_amount": refunded_amount},
-        outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
+        event=OutboxEvent.of(applied, subject=order["id"], source=SOURCE),
         audit=[
             AuditEntry.about_order(
                 order["tenant_id"],
@@ -272,7 +272,7 @@ async def apply_refund(conn: asyncpg.Connection, refund: RefundCompleted) -> str
         expected=status.value,
         status=target.value,
         extra={"refunded_amount": refunded_amount},
-        outbox_row=outbox_values(applied, subject=order["id"], source=SOURCE),
+        event=OutboxEvent.of(applied, subject=order["id"], source=SOURCE),
         audit=[
             AuditEntry.about_order(
                 tenant,

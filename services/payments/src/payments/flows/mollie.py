@@ -21,6 +21,7 @@ import asyncpg
 from ticketing_shared import db, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import PaymentSucceeded
+from ticketing_shared.writes import OutboxEvent
 
 from .. import repository as repo
 from ..domain import MOLLIE_REFUND_STATUS, PaymentMethod, PaymentStatus, fee, transition
@@ -320,7 +321,7 @@ class MollieFlow:
                 "payload": obj,
                 "tenant_id": payment["tenant_id"],
             },
-            outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
+            event=OutboxEvent.of(event, subject=payment["order_id"], source=SOURCE),
         )
         return "paid"
 

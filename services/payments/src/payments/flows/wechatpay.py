@@ -18,6 +18,7 @@ import asyncpg
 from ticketing_shared import db, outbox
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import PaymentSucceeded
+from ticketing_shared.writes import OutboxEvent
 
 from .. import repository as repo
 from ..domain import (
@@ -182,7 +183,7 @@ class WeChatPayFlow:
             expected=payment["status"],
             fields=fields,
             notification=notification,
-            outbox_row=outbox.outbox_values(event, subject=payment["order_id"], source=SOURCE),
+            event=OutboxEvent.of(event, subject=payment["order_id"], source=SOURCE),
         ):
             outcome = "duplicate"
         return outcome

@@ -7,8 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import writes
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_COLUMNS
+from ticketing_shared.writes import OutboxEvent
 
 from ..domain import redact
 
@@ -140,53 +141,59 @@ async def record_notification(
     )
 
 
+def noted(param: str, outcome: str) -> str:
+    """A CTE (for ``writes.guarded``'s ``also``) recording the provider's notification in jsonb
+    parameter ``param`` (keys: provider, notification_id, event_type, reference, payload,
+    tenant_id) with SQL expression ``outcome``, unless that notification was recorded before."""
+    return f""", noted AS (
+        INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
+                                            payload, outcome, tenant_id)
+        SELECT n.provider, n.notification_id, n.event_type, n.reference, n.payload, {outcome},
+               n.tenant_id
+        FROM jsonb_to_record({param}) AS n(provider text, notification_id text, event_type text,
+             reference text, payload jsonb, tenant_id text)
+        ON CONFLICT DO NOTHING
+    )"""
+
+
+def redacted(notification: dict[str, Any]) -> dict[str, Any]:
+    return {**notification, "payload": redact(notification["payload"])}
+
+
 async def mark_paid(
     conn: asyncpg.Connection,
     *,
     payment_id: UUID,
     expected: str,
     fields: dict[str, Any],
-    outbox_row: tuple[Any, ...],
+    event: OutboxEvent,
     notification: dict[str, Any],
 ) -> bool:
-    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: ONE statement,
-    applied only if the payment is still in the ``expected`` state (False: someone else paid it
-    first, and only the notification is recorded, as a duplicate)."""
-    return bool(
-        await conn.fetchval(
-            f"""
-            WITH p AS (
-                UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3,
-                                    transaction_fee = $4, app_fee = $5,
-                                    payment_method = COALESCE($21, payment_method), updated_at = now()
-                WHERE id = $1 AND status = $22 RETURNING id
-            ), ob AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM p
-            ), n AS (
-                INSERT INTO provider_notifications (provider, notification_id, event_type, reference, payload,
-                                                    outcome, tenant_id)
-                SELECT $16, $17, $18, $19, $20,
-                       CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'paid' ELSE 'duplicate' END, $23
-                ON CONFLICT DO NOTHING
-            )
-            SELECT EXISTS (SELECT 1 FROM p)
-            """,
-            payment_id,
-            fields["transaction_id"],
-            fields["paid_at"],
-            fields["transaction_fee"],
-            fields["app_fee"],
-            *outbox_row,
-            notification["provider"],
-            notification["notification_id"],
-            notification["event_type"],
-            notification["reference"],
-            redact(notification["payload"]),
-            fields.get("payment_method"),
-            expected,
-            notification["tenant_id"],
-        )
+    """SUCCEEDED + the ``payment.succeeded`` outbox row + the notification record: ONE statement
+    (``writes.guarded``), applied only if the payment is still in the ``expected`` state (False:
+    someone else paid it first, and only the notification is recorded, as a duplicate)."""
+    changed = await writes.guarded(
+        conn,
+        """
+        UPDATE payments SET status = 'SUCCEEDED', transaction_id = $2, paid_at = $3,
+                            transaction_fee = $4, app_fee = $5,
+                            payment_method = COALESCE($6, payment_method), updated_at = now()
+        WHERE id = $1 AND status = $7 RETURNING id
+        """,
+        payment_id,
+        fields["transaction_id"],
+        fields["paid_at"],
+        fields["transaction_fee"],
+        fields["app_fee"],
+        fields.get("payment_method"),
+        expected,
+        redacted(notification),
+        events=[event],
+        also=noted(
+            "$8::jsonb", "CASE WHEN EXISTS (SELECT 1 FROM changed) THEN 'paid' ELSE 'duplicate' END"
+        ),
     )
+    return bool(changed)
 
 
 async def due_for_reconcile(

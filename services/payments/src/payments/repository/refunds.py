@@ -7,10 +7,11 @@ from uuid import UUID
 
 import asyncpg
 
+from ticketing_shared import writes
 from ticketing_shared.db import set_clause
-from ticketing_shared.outbox import OUTBOX_COLUMNS
+from ticketing_shared.writes import OutboxEvent
 
-from ..domain import redact
+from .payments import noted, redacted
 
 
 async def refundable_payment(
@@ -80,60 +81,42 @@ async def get_refund(
 
 # a provider's message recorded with the change it brought (the ``n`` part of move_refund's
 # statement); its outcome is 'duplicate' when the refund had moved on already
-_RECORD_NOTIFICATION = """, n AS (
-                INSERT INTO provider_notifications (provider, notification_id, event_type, reference,
-                                                    payload, outcome, tenant_id)
-                SELECT $13, $14, $15, $16, $17,
-                       CASE WHEN EXISTS (SELECT 1 FROM r) THEN $18 ELSE 'duplicate' END, $19
-                ON CONFLICT DO NOTHING
-            )"""
-
-
 async def move_refund(
     conn: asyncpg.Connection,
     refund_id: UUID,
     fields: dict[str, Any],
     *,
     expected: list[str],
-    outbox_row: tuple[Any, ...],
+    event: OutboxEvent,
     notification: dict[str, Any] | None = None,
     outcome: str = "",
 ) -> bool:
     """Move a refund on, only from one of the ``expected`` states, and write its
-    ``payment.refund_updated`` outbox row, in ONE statement; with the provider's
-    ``notification`` that said it, that is recorded in the same statement (and recorded even
-    when there was nothing to apply). False when the refund was not in an ``expected`` state."""
-    recorded: list[Any] = []
+    ``payment.refund_updated`` outbox row, in ONE statement (``writes.guarded``); with the
+    provider's ``notification`` that said it, that is recorded in the same statement (and
+    recorded even when there was nothing to apply). False when the refund was not in an
+    ``expected`` state."""
+    assignments, values = set_clause(fields, first=3)
+    args: list[Any] = [refund_id, expected, *values]
+    also = ""
     if notification is not None:
-        recorded = [
-            notification["provider"],
-            notification["notification_id"],
-            notification["event_type"],
-            notification["reference"],
-            redact(notification["payload"]),
-            outcome,
-            notification["tenant_id"],
-        ]
-    assignments, values = set_clause(fields, first=13 + len(recorded))
-    return bool(
-        await conn.fetchval(
-            f"""
-            WITH r AS (
-                UPDATE provider_refunds SET {assignments}updated_at = now()
-                WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
-            ), ob AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS})
-                SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r
-            ){_RECORD_NOTIFICATION if recorded else ""}
-            SELECT EXISTS (SELECT 1 FROM r)
-            """,
-            refund_id,
-            expected,
-            *outbox_row,
-            *recorded,
-            *values,
+        args += [redacted(notification), outcome]
+        n = len(args)
+        also = noted(
+            f"${n - 1}::jsonb",
+            f"CASE WHEN EXISTS (SELECT 1 FROM changed) THEN ${n}::text ELSE 'duplicate' END",
         )
+    changed = await writes.guarded(
+        conn,
+        f"""
+        UPDATE provider_refunds SET {assignments}updated_at = now()
+        WHERE refund_id = $1 AND status = ANY($2::text[]) RETURNING refund_id
+        """,
+        *args,
+        events=[event],
+        also=also,
     )
+    return bool(changed)
 
 
 async def open_refunds(

@@ -1,0 +1,18 @@
+-- The payments service's functions: the one definition of each, re-created on every migration run
+-- before the numbered migrations (ticketing_shared.db.migrate), so a change is an edit here,
+-- never a copy in a new migration. Change a function's arguments or result by dropping the old
+-- signature first (DROP FUNCTION IF EXISTS ...), and drop one no longer used.
+
+-- Scope the current transaction to the tenant of an order of the read model; returns that
+-- tenant (NULL, and a scope that sees nothing, when there is no such order). Only this lookup
+-- runs unscoped.
+CREATE OR REPLACE FUNCTION scope_to_order(p_order uuid) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+BEGIN
+    PERFORM set_config('app.tenant_id', '*', true);
+    SELECT tenant_id INTO t FROM orders_view WHERE order_id = p_order;
+    PERFORM set_config('app.tenant_id', coalesce(t, ''), true);
+    RETURN t;
+END
+$$;
