@@ -17,7 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ticketing_shared import catchup, db, idempotency, outbox, paging
+from ticketing_shared import idempotency, outbox, paging
 from ticketing_shared.auth import Principal
 from ticketing_shared.contracts import (
     RefundCancelRequested,
@@ -133,7 +133,7 @@ async def create(
 
 
 async def request_refund(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     principal: Principal,
     order_id: UUID,
     *,
@@ -144,72 +144,61 @@ async def request_refund(
     internal_note: str | None,
     idem: idempotency.IdempotentRequest,
 ) -> tuple[int, dict[str, Any]]:
-    """An organizer's refund. Returns (status, body); a replayed key returns the first answer."""
-    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
-        order = _order_for_staff(principal, await repo.get_order(conn, order_id, for_update=True))
-        stored = await idempotency.begin(
-            conn,
-            scope=idem.scope,
-            key=idem.key,
-            fingerprint=idem.fingerprint,
-            tenant=order["tenant_id"],
+    """An organizer's refund (in a transaction scoped to the caller's tenants). Returns (status,
+    body); a replayed key returns the first answer."""
+    order = _order_for_staff(principal, await repo.get_order(conn, order_id, for_update=True))
+    stored = await idempotency.begin(
+        conn,
+        scope=idem.scope,
+        key=idem.key,
+        fingerprint=idem.fingerprint,
+        tenant=order["tenant_id"],
+    )
+    if stored is not None:
+        return stored.status, stored.body
+    if order["status"] != "PAID":
+        raise OrderNotPaid(
+            "only a paid order can be refunded"
+            + (" (this one is not paid yet)" if order["status"] == "PENDING" else "")
         )
-        if stored is not None:
-            return stored.status, stored.body
-        if order["status"] != "PAID":
-            raise OrderNotPaid(
-                "only a paid order can be refunded"
-                + (" (this one is not paid yet)" if order["status"] == "PENDING" else "")
-            )
-        plan = plan_refund(await order_money(conn, order), amount=amount, seat_ids=seat_ids)
-        refund = await create(
-            conn,
-            order,
-            amount=plan.amount,
-            items=plan.items,
-            reason=reason,
-            note=note,
-            internal_note=internal_note,
-            actor=principal.sub,
-        )
-        assert refund is not None
-        body = await _public(conn, refund)
-        await idempotency.complete(conn, scope=idem.scope, key=idem.key, status=201, body=body)
-        return 201, body
+    plan = plan_refund(await order_money(conn, order), amount=amount, seat_ids=seat_ids)
+    refund = await create(
+        conn,
+        order,
+        amount=plan.amount,
+        items=plan.items,
+        reason=reason,
+        note=note,
+        internal_note=internal_note,
+        actor=principal.sub,
+    )
+    assert refund is not None
+    body = await _public(conn, refund)
+    await idempotency.complete(conn, scope=idem.scope, key=idem.key, status=201, body=body)
+    return 201, body
 
 
-async def order_paid(pool: asyncpg.Pool, order_id: UUID, *, within: float) -> bool:
-    """Wait, at most ``within`` seconds, until refunds has heard that ``order_id`` was paid.
-
-    An organizer refunds the order they just saw PAID while ``order.paid`` is still on its way
-    here (tens of milliseconds): that request waits for it rather than answering 409. An order
-    that stays unpaid is answered 409 once the bound has passed."""
-
-    async def paid(conn: asyncpg.Connection) -> bool:
-        async with conn.transaction():
-            await repo.scope_to_order(conn, order_id)
-            return await repo.order_is_paid(conn, order_id)
-
-    return await catchup.wait_until(pool, paid, timeout=within)
+async def order_paid(conn: asyncpg.Connection, order_id: UUID) -> bool:
+    """Whether refunds has heard that ``order_id`` was paid (in a transaction scoped to that
+    order)."""
+    return await repo.order_is_paid(conn, order_id)
 
 
 async def list_refunds(
-    pool: asyncpg.Pool, principal: Principal, order_id: UUID
+    conn: asyncpg.Connection, principal: Principal, order_id: UUID
 ) -> list[dict[str, Any]]:
-    """Every refund of an order, for the tenant's staff and for the order's own buyer (who does
-    not see the organizer's internal note). A member of the tenant is refused; anyone else
-    finds no such order."""
-    async with db.transaction(pool) as conn:
-        await repo.scope_to_order(conn, order_id)
-        order = await repo.get_order(conn, order_id)
-        if order is None:
-            raise NotFound("order not found")
-        staff = principal.is_staff_of(order["tenant_id"])
-        if not staff and order["buyer_id"] != principal.sub:
-            _order_for_staff(principal, order if order["tenant_id"] in principal.roles else None)
-        refunds = await repo.list_refunds(conn, order_id)
-        items = await repo.items_of(conn, [r["id"] for r in refunds])
-        shaped = [_shape(r, items[r["id"]]) for r in refunds]
+    """Every refund of an order (in a transaction scoped to that order), for the tenant's staff
+    and for the order's own buyer (who does not see the organizer's internal note). A member of
+    the tenant is refused; anyone else finds no such order."""
+    order = await repo.get_order(conn, order_id)
+    if order is None:
+        raise NotFound("order not found")
+    staff = principal.is_staff_of(order["tenant_id"])
+    if not staff and order["buyer_id"] != principal.sub:
+        _order_for_staff(principal, order if order["tenant_id"] in principal.roles else None)
+    refunds = await repo.list_refunds(conn, order_id)
+    items = await repo.items_of(conn, [r["id"] for r in refunds])
+    shaped = [_shape(r, items[r["id"]]) for r in refunds]
     if not staff:
         for refund in shaped:
             refund["internal_note"] = None
@@ -217,7 +206,7 @@ async def list_refunds(
 
 
 async def event_refunds(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     principal: Principal,
     event_id: UUID,
     *,
@@ -229,76 +218,75 @@ async def event_refunds(
     """A page of the refunds of an event's orders, oldest first, each with its buyer's e-mail
     address and whether it needs the organizer (tenant owners and admins). Refunds knows an
     event by its orders only: one without any is not found."""
-    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
-        tenant = await repo.event_tenant(conn, event_id)
-        if tenant is None:
-            raise NotFound("no order of this event is known")
-        if not principal.is_staff_of(tenant):
-            raise StaffOnly("refunds need the tenant's owner or admin role")
-        rows = await repo.list_event_refunds(
-            conn,
-            event_id,
-            status=status,
-            only_needing_action=only_needing_action,
-            limit=limit,
-            after=paging.decode(cursor),
-        )
-        page, next_cursor = paging.page(rows, limit)
-        items = await repo.items_of(conn, [r["id"] for r in page])
+    tenant = await repo.event_tenant(conn, event_id)
+    if tenant is None:
+        raise NotFound("no order of this event is known")
+    if not principal.is_staff_of(tenant):
+        raise StaffOnly("refunds need the tenant's owner or admin role")
+    rows = await repo.list_event_refunds(
+        conn,
+        event_id,
+        status=status,
+        only_needing_action=only_needing_action,
+        limit=limit,
+        after=paging.decode(cursor),
+    )
+    page, next_cursor = paging.page(rows, limit)
+    items = await repo.items_of(conn, [r["id"] for r in page])
     return {
         "items": [{**_shape(r, items[r["id"]]), "buyer_email": r["buyer_email"]} for r in page],
         "next_cursor": next_cursor,
     }
 
 
-async def get_refund(pool: asyncpg.Pool, principal: Principal, refund_id: UUID) -> dict[str, Any]:
-    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
-        refund = await repo.get_refund(conn, refund_id)
-        if refund is None:
-            raise NotFound("refund not found")
-        if not principal.is_staff_of(refund["tenant_id"]):
-            raise StaffOnly("refunds need the tenant's owner or admin role")
-        body = await _public(conn, refund)
-        body["audit"] = [dict(a) for a in await repo.audit_trail(conn, refund_id)]
-        return body
+async def get_refund(
+    conn: asyncpg.Connection, principal: Principal, refund_id: UUID
+) -> dict[str, Any]:
+    refund = await repo.get_refund(conn, refund_id)
+    if refund is None:
+        raise NotFound("refund not found")
+    if not principal.is_staff_of(refund["tenant_id"]):
+        raise StaffOnly("refunds need the tenant's owner or admin role")
+    body = await _public(conn, refund)
+    body["audit"] = [dict(a) for a in await repo.audit_trail(conn, refund_id)]
+    return body
 
 
 async def cancel_refund(
-    pool: asyncpg.Pool, principal: Principal, refund_id: UUID
+    conn: asyncpg.Connection, principal: Principal, refund_id: UUID
 ) -> dict[str, Any]:
     """Withdraw a refund still ``pending`` or ``queued``. The provider side decides: payments
     cancels it if it has not gone through yet and the refund becomes ``canceled``; otherwise it
     carries on. Answers 202 with ``cancel_requested``."""
-    async with db.transaction(pool, tenant_id=principal.tenant_scope()) as conn:
-        refund = await repo.get_refund(conn, refund_id, for_update=True)
-        if refund is None:
-            raise NotFound("refund not found")
-        if not principal.is_staff_of(refund["tenant_id"]):
-            raise StaffOnly("refunds need the tenant's owner or admin role")
-        status = RefundStatus(refund["status"])
-        if status not in CANCELABLE:
-            raise RefundNotCancelable(f"a {status.value} refund can no longer be canceled")
-        if refund["cancel_requested_at"] is None:
-            refund = await repo.update_refund(
-                conn, refund_id, {"cancel_requested_at": datetime.now(UTC)}
-            )
-            await repo.audit(
-                conn,
-                AuditEntry.of(
-                    refund,
-                    actor=principal.sub,
-                    action="refund.cancel_requested",
-                    from_status=status.value,
-                    to_status=status.value,
-                ),
-            )
-            await outbox.emit(
-                conn,
-                RefundCancelRequested(**event_fields(refund)),
-                subject=refund["order_id"],
-                source=SOURCE,
-            )
-        return await _public(conn, refund)
+    refund = await repo.get_refund(conn, refund_id, for_update=True)
+    if refund is None:
+        raise NotFound("refund not found")
+    if not principal.is_staff_of(refund["tenant_id"]):
+        raise StaffOnly("refunds need the tenant's owner or admin role")
+    status = RefundStatus(refund["status"])
+    if status not in CANCELABLE:
+        raise RefundNotCancelable(f"a {status.value} refund can no longer be canceled")
+    if refund["cancel_requested_at"] is None:
+        refund = await repo.update_refund(
+            conn, refund_id, {"cancel_requested_at": datetime.now(UTC)}
+        )
+        await repo.audit(
+            conn,
+            AuditEntry.of(
+                refund,
+                actor=principal.sub,
+                action="refund.cancel_requested",
+                from_status=status.value,
+                to_status=status.value,
+            ),
+        )
+        await outbox.emit(
+            conn,
+            RefundCancelRequested(**event_fields(refund)),
+            subject=refund["order_id"],
+            source=SOURCE,
+        )
+    return await _public(conn, refund)
 
 
 def needs_action(refund: Mapping[str, Any]) -> bool:
